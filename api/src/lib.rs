@@ -1,0 +1,1 @@
+//! Sluice API types (filled by the API issue).

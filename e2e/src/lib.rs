@@ -1,0 +1,1 @@
+//! End-to-end tooling (filled by the e2e issue).
