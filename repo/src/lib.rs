@@ -5,4 +5,11 @@
 //! `internal/` packages, one idea each, so "how is a pack laid out" is found
 //! by file name alone.
 
+pub mod backend;
 pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod id;
+
+pub use error::{Error, Result};
+pub use id::Id;
