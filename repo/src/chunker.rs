@@ -1,1 +1,391 @@
-//! restic's content-defined chunker (placeholder until the chunker lands).
+//! restic's content-defined chunker: a Rabin fingerprint over a 64-byte
+//! window, with the repository's random irreducible polynomial.
+//!
+//! Cut points must be identical to restic's, or a repository that restic
+//! filled stops deduplicating against what Sluice writes. The rules, as
+//! restic's `chunker` package applies them:
+//!
+//! - a chunk is cut after the byte at which the low 20 bits of the window's
+//!   fingerprint are zero, provided the chunk then holds at least
+//!   [`MIN_SIZE`] bytes; a chunk that reaches [`MAX_SIZE`] is cut there;
+//! - after a cut the window is cleared and a single byte `1` is slid in, and
+//!   the first `MIN_SIZE - 64` bytes of the next chunk are not hashed at all.
+//!
+//! A consequence the parallel search relies on: whether a chunk ends at
+//! position `p` depends only on the chunk's start and the 64 bytes before `p`
+//! (the byte `1` has left the window exactly when the chunk reaches
+//! `MIN_SIZE`). So a chunker restarted at any cut point behaves like one that
+//! arrived there from the start of the file.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Smallest chunk restic cuts (except for the last chunk of a file).
+pub const MIN_SIZE: usize = 512 * 1024;
+/// Largest chunk restic cuts; a chunk that reaches it is cut regardless of
+/// its fingerprint.
+pub const MAX_SIZE: usize = 8 * 1024 * 1024;
+/// Bytes covered by the rolling fingerprint.
+const WINDOW_SIZE: usize = 64;
+/// A cut needs these fingerprint bits to be zero: about one cut per MiB.
+const SPLIT_MASK: u64 = (1 << 20) - 1;
+
+/// A polynomial over GF(2), one bit per coefficient: the secret that makes a
+/// repository's chunk boundaries unpredictable to outsiders.
+///
+/// Its text form is the lowercase hex restic stores as `chunker_polynomial`
+/// in the repository config.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Polynomial(u64);
+
+/// Why a `chunker_polynomial` value cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolynomialError {
+    /// The text is not a hexadecimal `u64`.
+    #[error("chunker polynomial {0:?} is not a hexadecimal number; the repository config is damaged")]
+    NotHex(String),
+    /// The polynomial would not give restic's chunk boundaries.
+    #[error(
+        "chunker polynomial {0} is not irreducible of degree 9 to 53, which restic requires; the repository config is damaged"
+    )]
+    Unusable(Polynomial),
+}
+
+impl Polynomial {
+    /// The polynomial whose coefficients are the bits of `bits`, unchecked:
+    /// use [`Polynomial::is_usable`] before chunking with it.
+    pub const fn from_bits(bits: u64) -> Self {
+        Polynomial(bits)
+    }
+
+    /// The coefficients as bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// A fresh random irreducible polynomial of degree 53, drawn as restic's
+    /// `RandomPolynomial` draws one, for a new repository's config.
+    pub fn random_irreducible() -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        // About one candidate in 53 is irreducible, so this ends after a few
+        // dozen draws; restic gives up after a million, which never happens.
+        loop {
+            // Keep bits 0..=53, then force degree 53 and a constant term (a
+            // polynomial without one is divisible by x).
+            let candidate = Polynomial((rng.random::<u64>() & ((1 << 54) - 1)) | (1 << 53) | 1);
+            if candidate.is_irreducible() {
+                return candidate;
+            }
+        }
+    }
+
+    /// The degree, or -1 for the zero polynomial.
+    pub const fn degree(self) -> i32 {
+        63 - self.0.leading_zeros() as i32
+    }
+
+    /// Whether the polynomial has no non-trivial factor, by Ben-Or's test as
+    /// restic applies it: `gcd(f, x^(2^i) - x mod f) = 1` for every
+    /// `i <= deg(f) / 2`.
+    pub fn is_irreducible(self) -> bool {
+        (1..=self.degree() / 2).all(|i| gcd(self.0, frobenius_minus_x(i as u32, self.0)) == 1)
+    }
+
+    /// Whether restic's chunker can run with this polynomial: irreducible,
+    /// and of a degree its tables support.
+    pub fn is_usable(self) -> bool {
+        (9..=53).contains(&self.degree()) && self.is_irreducible()
+    }
+}
+
+impl fmt::Display for Polynomial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+impl FromStr for Polynomial {
+    type Err = PolynomialError;
+
+    /// Parses restic's hex form and rejects polynomials restic would refuse.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bits = u64::from_str_radix(s, 16).map_err(|_| PolynomialError::NotHex(s.to_owned()))?;
+        let pol = Polynomial(bits);
+        if pol.is_usable() {
+            Ok(pol)
+        } else {
+            Err(PolynomialError::Unusable(pol))
+        }
+    }
+}
+
+impl Serialize for Polynomial {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Polynomial {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `x mod m` over GF(2).
+fn poly_mod(mut x: u64, m: u64) -> u64 {
+    let dm = Polynomial(m).degree();
+    loop {
+        let dx = Polynomial(x).degree();
+        if dx < dm {
+            return x;
+        }
+        x ^= m << (dx - dm);
+    }
+}
+
+/// `a * b mod m` over GF(2), for `a` and `b` already reduced modulo `m`.
+fn mul_mod(a: u64, mut b: u64, m: u64) -> u64 {
+    let top = 1u64 << Polynomial(m).degree();
+    let mut a = a;
+    let mut product = 0;
+    while b != 0 {
+        if b & 1 == 1 {
+            product ^= a;
+        }
+        b >>= 1;
+        // `a` stays below `top`, so doubling it never loses a coefficient.
+        a <<= 1;
+        if a & top != 0 {
+            a ^= m;
+        }
+    }
+    product
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, poly_mod(a, b));
+    }
+    a
+}
+
+/// `x^(2^p) - x mod g`, the term of Ben-Or's irreducibility test.
+fn frobenius_minus_x(p: u32, g: u64) -> u64 {
+    let mut power = poly_mod(2, g);
+    for _ in 0..p {
+        power = mul_mod(power, power, g);
+    }
+    poly_mod(power ^ 2, g)
+}
+
+/// The two lookup tables that make the rolling fingerprint one table lookup
+/// per byte in each direction; computed once per polynomial and shared by
+/// every chunker of a repository.
+struct Tables {
+    /// `out[b]` is the fingerprint of `b` followed by 63 zero bytes: XORing it
+    /// removes the byte leaving the window.
+    out: [u64; 256],
+    /// `reduce[t]` reduces the 8 bits `t` that shifting a byte in pushes above
+    /// the polynomial's degree, and clears them in the same XOR.
+    reduce: [u64; 256],
+    /// `degree - 8`: moves those 8 bits to the bottom.
+    shift: u32,
+}
+
+impl Tables {
+    fn new(pol: Polynomial) -> Self {
+        assert!(
+            pol.is_usable(),
+            "chunker polynomial {pol} is not usable: validate it with Polynomial::is_usable first"
+        );
+        let p = pol.0;
+        let degree = pol.degree() as u32;
+        let mut out = [0; 256];
+        for (b, slot) in out.iter_mut().enumerate() {
+            let mut h = poly_mod(b as u64, p);
+            for _ in 1..WINDOW_SIZE {
+                h = poly_mod(h << 8, p);
+            }
+            *slot = h;
+        }
+        let mut reduce = [0; 256];
+        for (t, slot) in reduce.iter_mut().enumerate() {
+            let high = (t as u64) << degree;
+            *slot = poly_mod(high, p) | high;
+        }
+        Tables { out, reduce, shift: degree - 8 }
+    }
+
+    /// Slides `incoming` into the fingerprint after `outgoing` left the
+    /// window.
+    #[inline(always)]
+    fn roll(&self, digest: u64, outgoing: u8, incoming: u8) -> u64 {
+        let digest = digest ^ self.out[outgoing as usize];
+        let top = (digest >> self.shift) as usize;
+        // SAFETY: a fingerprint is always reduced below the polynomial's
+        // degree `shift + 8`, and XORing `out` entries (also reduced) keeps it
+        // so; hence `top < 256`.
+        let reduce = unsafe { *self.reduce.get_unchecked(top) };
+        ((digest << 8) | incoming as u64) ^ reduce
+    }
+}
+
+/// Finds restic's chunk boundaries in a stream fed to it slice by slice.
+///
+/// The backup pipeline reads a file in large buffers and hands each buffer to
+/// [`Chunker::next_boundary`] until it reports no further cut; the chunker
+/// keeps the state of the unfinished chunk between buffers. Cloning is cheap
+/// (the tables are shared), so concurrent files each get their own clone.
+#[derive(Clone)]
+pub struct Chunker {
+    tables: Arc<Tables>,
+    window: [u8; WINDOW_SIZE],
+    /// Where the oldest byte of `window` sits.
+    window_pos: usize,
+    digest: u64,
+    /// Bytes of the current chunk consumed so far.
+    len: usize,
+}
+
+impl fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunker").field("chunk_len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Chunker {
+    /// A chunker at the start of a chunk.
+    ///
+    /// # Panics
+    /// If `pol` is not [usable](Polynomial::is_usable); polynomials from
+    /// [`Polynomial::random_irreducible`] or parsed from a config always are.
+    pub fn new(pol: Polynomial) -> Self {
+        let mut chunker = Chunker {
+            tables: Arc::new(Tables::new(pol)),
+            window: [0; WINDOW_SIZE],
+            window_pos: 0,
+            digest: 0,
+            len: 0,
+        };
+        chunker.reset();
+        chunker
+    }
+
+    /// Starts a new chunk, dropping the unfinished one: call it at the start
+    /// of each file (the bytes left at the end of a file form its last chunk).
+    pub fn reset(&mut self) {
+        self.window = [0; WINDOW_SIZE];
+        // restic slides in a single byte 1 after clearing the window. Its
+        // fingerprint is 1, and it never influences a cut: it leaves the
+        // window exactly when the chunk reaches MIN_SIZE.
+        self.window[0] = 1;
+        self.window_pos = 1;
+        self.digest = 1;
+        self.len = 0;
+    }
+
+    /// How many bytes of the unfinished chunk have been consumed.
+    pub fn chunk_len(&self) -> usize {
+        self.len
+    }
+
+    /// Consumes `data` as the continuation of the current chunk. Returns
+    /// `Some(n)` when the chunk ends after `data[..n]`; the chunker then
+    /// stands at the start of the next chunk and expects `data[n..]` next.
+    /// Returns `None` when all of `data` belongs to the current chunk.
+    pub fn next_boundary(&mut self, data: &[u8]) -> Option<usize> {
+        // restic does not hash the first MIN_SIZE - WINDOW_SIZE bytes of a
+        // chunk: none of them can end it, and none is in the window by the
+        // time the chunk may end.
+        let skip_until = MIN_SIZE - WINDOW_SIZE;
+        let mut start = 0;
+        if self.len < skip_until {
+            let skip = skip_until - self.len;
+            if skip >= data.len() {
+                self.len += data.len();
+                return None;
+            }
+            start = skip;
+            self.len = skip_until;
+        }
+        // From here every byte is hashed. Bytes that may not end the chunk
+        // because it is still below MIN_SIZE are at most the first 63 hashed
+        // ones, all of which slide out of the stored window; the bulk loop
+        // below takes outgoing bytes from `data` itself and needs no checks
+        // but the fingerprint and the size cap.
+        let end = data.len().min(start + (MAX_SIZE - self.len));
+        let head_end = end.min(start + WINDOW_SIZE);
+        let tables = &*self.tables;
+        let mut digest = self.digest;
+        for i in start..head_end {
+            let incoming = data[i];
+            let slot = (self.window_pos + (i - start)) % WINDOW_SIZE;
+            let outgoing = std::mem::replace(&mut self.window[slot], incoming);
+            digest = tables.roll(digest, outgoing, incoming);
+            if digest & SPLIT_MASK == 0 && self.len + (i - start) + 1 >= MIN_SIZE {
+                return Some(self.cut(i + 1));
+            }
+        }
+        if end > head_end {
+            // Every window in this range lies entirely inside `data`.
+            let incoming = &data[head_end..end];
+            let outgoing = &data[head_end - WINDOW_SIZE..end - WINDOW_SIZE];
+            for (k, (&inc, &out)) in incoming.iter().zip(outgoing).enumerate() {
+                digest = tables.roll(digest, out, inc);
+                if digest & SPLIT_MASK == 0 {
+                    return Some(self.cut(head_end + k + 1));
+                }
+            }
+            self.window.copy_from_slice(&data[end - WINDOW_SIZE..end]);
+            self.window_pos = 0;
+        } else {
+            self.window_pos = (self.window_pos + (head_end - start)) % WINDOW_SIZE;
+        }
+        self.len += end - start;
+        self.digest = digest;
+        if self.len == MAX_SIZE {
+            return Some(self.cut(end));
+        }
+        None
+    }
+
+    fn cut(&mut self, n: usize) -> usize {
+        self.reset();
+        n
+    }
+
+    /// The end offset of every chunk of `data` taken as a whole file: the
+    /// last entry is `data.len()` (none for empty data). Ignores and keeps
+    /// this chunker's own state.
+    pub fn boundaries(&self, data: &[u8]) -> Vec<usize> {
+        let mut chunker = self.fresh();
+        let mut ends = chunker.feed(data, 0);
+        if ends.last().copied().unwrap_or(0) < data.len() {
+            ends.push(data.len());
+        }
+        ends
+    }
+
+    /// A chunker at the start of a chunk sharing this one's tables.
+    fn fresh(&self) -> Chunker {
+        let mut chunker = self.clone();
+        chunker.reset();
+        chunker
+    }
+
+    /// Feeds all of `data`, returning the cut offsets shifted by `base`.
+    fn feed(&mut self, data: &[u8], base: usize) -> Vec<usize> {
+        let mut cuts = Vec::new();
+        let mut pos = 0;
+        while let Some(n) = self.next_boundary(&data[pos..]) {
+            pos += n;
+            cuts.push(base + pos);
+        }
+        cuts
+    }
+}
