@@ -1,0 +1,171 @@
+//! A real MinIO server on 127.0.0.1, for object-storage tests.
+//!
+//! Each [`MinIo`] owns a temporary data directory and a free port. It can be
+//! stopped and started again on the same port and data, which is how tests
+//! take the object store away in the middle of a backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::probe::http_get;
+use crate::process::{Daemon, free_port};
+use crate::tools::Tool;
+
+/// A running (or stopped) MinIO server with known root credentials.
+#[derive(Debug)]
+pub struct MinIo {
+    port: u16,
+    console_port: u16,
+    dir: TempDir,
+    daemon: Option<Daemon>,
+}
+
+impl MinIo {
+    /// Root user, used as `AWS_ACCESS_KEY_ID`.
+    pub const ACCESS_KEY: &'static str = "sluice-e2e";
+    /// Root password, used as `AWS_SECRET_ACCESS_KEY`.
+    pub const SECRET_KEY: &'static str = "sluice-e2e-secret";
+    /// MinIO's default region, used as `AWS_DEFAULT_REGION`.
+    pub const REGION: &'static str = "us-east-1";
+
+    /// Starts MinIO on a free port with an empty data directory and waits
+    /// until it serves requests.
+    pub fn start() -> MinIo {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-minio-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for MinIO: {e}"));
+        std::fs::create_dir(dir.path().join("data"))
+            .unwrap_or_else(|e| panic!("cannot create {}/data: {e}", dir.path().display()));
+        let mut minio = MinIo {
+            port: free_port(),
+            console_port: free_port(),
+            dir,
+            daemon: None,
+        };
+        minio.start_again();
+        minio
+    }
+
+    /// Starts the server again after [`MinIo::stop`] or [`MinIo::kill`], on
+    /// the same port and data directory, and waits until it is ready.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.daemon.is_none(),
+            "MinIO on port {} is already running",
+            self.port
+        );
+        let mut command = Command::new(Tool::Minio.path());
+        command
+            .arg("server")
+            .arg("--quiet")
+            .arg("--address")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--console-address")
+            .arg(format!("127.0.0.1:{}", self.console_port))
+            .arg(self.data_dir())
+            .env("MINIO_ROOT_USER", Self::ACCESS_KEY)
+            .env("MINIO_ROOT_PASSWORD", Self::SECRET_KEY)
+            .env("MINIO_BROWSER", "off")
+            .env("MINIO_UPDATE", "off")
+            // Keep MinIO's config and certs inside the temporary directory.
+            .env("HOME", self.dir.path());
+        let log = self.dir.path().join("minio.log");
+        let mut daemon = Daemon::spawn("minio", command, &log);
+        let port = self.port;
+        daemon.wait_ready("ready", Duration::from_secs(60), || {
+            matches!(http_get(port, "/minio/health/ready"), Some((200, _)))
+        });
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops the server gracefully; the data stays for [`MinIo::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or a lost node would.
+    pub fn kill(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill();
+        }
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(Daemon::is_running)
+    }
+
+    /// The S3 endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the S3 API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The restic repository URL of `bucket_and_prefix` on this server, e.g.
+    /// `s3:http://127.0.0.1:PORT/bucket/prefix`.
+    pub fn repository(&self, bucket_and_prefix: &str) -> String {
+        format!(
+            "s3:{}/{}",
+            self.endpoint(),
+            bucket_and_prefix.trim_start_matches('/')
+        )
+    }
+
+    /// The AWS variables that give a client root access to this server.
+    pub fn env(&self) -> [(&'static str, &'static str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY),
+            ("AWS_DEFAULT_REGION", Self::REGION),
+        ]
+    }
+
+    /// A `restic` command against `bucket_and_prefix` on this server, with
+    /// the repository, password and credentials in its environment; add the
+    /// subcommand and run it.
+    pub fn restic(&self, bucket_and_prefix: &str, password: &str) -> Command {
+        let mut command = Command::new(Tool::Restic.path());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("RESTIC_CACHE_DIR", self.dir.path().join("restic-cache"))
+            .env("RESTIC_REPOSITORY", self.repository(bucket_and_prefix))
+            .env("RESTIC_PASSWORD", password)
+            .envs(self.env());
+        command
+    }
+
+    /// The directory MinIO stores objects in (one subdirectory per bucket).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// MinIO's log file, for diagnosing a failed test.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("minio.log")
+    }
+
+    /// The temporary directory that holds data, log and client caches.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MinIo {
+    fn drop(&mut self) {
+        // Kill before the TempDir goes, so MinIO never writes into a
+        // directory being deleted.
+        self.kill();
+    }
+}
