@@ -1,0 +1,56 @@
+//! Condition types and reasons shared by the controllers, events, metrics and users' tooling.
+//!
+//! The names are API: people run `kubectl wait --for=condition=Ready` and alert on reasons, so
+//! they live here, once, rather than as string literals in the operator.
+
+/// The object's last sync succeeded and nothing is wrong with its configuration. For a
+/// ReplicationDestination, the restored volume is published in `status.latestImage`.
+pub const READY: &str = "Ready";
+
+/// A sync is in progress (`True`) or the object waits for its next trigger (`False`).
+pub const SYNCHRONIZING: &str = "Synchronizing";
+
+/// Syncs fail or cannot start; the reason says why and whether the operator retries.
+pub const DEGRADED: &str = "Degraded";
+
+/// Condition reasons: CamelCase words a human can grep for in events and `kubectl describe`.
+pub mod reason {
+    /// The last sync succeeded.
+    pub const SYNC_SUCCEEDED: &str = "SyncSucceeded";
+    /// Waiting for the next time `spec.trigger.schedule` fires.
+    pub const WAITING_FOR_SCHEDULE: &str = "WaitingForSchedule";
+    /// Waiting for `spec.trigger.manual` to change.
+    pub const WAITING_FOR_MANUAL: &str = "WaitingForManual";
+    /// `spec.paused` is set.
+    pub const PAUSED: &str = "Paused";
+    /// Waiting for a VolumeSnapshot to become `readyToUse`.
+    pub const WAITING_FOR_SNAPSHOT: &str = "WaitingForSnapshot";
+    /// Waiting for a PersistentVolumeClaim to be bound or provisioned.
+    pub const WAITING_FOR_PVC: &str = "WaitingForPVC";
+    /// The mover Job is running.
+    pub const MOVER_RUNNING: &str = "MoverRunning";
+    /// The mover Job failed for a reason the operator retries with backoff.
+    pub const MOVER_FAILED: &str = "MoverFailed";
+    /// Retrying after a failure; `nextSyncTime` says when.
+    pub const BACKOFF: &str = "Backoff";
+    /// The repository stayed locked by a live holder past the retry window.
+    pub const REPOSITORY_LOCKED: &str = "RepositoryLocked";
+    /// The repository password opens no key.
+    pub const WRONG_PASSWORD: &str = "WrongPassword";
+    /// No repository exists at `RESTIC_REPOSITORY`.
+    pub const REPOSITORY_NOT_FOUND: &str = "RepositoryNotFound";
+    /// The repository's data failed verification.
+    pub const REPOSITORY_CORRUPT: &str = "RepositoryCorrupt";
+    /// The storage backend could not be reached.
+    pub const NETWORK_ERROR: &str = "NetworkError";
+    /// The mover rejected its configuration.
+    pub const MOVER_CONFIG_INVALID: &str = "MoverConfigInvalid";
+    /// The repository Secret is missing or lacks required keys.
+    pub const SECRET_INVALID: &str = "SecretInvalid";
+    /// The source PVC does not exist.
+    pub const SOURCE_PVC_NOT_FOUND: &str = "SourcePVCNotFound";
+    /// A restore found no snapshot matching `restoreAsOf`/`previous`/`hostname`.
+    pub const NO_SNAPSHOT: &str = "NoSnapshot";
+    /// Temporary copies of the last sync are being removed.
+    pub const CLEANING_UP: &str = "CleaningUp";
+}

@@ -1,0 +1,168 @@
+//! The ReplicationDestination kind: restore a snapshot from a restic repository into a PVC.
+
+use k8s_openapi::{
+    api::core::v1::TypedLocalObjectReference,
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, Time},
+    },
+};
+use kube::{CustomResource, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    mover::{CustomCa, MoverConfig, MoverStatus},
+    sync::{RestoredSnapshot, SyncPlan},
+    trigger::Trigger,
+    volume::{AccessMode, DestinationCopyMethod},
+};
+
+/// Which snapshot to restore, from which repository, into which volume.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "ReplicationDestination",
+    namespaced,
+    status = "ReplicationDestinationStatus",
+    derive = "PartialEq",
+    shortname = "rdst",
+    category = "sluice",
+    doc = "Restores a snapshot from a restic repository into a PersistentVolumeClaim.",
+    printcolumn(name = "Last sync", type_ = "string", format = "date-time", json_path = ".status.lastSyncTime"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.lastSyncDuration"),
+    printcolumn(name = "Next sync", type_ = "string", format = "date-time", json_path = ".status.nextSyncTime"),
+    printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.restoredSnapshot.id"),
+    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationDestinationSpec {
+    /// When restores run. Without a trigger a restore runs once and then only when the spec
+    /// changes; use `manual` to restore again on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Stops starting new restores; a running one finishes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// The repository, the snapshot to pick and the volume to restore into.
+    pub restic: ResticDestinationSpec,
+}
+
+/// Restore settings, named as in VolSync's restic mover where the meaning is the same.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.destinationPVC) || (has(self.capacity) && has(self.accessModes))",
+        "message": "spec.restic.capacity and spec.restic.accessModes are required when spec.restic.destinationPVC is not set",
+    },
+    {
+        "rule": "self.copyMethod != 'Clone'",
+        "message": "spec.restic.copyMethod: Clone is not supported on a ReplicationDestination; use Snapshot or Direct",
+    },
+]))]
+pub struct ResticDestinationSpec {
+    /// Name of the Secret holding the repository's environment, as for a ReplicationSource.
+    #[schemars(length(min = 1, max = 253))]
+    pub repository: String,
+    /// How the restored data is published in `status.latestImage`.
+    pub copy_method: DestinationCopyMethod,
+    /// Existing PVC to restore into. Without it a new PVC is made from `capacity`,
+    /// `accessModes` and `storageClassName`.
+    #[serde(default, rename = "destinationPVC", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub destination_pvc: Option<String>,
+    /// Size of the new PVC; required without `destinationPVC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Quantity>,
+    /// Access modes of the new PVC; required without `destinationPVC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub access_modes: Option<Vec<AccessMode>>,
+    /// StorageClass of the new PVC. Default: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// VolumeSnapshotClass used with `copyMethod: Snapshot`. Default: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Restore the latest snapshot taken at or before this time (RFC 3339). Default: latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_as_of: Option<Time>,
+    /// Skip this many snapshots back from the one otherwise picked. Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub previous: Option<i32>,
+    /// Delete files in the volume that are not in the snapshot, so the volume matches it exactly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_file_deletion: bool,
+    /// What to do when no snapshot matches: fail (the default), or publish the volume empty.
+    #[serde(default)]
+    pub on_missing_snapshot: OnMissingSnapshot,
+    /// Only consider snapshots recorded under this host name. Default: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub hostname: Option<String>,
+    /// CA the mover trusts for the repository's endpoint.
+    #[serde(default, rename = "customCA", skip_serializing_if = "Option::is_none")]
+    pub custom_ca: Option<CustomCa>,
+    /// Mover Pod overrides.
+    #[serde(flatten)]
+    pub mover: MoverConfig,
+}
+
+/// The answer to "no snapshot matches": a restore from an empty repository is usually a
+/// mistake, but bootstrapping a new application from an empty repository is not.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnMissingSnapshot {
+    /// Set a failed condition and publish nothing.
+    #[default]
+    Fail,
+    /// Publish the volume as it is (empty when new).
+    Empty,
+}
+
+/// What the controller observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationDestinationStatus {
+    /// `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synchronizing and Degraded, one entry per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the last successful restore ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// When the last restore (successful or not) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// How long the last successful restore took (`1m30.5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<Duration>,
+    /// When the next restore starts, for a scheduled trigger or a retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// The last `spec.trigger.manual` value a restore completed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    /// Outcome and log tail of the latest mover Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+    /// The restored data: a VolumeSnapshot (`copyMethod: Snapshot`) or the PVC (`Direct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_image: Option<TypedLocalObjectReference>,
+    /// The snapshot restored last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_snapshot: Option<RestoredSnapshot>,
+    /// The restore in progress; absent between restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_plan: Option<SyncPlan>,
+    /// Failed restores since the last success; drives the retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: Option<i32>,
+}

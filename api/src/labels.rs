@@ -1,0 +1,29 @@
+//! Label and annotation keys Sluice puts on the objects it creates.
+//!
+//! The operator selects its Jobs, temporary PVCs and VolumeSnapshots by these labels, and users
+//! find them the same way (`kubectl get jobs -l sluice.dev/replication-source=db`).
+
+/// Standard `app.kubernetes.io/managed-by` label key.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// Value of [`MANAGED_BY`] on everything the operator creates.
+pub const MANAGED_BY_VALUE: &str = "sluice";
+
+/// Standard `app.kubernetes.io/component` label key; mover Pods carry [`COMPONENT_MOVER`].
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+
+/// Value of [`COMPONENT`] on mover Jobs and their Pods.
+pub const COMPONENT_MOVER: &str = "mover";
+
+/// Label carrying the name of the ReplicationSource an object was created for.
+pub const REPLICATION_SOURCE: &str = "sluice.dev/replication-source";
+
+/// Label carrying the name of the ReplicationDestination an object was created for.
+pub const REPLICATION_DESTINATION: &str = "sluice.dev/replication-destination";
+
+/// Annotation on a mover Job naming the sync (its `status.syncPlan.startedAt`), so a Job left
+/// from an earlier sync is never mistaken for the current one.
+pub const SYNC_STARTED_AT: &str = "sluice.dev/sync-started-at";
+
+/// Field manager of the operator's server-side apply patches.
+pub const FIELD_MANAGER: &str = "sluice-operator";

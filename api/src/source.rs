@@ -1,0 +1,227 @@
+//! The ReplicationSource kind: back a PVC up into a restic repository on a trigger.
+
+use k8s_openapi::apimachinery::pkg::{
+    api::resource::Quantity,
+    apis::meta::v1::{Condition, Time},
+};
+use kube::{CustomResource, ResourceExt, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    mover::{CustomCa, MoverConfig, MoverStatus},
+    sync::{LastSync, SyncPlan},
+    trigger::Trigger,
+    volume::{AccessMode, CopyMethod},
+};
+
+/// Which PVC to back up, when, and into which repository.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "ReplicationSource",
+    namespaced,
+    status = "ReplicationSourceStatus",
+    derive = "PartialEq",
+    shortname = "rsrc",
+    category = "sluice",
+    doc = "Backs a PersistentVolumeClaim up into a restic repository, on a schedule or on demand.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourcePVC"),
+    printcolumn(name = "Last sync", type_ = "string", format = "date-time", json_path = ".status.lastSyncTime"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.lastSyncDuration"),
+    printcolumn(name = "Next sync", type_ = "string", format = "date-time", json_path = ".status.nextSyncTime"),
+    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Snapshot", type_ = "string", priority = 1, json_path = ".status.lastSync.snapshotID"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSourceSpec {
+    /// Name of the PersistentVolumeClaim, in this namespace, to back up.
+    #[serde(rename = "sourcePVC")]
+    #[schemars(length(min = 1, max = 253))]
+    pub source_pvc: String,
+    /// When syncs start. Without a trigger a new sync starts as soon as the previous one ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Stops starting new syncs; a running one finishes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// The repository and how to back up into it.
+    pub restic: ResticSourceSpec,
+}
+
+/// Backup settings, named as in VolSync's restic mover where the meaning is the same.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResticSourceSpec {
+    /// Name of the Secret holding the repository's environment: `RESTIC_REPOSITORY`,
+    /// `RESTIC_PASSWORD` and the backend's credentials (`AWS_ACCESS_KEY_ID`, ...). A VolSync
+    /// restic Secret works unchanged.
+    #[schemars(length(min = 1, max = 253))]
+    pub repository: String,
+    /// How the point-in-time copy of the source PVC is taken.
+    pub copy_method: CopyMethod,
+    /// Which snapshots `forget` keeps after each backup. Without it no snapshot is forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<RetainPolicy>,
+    /// Days between prunes, which free the space of forgotten snapshots. Default: 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub prune_interval_days: Option<i32>,
+    /// Days between checks of the repository (`check --read-data-subset`). Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub check_interval_days: Option<i32>,
+    /// Size of the temporary PVC of the copy. Default: the source PVC's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Quantity>,
+    /// StorageClass of the temporary PVC of the copy. Default: the source PVC's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Access modes of the temporary PVC of the copy. Default: the source PVC's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub access_modes: Option<Vec<AccessMode>>,
+    /// VolumeSnapshotClass used with `copyMethod: Snapshot`. Default: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// CA the mover trusts for the repository's endpoint.
+    #[serde(default, rename = "customCA", skip_serializing_if = "Option::is_none")]
+    pub custom_ca: Option<CustomCa>,
+    /// Any string; each new value removes all locks before the next backup (`unlock
+    /// --remove-all`). Done once the value appears in `status.restic.lastUnlocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock: Option<String>,
+    /// Patterns of paths not to back up, as restic's `--exclude`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Tags recorded on every snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Host name recorded in snapshots; `forget` and the parent snapshot are scoped to it.
+    /// Default: `<namespace>-<sourcePVC>`. Set `volsync` to continue a VolSync repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub hostname: Option<String>,
+    /// Mover Pod overrides.
+    #[serde(flatten)]
+    pub mover: MoverConfig,
+}
+
+/// Which snapshots to keep, as restic's `forget --keep-*` flags.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.last) || has(self.hourly) || has(self.daily) || has(self.weekly) || has(self.monthly) || has(self.yearly) || has(self.within)",
+    "message": "spec.restic.retain must set at least one of last, hourly, daily, weekly, monthly, yearly or within; omit retain to keep every snapshot",
+}]))]
+pub struct RetainPolicy {
+    /// Keep the last N snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub last: Option<i32>,
+    /// Keep the last snapshot of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub hourly: Option<i32>,
+    /// Keep the last snapshot of each of the last N days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub daily: Option<i32>,
+    /// Keep the last snapshot of each of the last N weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub weekly: Option<i32>,
+    /// Keep the last snapshot of each of the last N months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub monthly: Option<i32>,
+    /// Keep the last snapshot of each of the last N years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub yearly: Option<i32>,
+    /// Keep every snapshot younger than this, counted back from the latest snapshot, in restic's
+    /// form: a sequence of number-unit pairs with units y, m, d, h (`1y6m`, `14d`, `36h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[ymdh])+$"))]
+    pub within: Option<String>,
+}
+
+/// What the controller observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSourceStatus {
+    /// `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synchronizing and Degraded, one entry per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the last successful sync ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// When the last sync (successful or not) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// How long the last successful sync took (`1m30.5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<Duration>,
+    /// When the next sync starts: the schedule's next time, or the end of a retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// The last `spec.trigger.manual` value a sync completed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    /// Outcome and log tail of the latest mover Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+    /// Numbers of the last successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<LastSync>,
+    /// The sync in progress; absent between syncs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_plan: Option<SyncPlan>,
+    /// Failed syncs since the last success; drives the retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: Option<i32>,
+    /// Scheduled times that passed without a sync starting (collapsed into one later run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub missed_syncs: Option<i64>,
+    /// Repository maintenance bookkeeping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic: Option<ResticSourceStatus>,
+}
+
+/// When repository maintenance last ran, so the plan knows when it is due again.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResticSourceStatus {
+    /// When a prune last completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pruned: Option<Time>,
+    /// The last `spec.restic.unlock` value a sync completed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unlocked: Option<String>,
+    /// When a check last completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<Time>,
+}
+
+impl ReplicationSource {
+    /// The host name this source's snapshots are recorded under: `spec.restic.hostname`, or
+    /// `<namespace>-<sourcePVC>` so two PVCs sharing a repository keep separate histories.
+    pub fn restic_hostname(&self) -> String {
+        match &self.spec.restic.hostname {
+            Some(hostname) => hostname.clone(),
+            None => format!(
+                "{}-{}",
+                self.namespace().unwrap_or_default(),
+                self.spec.source_pvc
+            ),
+        }
+    }
+}
