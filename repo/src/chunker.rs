@@ -45,7 +45,9 @@ pub struct Polynomial(u64);
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolynomialError {
     /// The text is not a hexadecimal `u64`.
-    #[error("chunker polynomial {0:?} is not a hexadecimal number; the repository config is damaged")]
+    #[error(
+        "chunker polynomial {0:?} is not a hexadecimal number; the repository config is damaged"
+    )]
     NotHex(String),
     /// The polynomial would not give restic's chunk boundaries.
     #[error(
@@ -218,7 +220,11 @@ impl Tables {
             let high = (t as u64) << degree;
             *slot = poly_mod(high, p) | high;
         }
-        Tables { out, reduce, shift: degree - 8 }
+        Tables {
+            out,
+            reduce,
+            shift: degree - 8,
+        }
     }
 
     /// Slides `incoming` into the fingerprint after `outgoing` left the
@@ -254,7 +260,9 @@ pub struct Chunker {
 
 impl fmt::Debug for Chunker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chunker").field("chunk_len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Chunker")
+            .field("chunk_len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -322,13 +330,12 @@ impl Chunker {
         let head_end = end.min(start + WINDOW_SIZE);
         let tables = &*self.tables;
         let mut digest = self.digest;
-        for i in start..head_end {
-            let incoming = data[i];
-            let slot = (self.window_pos + (i - start)) % WINDOW_SIZE;
+        for (k, &incoming) in data[start..head_end].iter().enumerate() {
+            let slot = (self.window_pos + k) % WINDOW_SIZE;
             let outgoing = std::mem::replace(&mut self.window[slot], incoming);
             digest = tables.roll(digest, outgoing, incoming);
-            if digest & SPLIT_MASK == 0 && self.len + (i - start) + 1 >= MIN_SIZE {
-                return Some(self.cut(i + 1));
+            if digest & SPLIT_MASK == 0 && self.len + k + 1 >= MIN_SIZE {
+                return Some(self.cut(start + k + 1));
             }
         }
         if end > head_end {
@@ -369,6 +376,87 @@ impl Chunker {
             ends.push(data.len());
         }
         ends
+    }
+
+    /// [`Chunker::boundaries`] searched with up to `threads` threads; the
+    /// result is identical.
+    pub fn parallel_boundaries(&self, data: &[u8], threads: usize) -> Vec<usize> {
+        let mut ends = self.fresh().parallel_next_boundaries(data, threads);
+        if ends.last().copied().unwrap_or(0) < data.len() {
+            ends.push(data.len());
+        }
+        ends
+    }
+
+    /// Like calling [`Chunker::next_boundary`] over `data` until it returns
+    /// `None` and collecting the cut offsets, but searching with up to
+    /// `threads` threads, so that one large file does not leave the other
+    /// cores idle. The cuts, and the state left for the next slice, are
+    /// exactly those of the sequential search.
+    ///
+    /// `data` is split into regions; each region but the first is chunked by
+    /// its own thread as if a chunk started there, which is a guess. The true
+    /// chunking then continues from the region before; as soon as it cuts
+    /// where the guess also cut, both have reset at the same position and
+    /// agree from there on, so the rest of the guess is taken as is. On
+    /// random data that happens after a chunk or two; data on which the two
+    /// never meet (a short repeating pattern) costs one extra sequential pass
+    /// over the region, never a wrong cut. Regions start at multiples of
+    /// [`MIN_SIZE`] so that runs of zero bytes, where every position is a cut
+    /// candidate and chunks are exactly `MIN_SIZE`, agree at once.
+    pub fn parallel_next_boundaries(&mut self, data: &[u8], threads: usize) -> Vec<usize> {
+        // Smaller regions would spend too much of their work before the
+        // guess and the true chunking meet.
+        const MIN_REGION: usize = 2 * MAX_SIZE;
+        let regions = threads.min(data.len() / MIN_REGION).max(1);
+        if regions == 1 {
+            return self.feed(data, 0);
+        }
+        let region_len = (data.len() / regions).div_ceil(MIN_SIZE) * MIN_SIZE;
+        let mut bounds: Vec<usize> = (0..regions)
+            .map(|r| (r * region_len).min(data.len()))
+            .collect();
+        bounds.push(data.len());
+
+        let (mut cuts, guesses) = std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .skip(1)
+                .map(|w| {
+                    let (start, end) = (w[0], w[1]);
+                    let mut guess = self.fresh();
+                    scope.spawn(move || (guess.feed(&data[start..end], start), guess))
+                })
+                .collect();
+            let cuts = self.feed(&data[..bounds[1]], 0);
+            let guesses: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().expect("chunker thread panicked"))
+                .collect();
+            (cuts, guesses)
+        });
+
+        for (w, (guess_cuts, guess_end_state)) in bounds.windows(2).skip(1).zip(guesses) {
+            let (start, end) = (w[0], w[1]);
+            // `self` holds the true state at `start`. A chunk starting right
+            // there is exactly the guess's assumption.
+            if self.len == 0 {
+                cuts.extend_from_slice(&guess_cuts);
+                *self = guess_end_state;
+                continue;
+            }
+            let mut pos = start;
+            while let Some(n) = self.next_boundary(&data[pos..end]) {
+                pos += n;
+                cuts.push(pos);
+                if let Ok(i) = guess_cuts.binary_search(&pos) {
+                    cuts.extend_from_slice(&guess_cuts[i + 1..]);
+                    *self = guess_end_state;
+                    break;
+                }
+            }
+        }
+        cuts
     }
 
     /// A chunker at the start of a chunk sharing this one's tables.

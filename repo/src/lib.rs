@@ -9,6 +9,7 @@ pub mod backend;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod id;
 
 pub use error::{Error, Result};

@@ -15,29 +15,98 @@ const TEST_POL: Polynomial = Polynomial::from_bits(0x3DA3358B4DC173);
 
 /// Chunk lengths and SHA-256 digests restic expects for [`go_random`]`(23, 32 MiB)`.
 const RESTIC_VECTORS: &[(usize, &str)] = &[
-    (2163460, "4b94cb2cf293855ea43bf766731c74969b91aa6bf3c078719aabdd19860d590d"),
-    (643703, "5727a63c0964f365ab8ed2ccf604912f2ea7be29759a2b53ede4d6841e397407"),
-    (1528956, "a73759636a1e7a2758767791c69e81b69fb49236c6929e5d1b654e06e37674ba"),
-    (1955808, "c955fb059409b25f07e5ae09defbbc2aadf117c97a3724e06ad4abd2787e6824"),
-    (2222372, "6ba5e9f7e1b310722be3627716cf469be941f7f3e39a4c3bcefea492ec31ee56"),
-    (2538687, "8687937412f654b5cfe4a82b08f28393a0c040f77c6f95e26742c2fc4254bfde"),
-    (609606, "5da820742ff5feb3369112938d3095785487456f65a8efc4b96dac4be7ebb259"),
-    (1205738, "cc70d8fad5472beb031b1aca356bcab86c7368f40faa24fe5f8922c6c268c299"),
-    (959742, "4065bdd778f95676c92b38ac265d361f81bff17d76e5d9452cf985a2ea5a4e39"),
-    (4036109, "b9cf166e75200eb4993fc9b6e22300a6790c75e6b0fc8f3f29b68a752d42f275"),
-    (1525894, "2f238180e4ca1f7520a05f3d6059233926341090f9236ce677690c1823eccab3"),
-    (1352720, "afd12f13286a3901430de816e62b85cc62468c059295ce5888b76b3af9028d84"),
-    (811884, "42d0cdb1ee7c48e552705d18e061abb70ae7957027db8ae8db37ec756472a70a"),
-    (1282314, "819721c2457426eb4f4c7565050c44c32076a56fa9b4515a1c7796441730eb58"),
-    (1318021, "842eb53543db55bacac5e25cb91e43cc2e310fe5f9acc1aee86bdf5e91389374"),
-    (948640, "b8e36bf7019bb96ac3fb7867659d2167d9d3b3148c09fe0de45850b8fe577185"),
-    (645464, "5584bd27982191c3329f01ed846bfd266e96548dfa87018f745c33cfc240211d"),
-    (533758, "4da778a25b72a9a0d53529eccfe2e5865a789116cb1800f470d8df685a8ab05d"),
-    (1128303, "08c6b0b38095b348d80300f0be4c5184d2744a17147c2cba5cc4315abf4c048f"),
-    (800374, "820284d2c8fd243429674c996d8eb8d3450cbc32421f43113e980f516282c7bf"),
-    (2453512, "5fa870ed107c67704258e5e50abe67509fb73562caf77caa843b5f243425d853"),
-    (2651975, "181347d2bbec32bef77ad5e9001e6af80f6abcf3576549384d334ee00c1988d8"),
-    (237392, "fcd567f5d866357a8e299fd5b2359bb2c8157c30395229c4e9b0a353944a7978"),
+    (
+        2163460,
+        "4b94cb2cf293855ea43bf766731c74969b91aa6bf3c078719aabdd19860d590d",
+    ),
+    (
+        643703,
+        "5727a63c0964f365ab8ed2ccf604912f2ea7be29759a2b53ede4d6841e397407",
+    ),
+    (
+        1528956,
+        "a73759636a1e7a2758767791c69e81b69fb49236c6929e5d1b654e06e37674ba",
+    ),
+    (
+        1955808,
+        "c955fb059409b25f07e5ae09defbbc2aadf117c97a3724e06ad4abd2787e6824",
+    ),
+    (
+        2222372,
+        "6ba5e9f7e1b310722be3627716cf469be941f7f3e39a4c3bcefea492ec31ee56",
+    ),
+    (
+        2538687,
+        "8687937412f654b5cfe4a82b08f28393a0c040f77c6f95e26742c2fc4254bfde",
+    ),
+    (
+        609606,
+        "5da820742ff5feb3369112938d3095785487456f65a8efc4b96dac4be7ebb259",
+    ),
+    (
+        1205738,
+        "cc70d8fad5472beb031b1aca356bcab86c7368f40faa24fe5f8922c6c268c299",
+    ),
+    (
+        959742,
+        "4065bdd778f95676c92b38ac265d361f81bff17d76e5d9452cf985a2ea5a4e39",
+    ),
+    (
+        4036109,
+        "b9cf166e75200eb4993fc9b6e22300a6790c75e6b0fc8f3f29b68a752d42f275",
+    ),
+    (
+        1525894,
+        "2f238180e4ca1f7520a05f3d6059233926341090f9236ce677690c1823eccab3",
+    ),
+    (
+        1352720,
+        "afd12f13286a3901430de816e62b85cc62468c059295ce5888b76b3af9028d84",
+    ),
+    (
+        811884,
+        "42d0cdb1ee7c48e552705d18e061abb70ae7957027db8ae8db37ec756472a70a",
+    ),
+    (
+        1282314,
+        "819721c2457426eb4f4c7565050c44c32076a56fa9b4515a1c7796441730eb58",
+    ),
+    (
+        1318021,
+        "842eb53543db55bacac5e25cb91e43cc2e310fe5f9acc1aee86bdf5e91389374",
+    ),
+    (
+        948640,
+        "b8e36bf7019bb96ac3fb7867659d2167d9d3b3148c09fe0de45850b8fe577185",
+    ),
+    (
+        645464,
+        "5584bd27982191c3329f01ed846bfd266e96548dfa87018f745c33cfc240211d",
+    ),
+    (
+        533758,
+        "4da778a25b72a9a0d53529eccfe2e5865a789116cb1800f470d8df685a8ab05d",
+    ),
+    (
+        1128303,
+        "08c6b0b38095b348d80300f0be4c5184d2744a17147c2cba5cc4315abf4c048f",
+    ),
+    (
+        800374,
+        "820284d2c8fd243429674c996d8eb8d3450cbc32421f43113e980f516282c7bf",
+    ),
+    (
+        2453512,
+        "5fa870ed107c67704258e5e50abe67509fb73562caf77caa843b5f243425d853",
+    ),
+    (
+        2651975,
+        "181347d2bbec32bef77ad5e9001e6af80f6abcf3576549384d334ee00c1988d8",
+    ),
+    (
+        237392,
+        "fcd567f5d866357a8e299fd5b2359bb2c8157c30395229c4e9b0a353944a7978",
+    ),
 ];
 
 /// SHA-256 of MIN_SIZE zero bytes: restic cuts zeros into MIN_SIZE chunks.
@@ -97,7 +166,11 @@ func main() {
 
 fn go_binary() -> PathBuf {
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("go")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("go"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     candidates
         .into_iter()
@@ -128,7 +201,11 @@ fn restic_test_data() -> &'static [u8] {
             "go run failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(output.stdout.len(), size, "Go program printed the wrong amount");
+        assert_eq!(
+            output.stdout.len(),
+            size,
+            "Go program printed the wrong amount"
+        );
         output.stdout
     })
 }
@@ -174,11 +251,19 @@ fn chunk_in_pieces(chunker: &mut Chunker, data: &[u8], pieces: &[usize]) -> Vec<
 fn cuts_restic_test_vectors() {
     let data = restic_test_data();
     let ends = Chunker::new(TEST_POL).boundaries(data);
-    assert_eq!(ends.len(), RESTIC_VECTORS.len(), "chunk count differs from restic");
+    assert_eq!(
+        ends.len(),
+        RESTIC_VECTORS.len(),
+        "chunk count differs from restic"
+    );
     let mut start = 0;
     for (i, (&end, &(len, digest))) in ends.iter().zip(RESTIC_VECTORS).enumerate() {
         assert_eq!(end - start, len, "chunk {i} length differs from restic");
-        assert_eq!(sha256_hex(&data[start..end]), digest, "chunk {i} digest differs from restic");
+        assert_eq!(
+            sha256_hex(&data[start..end]),
+            digest,
+            "chunk {i} digest differs from restic"
+        );
         start = end;
     }
 }
@@ -193,9 +278,18 @@ fn cuts_the_same_whatever_the_slice_sizes() {
             Some(*end)
         })
         .collect();
-    for pieces in [&[1usize << 20][..], &[1, 63, 64, 65, 4096, 999_999], &[7 * 1024 * 1024 + 3], &[MAX_SIZE]] {
+    for pieces in [
+        &[1usize << 20][..],
+        &[1, 63, 64, 65, 4096, 999_999],
+        &[7 * 1024 * 1024 + 3],
+        &[MAX_SIZE],
+    ] {
         let mut chunker = Chunker::new(TEST_POL);
-        assert_eq!(chunk_in_pieces(&mut chunker, data, pieces), expected, "pieces {pieces:?}");
+        assert_eq!(
+            chunk_in_pieces(&mut chunker, data, pieces),
+            expected,
+            "pieces {pieces:?}"
+        );
     }
 }
 
@@ -203,7 +297,10 @@ fn cuts_the_same_whatever_the_slice_sizes() {
 fn cuts_zeros_at_min_size() {
     let data = vec![0u8; 4 * MIN_SIZE];
     let ends = Chunker::new(TEST_POL).boundaries(&data);
-    assert_eq!(ends, vec![MIN_SIZE, 2 * MIN_SIZE, 3 * MIN_SIZE, 4 * MIN_SIZE]);
+    assert_eq!(
+        ends,
+        vec![MIN_SIZE, 2 * MIN_SIZE, 3 * MIN_SIZE, 4 * MIN_SIZE]
+    );
     assert_eq!(sha256_hex(&data[..MIN_SIZE]), ZERO_CHUNK_DIGEST);
 }
 
@@ -213,8 +310,16 @@ fn caps_chunks_at_max_size() {
     // a cut candidate, so only the size cap ends chunks.
     let chunker = Chunker::new(TEST_POL);
     let pattern: Vec<u8> = (0..64u8).collect();
-    let data: Vec<u8> = pattern.iter().copied().cycle().take(2 * MAX_SIZE + 100).collect();
-    assert_eq!(chunker.boundaries(&data), vec![MAX_SIZE, 2 * MAX_SIZE, 2 * MAX_SIZE + 100]);
+    let data: Vec<u8> = pattern
+        .iter()
+        .copied()
+        .cycle()
+        .take(2 * MAX_SIZE + 100)
+        .collect();
+    assert_eq!(
+        chunker.boundaries(&data),
+        vec![MAX_SIZE, 2 * MAX_SIZE, 2 * MAX_SIZE + 100]
+    );
 }
 
 #[test]
@@ -238,7 +343,10 @@ fn no_chunk_outside_size_limits_on_random_data() {
         for (i, &end) in ends.iter().enumerate() {
             let len = end - start;
             assert!(len <= MAX_SIZE, "seed {seed} chunk {i}: {len} bytes");
-            assert!(len >= MIN_SIZE || end == data.len(), "seed {seed} chunk {i}: {len} bytes");
+            assert!(
+                len >= MIN_SIZE || end == data.len(),
+                "seed {seed} chunk {i}: {len} bytes"
+            );
             start = end;
         }
     }
@@ -247,7 +355,11 @@ fn no_chunk_outside_size_limits_on_random_data() {
 #[test]
 fn classifies_restic_irreducibility_vectors() {
     for &(bits, irreducible) in IRREDUCIBILITY {
-        assert_eq!(Polynomial::from_bits(bits).is_irreducible(), irreducible, "{bits:#x}");
+        assert_eq!(
+            Polynomial::from_bits(bits).is_irreducible(),
+            irreducible,
+            "{bits:#x}"
+        );
     }
 }
 
@@ -282,9 +394,15 @@ fn polynomial_json_is_restics_hex() {
 #[test]
 fn polynomial_parsing_rejects_what_restic_refuses() {
     let reducible = serde_json::from_str::<Polynomial>("\"38f1e565e288df\"").unwrap_err();
-    assert!(reducible.to_string().contains("not irreducible"), "{reducible}");
+    assert!(
+        reducible.to_string().contains("not irreducible"),
+        "{reducible}"
+    );
     let not_hex = serde_json::from_str::<Polynomial>("\"xyz\"").unwrap_err();
-    assert!(not_hex.to_string().contains("not a hexadecimal"), "{not_hex}");
+    assert!(
+        not_hex.to_string().contains("not a hexadecimal"),
+        "{not_hex}"
+    );
     // Irreducible, but of a degree restic's chunker cannot use.
     assert!("3".parse::<Polynomial>().is_err());
     assert!("2482734cacca49".parse::<Polynomial>().is_ok());
