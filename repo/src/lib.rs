@@ -5,12 +5,27 @@
 //! `internal/` packages, one idea each, so "how is a pack laid out" is found
 //! by file name alone.
 
+pub mod archiver;
 pub mod backend;
 pub mod chunker;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod forget;
+pub mod exclude;
+pub mod host;
 pub mod id;
+pub mod index;
+pub mod key;
+pub mod lock;
+pub mod pack;
+pub mod packer;
+pub mod repository;
+pub mod restorer;
+pub mod snapshot;
+pub mod time;
+pub mod tree;
 
 pub use error::{Error, Result};
 pub use id::Id;
+pub use repository::Repository;

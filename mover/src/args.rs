@@ -1,0 +1,147 @@
+//! Command-line arguments, modelled on restic's.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Back up directories into restic-format repositories, and restore them.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-mover", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a local path or s3:http[s]://host[:port]/bucket[/prefix].
+    #[arg(short = 'r', long = "repo", env = "RESTIC_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File holding the repository password.
+    #[arg(long, env = "RESTIC_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Print machine-readable JSON, in restic's shapes.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Do not take a repository lock (dangerous next to a concurrent prune).
+    #[arg(long, global = true)]
+    pub no_lock: bool,
+    /// Wait this long for a conflicting lock to go away, e.g. 5m.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "0s")]
+    pub retry_lock: std::time::Duration,
+    /// Compression: auto, off or max.
+    #[arg(long, env = "RESTIC_COMPRESSION", global = true, default_value = "auto")]
+    pub compression: sluice_repo::repository::Compression,
+    /// Target pack size in MiB (4 to 128).
+    #[arg(long, env = "RESTIC_PACK_SIZE", global = true, value_parser = clap::value_parser!(u64).range(4..=128))]
+    pub pack_size: Option<u64>,
+    /// CA certificate file for TLS to object storage.
+    #[arg(long, env = "RESTIC_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Log more (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init,
+    /// Back up files and directories.
+    Backup(BackupArgs),
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up; `.` stores the current
+    /// directory's contents at the snapshot root.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long, short = 'H')]
+    pub host: Option<String>,
+    /// Tag the snapshot (repeatable; commas separate several).
+    #[arg(long, value_delimiter = ',')]
+    pub tag: Vec<String>,
+    /// Leave out paths matching this pattern (repeatable).
+    #[arg(long, short = 'e')]
+    pub exclude: Vec<String>,
+    /// Snapshot time instead of now, e.g. "2024-01-02 03:04:05".
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Compare against this snapshot instead of the latest matching one.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file even if unchanged since the parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id (or a unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// With `latest`: only snapshots of this host.
+    #[arg(long, short = 'H')]
+    pub host: Vec<String>,
+    /// With `latest`: only snapshots with this tag.
+    #[arg(long, value_delimiter = ',')]
+    pub tag: Vec<String>,
+    /// With `latest`: only snapshots of this path.
+    #[arg(long)]
+    pub path: Vec<String>,
+    /// Delete files in the target that are not in the snapshot.
+    #[arg(long)]
+    pub delete: bool,
+    /// Re-read restored files and check them against the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long, short = 'H')]
+    pub host: Vec<String>,
+    /// Only snapshots with this tag.
+    #[arg(long, value_delimiter = ',')]
+    pub tag: Vec<String>,
+    /// Only snapshots of this path.
+    #[arg(long)]
+    pub path: Vec<String>,
+}
+
+/// Parses durations like `30s`, `5m`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("invalid duration {s:?}: units are s, m, h")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("invalid duration {s:?}: the number needs a unit (s, m, h)"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}

@@ -1,0 +1,101 @@
+//! `restore`: restore a snapshot into a directory.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use sluice_repo::restorer::{self, RestoreOptions, RestoreProgress, RestoreResult};
+use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
+
+use crate::args::{Global, RestoreArgs};
+use crate::output::{bytes, duration};
+use crate::progress::{Mode, Sample, Ticker};
+use crate::repo_open;
+
+pub fn run(g: &Global, a: &RestoreArgs) -> Result<i32> {
+    let filter = SnapshotFilter {
+        hosts: a.host.clone(),
+        tags: a.tag.clone(),
+        paths: a.path.clone(),
+    };
+    let mut opts = RestoreOptions::new(a.target.clone());
+    opts.delete = a.delete;
+    opts.verify = a.verify;
+    run_restore(g, &a.snapshot, &filter, &opts)?;
+    Ok(0)
+}
+
+/// Opens, locks, restores and prints the summary; shared with `job`.
+pub fn run_restore(
+    g: &Global,
+    spec: &str,
+    filter: &SnapshotFilter,
+    opts: &RestoreOptions,
+) -> Result<(SnapshotEntry, RestoreResult)> {
+    let mut repo = repo_open::open(g)?;
+    let _lock = super::lock(&repo, g, false)?;
+    let snap = repo.find_snapshot(spec, filter)?;
+    repo.load_index()?;
+    if !g.json {
+        println!(
+            "restoring snapshot {} of {:?} at {} to {}",
+            snap.id.short(),
+            snap.snapshot.paths,
+            snap.snapshot.time,
+            opts.target.display()
+        );
+    }
+    let progress = Arc::new(RestoreProgress::default());
+    let p = progress.clone();
+    let ticker = Ticker::start(Mode::detect(g.json), "restore", move || Sample {
+        files_done: 0,
+        files_total: p.files_total.load(Ordering::Relaxed),
+        bytes_done: p.bytes_done.load(Ordering::Relaxed),
+        bytes_total: p.bytes_total.load(Ordering::Relaxed),
+        totals_final: true,
+    });
+    let started = std::time::Instant::now();
+    let result = restorer::restore(&repo, &snap, opts, &progress);
+    ticker.finish();
+    let result = result?;
+    let secs = started.elapsed().as_secs_f64();
+    for e in &result.errors {
+        eprintln!("error: {e}");
+    }
+    if g.json {
+        crate::output::json_line(&json!({
+            "message_type": "summary",
+            "seconds_elapsed": secs as u64,
+            "total_files": result.files + result.dirs,
+            "files_restored": result.files + result.dirs,
+            "total_bytes": result.bytes,
+            "bytes_restored": result.bytes,
+            "files_deleted": result.deleted,
+            "files_verified": result.verified,
+            "errors": result.errors.len(),
+            "snapshot_id": snap.id.to_hex(),
+        }));
+    } else {
+        println!(
+            "Summary: Restored {} files/dirs ({}) in {}",
+            result.files + result.dirs,
+            bytes(result.bytes),
+            duration(secs)
+        );
+        if opts.delete {
+            println!("Deleted {} files/dirs not in the snapshot", result.deleted);
+        }
+        if opts.verify {
+            println!("Verified {} files", result.verified);
+        }
+    }
+    if !result.errors.is_empty() {
+        bail!(
+            "restore of snapshot {} finished with {} errors (listed above); everything else was restored",
+            snap.id.short(),
+            result.errors.len()
+        );
+    }
+    Ok((snap, result))
+}

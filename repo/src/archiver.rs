@@ -1,0 +1,830 @@
+//! Backup: walk a directory tree, read and chunk what changed, store new
+//! blobs, then the trees and the snapshot.
+//!
+//! The pipeline's stages are threads joined by bounded channels, so memory
+//! is set by queue sizes, never by file or volume size:
+//!
+//! ```text
+//! walker ──files──▶ file readers ──blobs──▶ blob workers ──▶ PackSink ──▶ uploaders
+//!    │              (read, chunk, hash)     (compress, encrypt)
+//!    └──dirs (post-order)──▶ tree saver ──tree blobs──┘
+//! ```
+//!
+//! The walker visits directories in name order and compares each file with
+//! the same path in the parent snapshot: a file whose size, mtime, ctime and
+//! inode are unchanged keeps its content list and is not read again. Each
+//! directory goes to the tree saver once all its entries are queued; the
+//! tree saver waits for their results in order, so trees are written after
+//! their contents. Write order is restic's: packs, then index, then snapshot.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::chunker::Chunker;
+use crate::exclude::Excludes;
+use crate::id::IdSet;
+use crate::pack::BlobType;
+use crate::packer::PackSink;
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Node, NodeType, Tree, mode};
+use crate::{Error, Id, Repository, Result};
+
+/// Which snapshot a backup compares against to skip unchanged files.
+#[derive(Clone, Debug, Default)]
+pub enum ParentChoice {
+    /// The newest snapshot with the same host and paths.
+    #[default]
+    Auto,
+    /// Read every file.
+    None,
+    /// This snapshot.
+    Id(Id),
+}
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Paths as given on the command line; `.` stores the current
+    /// directory's contents at the snapshot root.
+    pub targets: Vec<PathBuf>,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    pub excludes: Vec<String>,
+    /// The snapshot's time instead of now (restic's `--time`).
+    pub time: Option<jiff::Timestamp>,
+    pub parent: ParentChoice,
+    /// Files read at once.
+    pub readers: usize,
+    /// Threads compressing and encrypting blobs.
+    pub workers: usize,
+    /// Packs uploaded at once.
+    pub uploaders: usize,
+}
+
+impl BackupOptions {
+    /// Defaults sized to the machine for `targets`.
+    pub fn new(targets: Vec<PathBuf>) -> BackupOptions {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        BackupOptions {
+            targets,
+            hostname: crate::host::hostname(),
+            tags: Vec::new(),
+            excludes: Vec::new(),
+            time: None,
+            parent: ParentChoice::Auto,
+            readers: 2.max(cpus / 2),
+            workers: cpus,
+            uploaders: 2,
+        }
+    }
+}
+
+/// Live counters, read by progress displays while a backup runs.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_added: AtomicU64,
+    /// Files and bytes seen by the walker so far (the ETA's estimate).
+    pub files_seen: AtomicU64,
+    pub bytes_seen: AtomicU64,
+    /// Set once the walker has seen everything.
+    pub walk_done: AtomicBool,
+}
+
+/// What a finished backup produced.
+#[derive(Debug)]
+pub struct BackupResult {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    pub parent: Option<Id>,
+    /// Files that could not be read and were left out (the snapshot is
+    /// still valid, as with restic's exit code 3).
+    pub warnings: Vec<String>,
+}
+
+/// A file the readers must read.
+struct FileJob {
+    path: PathBuf,
+    reply: Sender<Result<Option<(Vec<Id>, u64)>>>,
+}
+
+enum Pending {
+    Ready(Node),
+    File(Node, Receiver<Result<Option<(Vec<Id>, u64)>>>),
+    Dir(Node, Receiver<Result<Id>>),
+}
+
+/// A directory whose entries are all queued.
+struct DirJob {
+    entries: Vec<Pending>,
+    parent_subtree: Option<Id>,
+    reply: Sender<Result<Id>>,
+}
+
+struct BlobJob {
+    blob_type: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    data_added: AtomicU64,
+    data_added_packed: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Bytes read from a file per system call.
+const READ_SIZE: usize = 1 << 20;
+
+struct Archiver<'a> {
+    repo: &'a Repository,
+    excludes: Excludes,
+    chunker: Chunker,
+    /// Blobs stored or queued during this backup (the index has the rest).
+    known: Mutex<IdSet>,
+    counters: Counters,
+    progress: &'a Progress,
+    failed: AtomicBool,
+    first_error: Mutex<Option<Error>>,
+    warnings: Mutex<Vec<String>>,
+    users: Mutex<HashMap<u32, String>>,
+    groups: Mutex<HashMap<u32, String>>,
+}
+
+/// Backs up `options.targets` into `repo` and writes a snapshot.
+pub fn backup(repo: &mut Repository, options: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
+    let start = jiff::Timestamp::now();
+    let (abs_paths, layout) = plan_targets(&options.targets)?;
+    let parent = find_parent(repo, options, &abs_paths)?;
+    let parent_tree = match &parent {
+        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
+        None => None,
+    };
+
+    let arch = Archiver {
+        repo,
+        excludes: Excludes::new(&options.excludes),
+        chunker: Chunker::new(repo.config().chunker_polynomial),
+        known: Mutex::new(IdSet::default()),
+        counters: Counters::default(),
+        progress,
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        warnings: Mutex::new(Vec::new()),
+        users: Mutex::new(HashMap::new()),
+        groups: Mutex::new(HashMap::new()),
+    };
+    let sink = PackSink::new(
+        repo.backend().clone(),
+        repo.key(),
+        repo.options().pack_size,
+        options.uploaders,
+    );
+    let root = arch.run(&layout, parent_tree, &sink, options)?;
+    let (packs, _) = match sink.finish() {
+        Ok(done) => done,
+        Err(e) => return Err(arch.first_error.lock().expect("error").take().unwrap_or(e)),
+    };
+    if let Some(e) = arch.first_error.lock().expect("error").take() {
+        return Err(e);
+    }
+    let root = root?;
+    drop(arch.known);
+    let c = &arch.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let summary = Summary {
+        backup_start: crate::time::format_local(start),
+        backup_end: crate::time::now_rfc3339(),
+        files_new: get(&c.files_new),
+        files_changed: get(&c.files_changed),
+        files_unmodified: get(&c.files_unmodified),
+        dirs_new: get(&c.dirs_new),
+        dirs_changed: get(&c.dirs_changed),
+        dirs_unmodified: get(&c.dirs_unmodified),
+        data_blobs: get(&c.data_blobs),
+        tree_blobs: get(&c.tree_blobs),
+        data_added: get(&c.data_added),
+        data_added_packed: get(&c.data_added_packed),
+        total_files_processed: get(&progress.files_done),
+        total_bytes_processed: get(&progress.bytes_done),
+    };
+    let warnings = arch.warnings.into_inner().expect("warnings");
+    repo.save_index(packs)?;
+    let snapshot = Snapshot {
+        time: crate::time::format_local(options.time.unwrap_or(start)),
+        parent: parent.as_ref().map(|p| p.id),
+        tree: root,
+        paths: abs_paths,
+        hostname: options.hostname.clone(),
+        username: crate::host::username(),
+        uid: crate::host::uid(),
+        gid: crate::host::gid(),
+        excludes: options.excludes.clone(),
+        tags: options.tags.clone(),
+        original: None,
+        program_version: format!("sluice {}", env!("CARGO_PKG_VERSION")),
+        summary: Some(summary),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupResult {
+        id,
+        snapshot,
+        parent: parent.map(|p| p.id),
+        warnings,
+    })
+}
+
+/// Where each target goes in the snapshot tree.
+enum Layout {
+    /// `backup .` (or one directory given as `.`): its contents are the root.
+    Contents(PathBuf),
+    /// Targets placed at their path components (below `/`, or below the
+    /// current directory when all are relative) under a virtual root:
+    /// (components, real path).
+    Nested(PathBuf, Vec<(Vec<Vec<u8>>, PathBuf)>),
+}
+
+/// Absolute, cleaned form of the targets (the snapshot's `paths`) and
+/// their layout in the tree.
+fn plan_targets(targets: &[PathBuf]) -> Result<(Vec<String>, Layout)> {
+    if targets.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let mut abs = Vec::new();
+    let mut nested = Vec::new();
+    let mut contents = None;
+    let any_absolute = targets.iter().any(|t| t.is_absolute());
+    for t in targets {
+        fs::symlink_metadata(t).map_err(|e| Error::io("cannot back up", t, e))?;
+        let a = clean(&std::path::absolute(t).map_err(|e| Error::io("resolve", t, e))?);
+        abs.push(a.to_string_lossy().into_owned());
+        let base = if any_absolute { a.clone() } else { clean(t) };
+        let comps: Vec<Vec<u8>> = base
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        if comps.is_empty() {
+            contents = Some(a);
+        } else {
+            nested.push((comps, a));
+        }
+    }
+    abs.sort();
+    abs.dedup();
+    match contents {
+        Some(dir) if nested.is_empty() => Ok((abs, Layout::Contents(dir))),
+        Some(_) => Err(Error::Invalid(
+            "`.` (or /) cannot be combined with other paths in one backup".into(),
+        )),
+        None => {
+            let prefix = if any_absolute { "/" } else { "." };
+            Ok((abs, Layout::Nested(PathBuf::from(prefix), nested)))
+        }
+    }
+}
+
+/// Lexically cleans a path (`a/./b/../c` → `a/c`), as Go's filepath.Clean.
+fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !p.is_absolute() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+fn find_parent(
+    repo: &Repository,
+    options: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<crate::snapshot::SnapshotEntry>> {
+    match &options.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(id) => Ok(Some(repo.find_snapshot(&id.to_hex(), &Default::default())?)),
+        ParentChoice::Auto => {
+            let now = options.time.unwrap_or_else(jiff::Timestamp::now);
+            Ok(repo.list_snapshots()?.into_iter().rev().find(|e| {
+                e.snapshot.hostname == options.hostname
+                    && e.snapshot.has_paths(paths)
+                    && e.snapshot.timestamp() <= now
+            }))
+        }
+    }
+}
+
+impl Archiver<'_> {
+    fn run(
+        &self,
+        layout: &Layout,
+        parent_tree: Option<Tree>,
+        sink: &PackSink<'_>,
+        options: &BackupOptions,
+    ) -> Result<Result<Id>> {
+        let (blob_tx, blob_rx) = bounded::<BlobJob>(options.workers.max(1) * 2);
+        let (file_tx, file_rx) = bounded::<FileJob>(options.readers.max(1) * 8);
+        let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
+        Ok(std::thread::scope(|s| {
+            for _ in 0..options.workers.max(1) {
+                let rx = blob_rx.clone();
+                s.spawn(move || self.blob_worker(rx, sink));
+            }
+            drop(blob_rx);
+            for _ in 0..options.readers.max(1) {
+                let rx = file_rx.clone();
+                let tx = blob_tx.clone();
+                s.spawn(move || {
+                    for job in rx {
+                        let res = self.read_file(&job.path, &tx);
+                        let _ = job.reply.send(res);
+                    }
+                });
+            }
+            drop(file_rx);
+            let tree_tx = blob_tx.clone();
+            s.spawn(move || {
+                for job in dir_rx {
+                    let res = self.save_dir(job.entries, job.parent_subtree, &tree_tx);
+                    let _ = job.reply.send(res);
+                }
+            });
+            drop(blob_tx);
+            let walker = Walker {
+                arch: self,
+                files: file_tx,
+                dirs: dir_tx,
+            };
+            let root = match layout {
+                Layout::Contents(dir) => walker.walk_dir(dir, parent_tree.as_ref(), None),
+                Layout::Nested(prefix, targets) => {
+                    walker.walk_virtual(prefix, targets, 0, parent_tree.as_ref(), None)
+                }
+            };
+            self.progress.walk_done.store(true, Ordering::Relaxed);
+            drop(walker);
+            root.and_then(|rx| rx.recv().unwrap_or_else(|_| Err(self.stopped())))
+        }))
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Invalid("backup stopped after an earlier error".into())
+    }
+
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.first_error.lock().expect("error").get_or_insert(e);
+    }
+
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings.lock().expect("warnings").push(msg);
+    }
+
+    /// True when `id` must be stored: neither the index nor this backup has it.
+    fn is_new_blob(&self, id: &Id) -> bool {
+        !self.repo.index().contains(id) && self.known.lock().expect("known").insert(*id)
+    }
+
+    fn blob_worker(&self, rx: Receiver<BlobJob>, sink: &PackSink<'_>) {
+        for job in rx {
+            if self.failed.load(Ordering::Relaxed) {
+                continue; // drain so senders never block
+            }
+            let (sealed, ulen) = self.repo.seal_blob(job.blob_type, &job.data);
+            if job.blob_type == BlobType::Data {
+                bump(&self.counters.data_added_packed, sealed.len() as u64);
+            }
+            if let Err(e) = sink.add(job.blob_type, job.id, &sealed, ulen) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Reads, chunks and hashes one file, queueing new blobs. `Ok(None)`
+    /// when the file could not be read (a warning, not a failure).
+    fn read_file(&self, path: &Path, blobs: &Sender<BlobJob>) -> Result<Option<(Vec<Id>, u64)>> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(self.stopped());
+        }
+        let open = |noatime: bool| {
+            let mut o = fs::OpenOptions::new();
+            o.read(true);
+            if noatime {
+                o.custom_flags(libc::O_NOATIME);
+            }
+            o.open(path)
+        };
+        let mut file: File = match open(true).or_else(|_| open(false)) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("skipped {}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let mut chunker = self.chunker.clone();
+        chunker.reset();
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let mut cur: Vec<u8> = Vec::with_capacity(READ_SIZE);
+        let mut scanned = 0usize;
+        let mut emit = |chunk: Vec<u8>, content: &mut Vec<Id>| -> Result<()> {
+            let id = Id::hash(&chunk);
+            content.push(id);
+            let len = chunk.len() as u64;
+            size += len;
+            bump(&self.progress.bytes_done, len);
+            if self.is_new_blob(&id) {
+                bump(&self.counters.data_blobs, 1);
+                bump(&self.counters.data_added, len);
+                bump(&self.progress.bytes_added, len);
+                blobs
+                    .send(BlobJob {
+                        blob_type: BlobType::Data,
+                        id,
+                        data: chunk,
+                    })
+                    .map_err(|_| self.stopped())?;
+            }
+            Ok(())
+        };
+        loop {
+            if scanned == cur.len() {
+                if self.failed.load(Ordering::Relaxed) {
+                    return Err(self.stopped());
+                }
+                let at = cur.len();
+                cur.resize(at + READ_SIZE, 0);
+                let n = match read_full(&mut file, &mut cur[at..]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.warn(format!("skipped {}: read failed: {e}", path.display()));
+                        return Ok(None);
+                    }
+                };
+                cur.truncate(at + n);
+                if n == 0 {
+                    break;
+                }
+            }
+            match chunker.next_boundary(&cur[scanned..]) {
+                Some(n) => {
+                    let rest = cur[scanned + n..].to_vec();
+                    cur.truncate(scanned + n);
+                    let chunk = std::mem::replace(&mut cur, rest);
+                    cur.reserve(READ_SIZE);
+                    scanned = 0;
+                    emit(chunk, &mut content)?;
+                }
+                None => scanned = cur.len(),
+            }
+        }
+        if !cur.is_empty() {
+            emit(cur, &mut content)?;
+        }
+        bump(&self.progress.files_done, 1);
+        Ok(Some((content, size)))
+    }
+
+    /// Collects a directory's results in order and stores its tree.
+    fn save_dir(
+        &self,
+        entries: Vec<Pending>,
+        parent_subtree: Option<Id>,
+        blobs: &Sender<BlobJob>,
+    ) -> Result<Id> {
+        let mut tree = Tree::default();
+        for p in entries {
+            match p {
+                Pending::Ready(node) => tree.nodes.push(node),
+                Pending::File(mut node, rx) => {
+                    match rx.recv().unwrap_or_else(|_| Err(self.stopped()))? {
+                        Some((content, size)) => {
+                            node.content = Some(content);
+                            node.size = size;
+                            tree.nodes.push(node);
+                        }
+                        None => {} // unreadable: left out, already warned
+                    }
+                }
+                Pending::Dir(mut node, rx) => {
+                    node.subtree = Some(rx.recv().unwrap_or_else(|_| Err(self.stopped()))?);
+                    tree.nodes.push(node);
+                }
+            }
+        }
+        let blob = tree.to_blob();
+        let id = Id::hash(&blob);
+        match parent_subtree {
+            Some(p) if p == id => bump(&self.counters.dirs_unmodified, 1),
+            Some(_) => bump(&self.counters.dirs_changed, 1),
+            None => bump(&self.counters.dirs_new, 1),
+        }
+        if self.is_new_blob(&id) {
+            bump(&self.counters.tree_blobs, 1);
+            blobs
+                .send(BlobJob {
+                    blob_type: BlobType::Tree,
+                    id,
+                    data: blob,
+                })
+                .map_err(|_| self.stopped())?;
+        }
+        Ok(id)
+    }
+
+    fn user_name(&self, uid: u32) -> String {
+        self.users
+            .lock()
+            .expect("users")
+            .entry(uid)
+            .or_insert_with(|| crate::host::user_name(uid).unwrap_or_default())
+            .clone()
+    }
+
+    fn group_name(&self, gid: u32) -> String {
+        self.groups
+            .lock()
+            .expect("groups")
+            .entry(gid)
+            .or_insert_with(|| crate::host::group_name(gid).unwrap_or_default())
+            .clone()
+    }
+
+    /// A node with everything `lstat` and the file system tell.
+    fn node_from(&self, name: &[u8], path: &Path, meta: &Metadata) -> Node {
+        let ft = meta.file_type();
+        let node_type = if ft.is_file() {
+            NodeType::File
+        } else if ft.is_dir() {
+            NodeType::Dir
+        } else if ft.is_symlink() {
+            NodeType::Symlink
+        } else if ft.is_block_device() {
+            NodeType::Dev
+        } else if ft.is_char_device() {
+            NodeType::Chardev
+        } else if ft.is_fifo() {
+            NodeType::Fifo
+        } else if ft.is_socket() {
+            NodeType::Socket
+        } else {
+            NodeType::Irregular
+        };
+        let mut node = Node::new(name, node_type);
+        node.mode = mode::from_unix(meta.mode());
+        node.mtime = crate::time::from_unix(meta.mtime(), meta.mtime_nsec());
+        node.atime = crate::time::from_unix(meta.atime(), meta.atime_nsec());
+        node.ctime = crate::time::from_unix(meta.ctime(), meta.ctime_nsec());
+        node.uid = meta.uid();
+        node.gid = meta.gid();
+        node.user = self.user_name(meta.uid());
+        node.group = self.group_name(meta.gid());
+        node.inode = meta.ino();
+        node.device_id = meta.dev();
+        node.links = meta.nlink();
+        match node_type {
+            NodeType::File => node.size = meta.len(),
+            NodeType::Dev | NodeType::Chardev => node.device = meta.rdev(),
+            NodeType::Symlink => match fs::read_link(path) {
+                Ok(t) => node.set_link_target(t.as_os_str().as_bytes()),
+                Err(e) => self.warn(format!("cannot read symlink {}: {e}", path.display())),
+            },
+            _ => {}
+        }
+        if let Ok(names) = xattr::list(path) {
+            for n in names {
+                if let Ok(Some(value)) = xattr::get(path, &n) {
+                    node.extended_attributes.push(crate::tree::ExtendedAttribute {
+                        name: n.to_string_lossy().into_owned(),
+                        value,
+                    });
+                }
+            }
+        }
+        node
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// True when a file may keep its content list from the parent snapshot.
+fn unchanged(node: &Node, old: &Node) -> bool {
+    old.node_type == NodeType::File
+        && node.size == old.size
+        && node.inode == old.inode
+        && same_time(&node.mtime, &old.mtime)
+        && same_time(&node.ctime, &old.ctime)
+}
+
+fn same_time(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (crate::time::parse(a), crate::time::parse(b)),
+            (Some(x), Some(y)) if x.timestamp() == y.timestamp()
+        )
+}
+
+/// The walking stage: runs on the caller's thread and feeds the others.
+struct Walker<'a, 'b> {
+    arch: &'a Archiver<'b>,
+    files: Sender<FileJob>,
+    dirs: Sender<DirJob>,
+}
+
+impl Walker<'_, '_> {
+    fn components(path: &Path) -> Vec<&[u8]> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn parent_node<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
+        parent?.nodes.iter().find(|n| n.name_bytes() == name)
+    }
+
+    fn load_parent_subtree(&self, old: Option<&Node>) -> Option<Tree> {
+        let id = old.filter(|n| n.node_type == NodeType::Dir)?.subtree?;
+        match self.arch.repo.load_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(tree = %id, error = %e, "parent tree unreadable; reading files again");
+                None
+            }
+        }
+    }
+
+    /// Queues one entry and returns its pending result.
+    fn entry(&self, name: &[u8], path: &Path, meta: &Metadata, old: Option<&Node>) -> Result<Pending> {
+        let a = self.arch;
+        let mut node = a.node_from(name, path, meta);
+        match node.node_type {
+            NodeType::File => {
+                bump(&a.progress.files_seen, 1);
+                bump(&a.progress.bytes_seen, node.size);
+                if let Some(old) = old
+                    && unchanged(&node, old)
+                    && old.content().iter().all(|id| a.repo.index().contains(id))
+                {
+                    node.content = old.content.clone();
+                    bump(&a.counters.files_unmodified, 1);
+                    bump(&a.progress.files_done, 1);
+                    bump(&a.progress.bytes_done, node.size);
+                    return Ok(Pending::Ready(node));
+                }
+                bump(
+                    if old.is_some() { &a.counters.files_changed } else { &a.counters.files_new },
+                    1,
+                );
+                let (tx, rx) = bounded(1);
+                self.files
+                    .send(FileJob {
+                        path: path.to_path_buf(),
+                        reply: tx,
+                    })
+                    .map_err(|_| a.stopped())?;
+                Ok(Pending::File(node, rx))
+            }
+            NodeType::Dir => {
+                let sub = self.load_parent_subtree(old);
+                let rx = self.walk_dir(path, sub.as_ref(), old.and_then(|o| o.subtree))?;
+                Ok(Pending::Dir(node, rx))
+            }
+            _ => Ok(Pending::Ready(node)),
+        }
+    }
+
+    /// Walks a real directory; returns where its tree id will arrive.
+    fn walk_dir(
+        &self,
+        dir: &Path,
+        parent: Option<&Tree>,
+        parent_subtree: Option<Id>,
+    ) -> Result<Receiver<Result<Id>>> {
+        let a = self.arch;
+        if a.failed.load(Ordering::Relaxed) {
+            return Err(a.stopped());
+        }
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        match fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                        Err(e) => a.warn(format!("error listing {}: {e}", dir.display())),
+                    }
+                }
+            }
+            Err(e) => a.warn(format!("cannot list {}: {e}", dir.display())),
+        }
+        names.sort();
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            let path = dir.join(OsStr::from_bytes(&name));
+            if a.excludes.is_excluded(&Self::components(&path)) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    a.warn(format!("skipped {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let old = Self::parent_node(parent, &name);
+            entries.push(self.entry(&name, &path, &meta, old)?);
+        }
+        self.queue_dir(entries, parent_subtree)
+    }
+
+    fn queue_dir(&self, entries: Vec<Pending>, parent_subtree: Option<Id>) -> Result<Receiver<Result<Id>>> {
+        let (tx, rx) = bounded(1);
+        self.dirs
+            .send(DirJob {
+                entries,
+                parent_subtree,
+                reply: tx,
+            })
+            .map_err(|_| self.arch.stopped())?;
+        Ok(rx)
+    }
+
+    /// Builds the virtual directories above the targets (`/data` is stored
+    /// as a root holding `data`), with the real directories' metadata.
+    fn walk_virtual(
+        &self,
+        prefix: &Path,
+        targets: &[(Vec<Vec<u8>>, PathBuf)],
+        depth: usize,
+        parent: Option<&Tree>,
+        parent_subtree: Option<Id>,
+    ) -> Result<Receiver<Result<Id>>> {
+        let mut names: Vec<&[u8]> = targets.iter().map(|(c, _)| c[depth].as_slice()).collect();
+        names.sort();
+        names.dedup();
+        let mut entries = Vec::new();
+        for name in names {
+            let path = prefix.join(OsStr::from_bytes(name));
+            let old = Self::parent_node(parent, name);
+            let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("cannot back up", &path, e))?;
+            let (here, deeper): (Vec<_>, Vec<_>) = targets
+                .iter()
+                .filter(|(c, _)| c[depth] == name)
+                .cloned()
+                .partition(|(c, _)| c.len() == depth + 1);
+            if !here.is_empty() || !meta.is_dir() {
+                entries.push(self.entry(name, &path, &meta, old)?);
+            } else {
+                let node = self.arch.node_from(name, &path, &meta);
+                let sub = self.load_parent_subtree(old);
+                let rx = self.walk_virtual(&path, &deeper, depth + 1, sub.as_ref(), old.and_then(|o| o.subtree))?;
+                entries.push(Pending::Dir(node, rx));
+            }
+        }
+        self.queue_dir(entries, parent_subtree)
+    }
+}

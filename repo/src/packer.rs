@@ -1,0 +1,225 @@
+//! Turning sealed blobs into uploaded packs.
+//!
+//! Blob workers hand sealed blobs to a [`PackSink`]. It appends them to an
+//! open pack per blob type (data and tree blobs never share a pack), each a
+//! nameless temporary file, so memory never holds a pack. A full pack gets
+//! its header, is named by the SHA-256 of its bytes, and goes through a
+//! bounded queue to uploader threads. Back-pressure is the queue size.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, FileKind, Payload};
+use crate::crypto::Key;
+use crate::index::{IndexBlob, IndexPack};
+use crate::pack::{BlobType, PackedBlob, encode_header};
+use crate::{Error, Id, Result};
+
+/// A pack being filled.
+struct OpenPack {
+    out: BufWriter<File>,
+    hash: Sha256,
+    size: u64,
+    blobs: Vec<PackedBlob>,
+}
+
+impl OpenPack {
+    fn new() -> Result<OpenPack> {
+        let file = tempfile::tempfile()
+            .map_err(|e| Error::io("create temporary pack file in", std::env::temp_dir(), e))?;
+        Ok(OpenPack {
+            out: BufWriter::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+            size: 0,
+            blobs: Vec::new(),
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io("write temporary pack file in", std::env::temp_dir(), e))?;
+        self.hash.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the encrypted header and its length, and names the pack.
+    fn finish(mut self, key: &Key) -> Result<FinishedPack> {
+        let header = key.seal(&encode_header(&self.blobs));
+        self.append(&header)?;
+        self.append(&(header.len() as u32).to_le_bytes())?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("flush temporary pack file in", std::env::temp_dir(), e.into_error()))?;
+        Ok(FinishedPack {
+            id: Id(self.hash.finalize().into()),
+            file,
+            size: self.size,
+            blobs: self.blobs,
+        })
+    }
+}
+
+/// A complete pack waiting for upload.
+struct FinishedPack {
+    id: Id,
+    file: File,
+    size: u64,
+    blobs: Vec<PackedBlob>,
+}
+
+/// Counters of what a sink stored.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct SinkStats {
+    pub packs: u64,
+    pub pack_bytes: u64,
+}
+
+/// Collects sealed blobs into packs and uploads them on background threads.
+pub struct PackSink<'a> {
+    key: &'a Key,
+    pack_size: u64,
+    open: [Mutex<Option<OpenPack>>; 2],
+    queue: Option<Sender<FinishedPack>>,
+    uploaders: Vec<JoinHandle<Result<Vec<(IndexPack, u64)>>>>,
+}
+
+impl<'a> PackSink<'a> {
+    /// Starts `uploaders` upload threads writing to `backend`.
+    pub fn new(
+        backend: std::sync::Arc<dyn Backend>,
+        key: &'a Key,
+        pack_size: u64,
+        uploaders: usize,
+    ) -> PackSink<'a> {
+        let (tx, rx) = bounded::<FinishedPack>(uploaders.max(1));
+        let handles = (0..uploaders.max(1))
+            .map(|_| {
+                let rx: Receiver<FinishedPack> = rx.clone();
+                let backend = backend.clone();
+                std::thread::spawn(move || upload_loop(&*backend, rx))
+            })
+            .collect();
+        PackSink {
+            key,
+            pack_size,
+            open: [Mutex::new(None), Mutex::new(None)],
+            queue: Some(tx),
+            uploaders: handles,
+        }
+    }
+
+    /// Adds a sealed blob. `uncompressed_length` is 0 for uncompressed blobs.
+    pub fn add(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        sealed: &[u8],
+        uncompressed_length: u32,
+    ) -> Result<()> {
+        let slot = &self.open[blob_type as usize];
+        let full = {
+            let mut guard = slot.lock().expect("pack lock");
+            if guard.is_none() {
+                *guard = Some(OpenPack::new()?);
+            }
+            let pack = guard.as_mut().expect("open pack");
+            let offset = pack.size as u32;
+            pack.append(sealed)?;
+            pack.blobs.push(PackedBlob {
+                id,
+                blob_type,
+                offset,
+                length: sealed.len() as u32,
+                uncompressed_length,
+            });
+            if pack.size >= self.pack_size {
+                guard.take()
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = full {
+            self.send(pack)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, pack: OpenPack) -> Result<()> {
+        let finished = pack.finish(self.key)?;
+        self.queue
+            .as_ref()
+            .expect("sink open")
+            .send(finished)
+            .map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
+    }
+
+    /// Flushes partly filled packs, waits for every upload, and returns the
+    /// uploaded packs with their sizes, ready for the index.
+    pub fn finish(mut self) -> Result<(Vec<IndexPack>, SinkStats)> {
+        let mut first_err = None;
+        for slot in &self.open {
+            let pack = slot.lock().expect("pack lock").take();
+            if let Some(pack) = pack
+                && let Err(e) = self.send(pack)
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.queue.take();
+        let mut packs = Vec::new();
+        let mut stats = SinkStats::default();
+        for h in self.uploaders.drain(..) {
+            match h.join().expect("uploader thread") {
+                Ok(done) => {
+                    for (p, size) in done {
+                        stats.packs += 1;
+                        stats.pack_bytes += size;
+                        packs.push(p);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok((packs, stats)),
+        }
+    }
+}
+
+fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>) -> Result<Vec<(IndexPack, u64)>> {
+    let mut done = Vec::new();
+    for mut pack in rx {
+        pack.file
+            .rewind()
+            .map_err(|e| Error::io("rewind temporary pack file in", std::env::temp_dir(), e))?;
+        let name = pack.id.to_hex();
+        backend.save(
+            FileKind::Pack,
+            &name,
+            Payload::File {
+                file: &pack.file,
+                len: pack.size,
+            },
+        )?;
+        tracing::debug!(pack = %name, size = pack.size, blobs = pack.blobs.len(), "uploaded pack");
+        done.push((
+            IndexPack {
+                id: pack.id,
+                blobs: pack.blobs.iter().map(IndexBlob::from_packed).collect(),
+            },
+            pack.size,
+        ));
+    }
+    Ok(done)
+}
