@@ -533,7 +533,7 @@ impl FromStr for GroupBy {
 
 /// What a group's snapshots share, in the shape of restic's `forget --json`
 /// group header (`host` is empty and `paths`/`tags` null when not grouped
-/// by them).
+/// by them, or when the snapshots have none).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct GroupKey {
     /// Shared tags, sorted.
@@ -552,20 +552,21 @@ pub fn group_snapshots<T: ForgetCandidate>(
 ) -> Vec<(GroupKey, Vec<&T>)> {
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<&T>> =
         std::collections::BTreeMap::new();
+    // restic leaves empty lists out of snapshots, so they group as null.
     let sorted = |list: &[String]| {
         let mut list = list.to_vec();
         list.sort();
-        list
+        (!list.is_empty()).then_some(list)
     };
     for snapshot in snapshots {
         let key = GroupKey {
-            tags: by.tags.then(|| sorted(snapshot.tags())),
+            tags: by.tags.then(|| sorted(snapshot.tags())).flatten(),
             host: if by.host {
                 snapshot.hostname().to_owned()
             } else {
                 String::new()
             },
-            paths: by.paths.then(|| sorted(snapshot.paths())),
+            paths: by.paths.then(|| sorted(snapshot.paths())).flatten(),
         };
         groups.entry(key).or_default().push(snapshot);
     }
