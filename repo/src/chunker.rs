@@ -51,7 +51,7 @@ pub enum PolynomialError {
     NotHex(String),
     /// The polynomial would not give restic's chunk boundaries.
     #[error(
-        "chunker polynomial {0} is not irreducible of degree 9 to 53, which restic requires; the repository config is damaged"
+        "chunker polynomial {0} is not irreducible of degree 16 to 53, which restic requires; the repository config is damaged"
     )]
     Unusable(Polynomial),
 }
@@ -98,9 +98,10 @@ impl Polynomial {
     }
 
     /// Whether restic's chunker can run with this polynomial: irreducible,
-    /// and of a degree its tables support.
+    /// and of degree 16 to 53 (restic draws degree 53; its chunker refuses
+    /// more than 53, and the two-byte tables here need at least 16).
     pub fn is_usable(self) -> bool {
-        (9..=53).contains(&self.degree()) && self.is_irreducible()
+        (16..=53).contains(&self.degree()) && self.is_irreducible()
     }
 }
 
@@ -185,18 +186,34 @@ fn frobenius_minus_x(p: u32, g: u64) -> u64 {
     poly_mod(power ^ 2, g)
 }
 
-/// The two lookup tables that make the rolling fingerprint one table lookup
-/// per byte in each direction; computed once per polynomial and shared by
-/// every chunker of a repository.
+/// Lookup tables for the rolling fingerprint, computed once per polynomial
+/// and shared by every chunker of a repository.
+///
+/// The fingerprint `D` of a window is a polynomial of degree below `d`, the
+/// polynomial's degree. Sliding byte `b` in while byte `o` leaves is
+/// `D' = L(D) ^ L(out(o)) ^ b`, where `L(X) = X * x^8 mod P` and `out(o)` is
+/// the fingerprint of `o` followed by 63 zero bytes. Every step is linear,
+/// so two steps fold into
+/// `D'' = L(L(D)) ^ L(L(out(o1))) ^ (b1 << 8) ^ L(out(o2)) ^ b2`:
+/// the only part that depends on the previous fingerprint is `L(L(D))`, one
+/// table lookup per byte pair. That halves the dependency chain that bounds
+/// a byte-at-a-time loop.
 struct Tables {
-    /// `out[b]` is the fingerprint of `b` followed by 63 zero bytes: XORing it
-    /// removes the byte leaving the window.
-    out: [u64; 256],
-    /// `reduce[t]` reduces the 8 bits `t` that shifting a byte in pushes above
-    /// the polynomial's degree, and clears them in the same XOR.
+    /// `reduce[t]` turns `X << 8` into `L(X)` for `t = X >> (d - 8)`: it
+    /// reduces the 8 bits pushed above the degree and clears them.
     reduce: [u64; 256],
-    /// `degree - 8`: moves those 8 bits to the bottom.
+    /// `out_rolled[o] = L(out(o))`.
+    out_rolled: [u64; 256],
+    /// `out_rolled_twice[o] = L(L(out(o)))`.
+    out_rolled_twice: [u64; 256],
+    /// `high[t] = t * x^(d + 8) mod P`, for the top 8 bits of `D` in `L(L(D))`.
+    high: [u64; 256],
+    /// `low[t] = t * x^d mod P`, for the next 8 bits of `D` in `L(L(D))`.
+    low: [u64; 256],
+    /// `d - 8`.
     shift: u32,
+    /// The bits of `D` below the top 16, which `L(L(D))` merely shifts.
+    keep_mask: u64,
 }
 
 impl Tables {
@@ -207,37 +224,62 @@ impl Tables {
         );
         let p = pol.0;
         let degree = pol.degree() as u32;
-        let mut out = [0; 256];
-        for (b, slot) in out.iter_mut().enumerate() {
-            let mut h = poly_mod(b as u64, p);
-            for _ in 1..WINDOW_SIZE {
-                h = poly_mod(h << 8, p);
+        let table = |f: &dyn Fn(u64) -> u64| {
+            let mut t = [0; 256];
+            for (i, slot) in t.iter_mut().enumerate() {
+                *slot = f(i as u64);
             }
-            *slot = h;
-        }
-        let mut reduce = [0; 256];
-        for (t, slot) in reduce.iter_mut().enumerate() {
-            let high = (t as u64) << degree;
-            *slot = poly_mod(high, p) | high;
-        }
+            t
+        };
+        let reduce = table(&|t| poly_mod(t << degree, p) | (t << degree));
+        let out = table(&|b| (1..WINDOW_SIZE).fold(poly_mod(b, p), |h, _| poly_mod(h << 8, p)));
+        let shift = degree - 8;
+        let roll = |x: u64| (x << 8) ^ reduce[(x >> shift) as usize];
         Tables {
-            out,
             reduce,
-            shift: degree - 8,
+            out_rolled: out.map(roll),
+            out_rolled_twice: out.map(|o| roll(roll(o))),
+            // t << (degree + 8) may not fit in 64 bits; reduce in two steps.
+            high: table(&|t| poly_mod(poly_mod(t << degree, p) << 8, p)),
+            low: table(&|t| poly_mod(t << degree, p)),
+            shift,
+            keep_mask: (1 << (degree - 16)) - 1,
         }
     }
 
-    /// Slides `incoming` into the fingerprint after `outgoing` left the
-    /// window.
+    /// `L(D)`.
+    #[inline(always)]
+    fn shift_byte(&self, digest: u64) -> u64 {
+        // SAFETY: a fingerprint is reduced below the degree `shift + 8`, so
+        // its top byte index is below 256.
+        (digest << 8) ^ unsafe { *self.reduce.get_unchecked((digest >> self.shift) as usize) }
+    }
+
+    /// `L(L(D))`.
+    #[inline(always)]
+    fn shift_two_bytes(&self, digest: u64) -> u64 {
+        // SAFETY: as in `shift_byte`.
+        let high = unsafe { *self.high.get_unchecked((digest >> self.shift) as usize) };
+        let low = self.low[(digest >> (self.shift - 8)) as u8 as usize];
+        ((digest & self.keep_mask) << 16) ^ high ^ low
+    }
+
+    /// Slides `incoming` into the fingerprint as `outgoing` leaves.
     #[inline(always)]
     fn roll(&self, digest: u64, outgoing: u8, incoming: u8) -> u64 {
-        let digest = digest ^ self.out[outgoing as usize];
-        let top = (digest >> self.shift) as usize;
-        // SAFETY: a fingerprint is always reduced below the polynomial's
-        // degree `shift + 8`, and XORing `out` entries (also reduced) keeps it
-        // so; hence `top < 256`.
-        let reduce = unsafe { *self.reduce.get_unchecked(top) };
-        ((digest << 8) | incoming as u64) ^ reduce
+        self.shift_byte(digest) ^ self.out_rolled[outgoing as usize] ^ incoming as u64
+    }
+
+    /// Two [`Tables::roll`] steps at once; returns both fingerprints.
+    #[inline(always)]
+    fn roll_two(&self, digest: u64, outgoing: [u8; 2], incoming: [u8; 2]) -> (u64, u64) {
+        let first = self.roll(digest, outgoing[0], incoming[0]);
+        let second = self.shift_two_bytes(digest)
+            ^ self.out_rolled_twice[outgoing[0] as usize]
+            ^ ((incoming[0] as u64) << 8)
+            ^ self.out_rolled[outgoing[1] as usize]
+            ^ incoming[1] as u64;
+        (first, second)
     }
 }
 
@@ -342,10 +384,22 @@ impl Chunker {
             // Every window in this range lies entirely inside `data`.
             let incoming = &data[head_end..end];
             let outgoing = &data[head_end - WINDOW_SIZE..end - WINDOW_SIZE];
-            for (k, (&inc, &out)) in incoming.iter().zip(outgoing).enumerate() {
-                digest = tables.roll(digest, out, inc);
+            let pairs = incoming.chunks_exact(2).zip(outgoing.chunks_exact(2));
+            for (k, (inc, out)) in pairs.enumerate() {
+                let (first, second) = tables.roll_two(digest, [out[0], out[1]], [inc[0], inc[1]]);
+                if first & SPLIT_MASK == 0 {
+                    return Some(self.cut(head_end + 2 * k + 1));
+                }
+                if second & SPLIT_MASK == 0 {
+                    return Some(self.cut(head_end + 2 * k + 2));
+                }
+                digest = second;
+            }
+            if incoming.len() % 2 == 1 {
+                let last = incoming.len() - 1;
+                digest = tables.roll(digest, outgoing[last], incoming[last]);
                 if digest & SPLIT_MASK == 0 {
-                    return Some(self.cut(head_end + k + 1));
+                    return Some(self.cut(end));
                 }
             }
             self.window.copy_from_slice(&data[end - WINDOW_SIZE..end]);
