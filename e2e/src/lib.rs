@@ -2,7 +2,8 @@
 //!
 //! Nothing here is a mock: [`minio::MinIo`] runs the MinIO server,
 //! [`cluster::Cluster`] runs etcd, kube-apiserver and
-//! kube-controller-manager, and restic is the real CLI. `e2e/tools.sh` builds
+//! kube-controller-manager, and restic is the real CLI. The one stand-in is
+//! [`node::NodeEmulator`], which plays scheduler, kubelet and CSI driver. `e2e/tools.sh` builds
 //! them from their Go modules at pinned versions into `~/.cache/sluice/bin`;
 //! [`tools::Tool`] finds them there (or where `SLUICE_*` variables point).
 //!
@@ -11,6 +12,7 @@
 
 pub mod cluster;
 pub mod minio;
+pub mod node;
 pub mod pki;
 pub mod probe;
 pub mod process;
@@ -18,4 +20,5 @@ pub mod tools;
 
 pub use cluster::Cluster;
 pub use minio::MinIo;
+pub use node::NodeEmulator;
 pub use tools::Tool;
