@@ -8,6 +8,8 @@
 //! Concurrency comes from several pipeline threads calling one backend.
 
 pub mod local;
+pub mod retry;
+pub mod s3;
 
 use std::fmt;
 use std::fs::File;
@@ -189,15 +191,17 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: FileKind) -> BackendResult<Vec<ListedFile>>;
 }
 
-/// Opens the backend a repository location string names: a local path, or
-/// an `s3:` URL once object storage is compiled in.
+/// Opens the backend a repository location string names: an `s3:` URL
+/// (configured from restic's environment variables, see
+/// [`s3::S3Options::from_env`], and retried by [`retry::RetryPolicy::default`]),
+/// or a local path, optionally written `local:PATH`.
 pub fn open(location: &str) -> BackendResult<Box<dyn Backend>> {
     if location.starts_with("s3:") {
-        return Err(BackendError {
-            kind: BackendErrorKind::Other,
-            context: format!("open {location}"),
-            cause: "object storage is not supported by this build".into(),
-        });
+        let s3 = s3::S3Backend::from_env(location)?;
+        return Ok(Box::new(retry::RetryBackend::new(
+            s3,
+            retry::RetryPolicy::default(),
+        )));
     }
     let path = location.strip_prefix("local:").unwrap_or(location);
     Ok(Box::new(local::LocalBackend::new(path)))
