@@ -53,16 +53,24 @@ fn round_trip_in_restics_layout() {
     let minio = MinIo::start();
     let b = ready(&minio, "repo/nested/prefix");
 
-    b.save(FileKind::Config, "", Payload::Bytes(b"config-bytes")).unwrap();
-    b.save(FileKind::Key, "k1", Payload::Bytes(b"key-one")).unwrap();
-    b.save(FileKind::Snapshot, "s1", Payload::Bytes(b"")).unwrap();
+    b.save(FileKind::Config, "", Payload::Bytes(b"config-bytes"))
+        .unwrap();
+    b.save(FileKind::Key, "k1", Payload::Bytes(b"key-one"))
+        .unwrap();
+    b.save(FileKind::Snapshot, "s1", Payload::Bytes(b""))
+        .unwrap();
 
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut file = tempfile::tempfile().unwrap();
     file.write_all(&content).unwrap();
     for i in [0x00, 0xab, 0xff] {
         let len = content.len() as u64;
-        b.save(FileKind::Pack, &pack_name(i), Payload::File { file: &file, len }).unwrap();
+        b.save(
+            FileKind::Pack,
+            &pack_name(i),
+            Payload::File { file: &file, len },
+        )
+        .unwrap();
     }
 
     assert_eq!(b.load(FileKind::Config, "").unwrap(), b"config-bytes");
@@ -70,11 +78,13 @@ fn round_trip_in_restics_layout() {
     assert_eq!(b.load(FileKind::Snapshot, "s1").unwrap(), b"");
     assert_eq!(b.load(FileKind::Pack, &pack_name(0xab)).unwrap(), content);
     assert_eq!(
-        b.load_range(FileKind::Pack, &pack_name(0xab), 1_234_567, 1000).unwrap(),
+        b.load_range(FileKind::Pack, &pack_name(0xab), 1_234_567, 1000)
+            .unwrap(),
         &content[1_234_567..1_235_567]
     );
     assert_eq!(
-        b.load_range(FileKind::Pack, &pack_name(0xab), 2_999_990, 10).unwrap(),
+        b.load_range(FileKind::Pack, &pack_name(0xab), 2_999_990, 10)
+            .unwrap(),
         &content[2_999_990..]
     );
     assert_eq!(b.stat(FileKind::Pack, &pack_name(0xff)).unwrap(), 3_000_000);
@@ -84,7 +94,11 @@ fn round_trip_in_restics_layout() {
     let objects = minio.data_dir().join("repo/nested/prefix");
     assert!(objects.join("config").exists());
     assert!(objects.join("keys/k1").exists());
-    assert!(objects.join(format!("data/ab/{}", pack_name(0xab))).exists());
+    assert!(
+        objects
+            .join(format!("data/ab/{}", pack_name(0xab)))
+            .exists()
+    );
 
     let packs = sorted(b.list(FileKind::Pack).unwrap());
     let expect: Vec<ListedFile> = [0x00, 0xab, 0xff]
@@ -126,7 +140,9 @@ fn listing_pages_through_many_files_and_stays_inside_the_prefix() {
     let minio = MinIo::start();
     let b = ready(&minio, "bucket/one");
     let other = ready(&minio, "bucket/one-other");
-    other.save(FileKind::Lock, "foreign", Payload::Bytes(b"x")).unwrap();
+    other
+        .save(FileKind::Lock, "foreign", Payload::Bytes(b"x"))
+        .unwrap();
     // More than one page: S3 lists at most 1000 keys a request.
     let names: Vec<String> = (0..1100).map(|i| format!("lock{i:05}")).collect();
     std::thread::scope(|s| {
@@ -134,14 +150,20 @@ fn listing_pages_through_many_files_and_stays_inside_the_prefix() {
             let b = &b;
             s.spawn(move || {
                 for n in chunk {
-                    b.save(FileKind::Lock, n, Payload::Bytes(n.as_bytes())).unwrap();
+                    b.save(FileKind::Lock, n, Payload::Bytes(n.as_bytes()))
+                        .unwrap();
                 }
             });
         }
     });
     let listed = sorted(b.list(FileKind::Lock).unwrap());
     assert_eq!(listed.len(), 1100);
-    assert!(listed.iter().zip(&names).all(|(l, n)| &l.name == n && l.size == 9));
+    assert!(
+        listed
+            .iter()
+            .zip(&names)
+            .all(|(l, n)| &l.name == n && l.size == 9)
+    );
     assert_eq!(other.list(FileKind::Lock).unwrap().len(), 1);
 }
 
@@ -191,7 +213,8 @@ fn wrong_credentials_are_permission_denied_without_the_secret() {
         for err in [
             b.load(FileKind::Config, "").unwrap_err(),
             b.list(FileKind::Snapshot).unwrap_err(),
-            b.save(FileKind::Key, "k", Payload::Bytes(b"v")).unwrap_err(),
+            b.save(FileKind::Key, "k", Payload::Bytes(b"v"))
+                .unwrap_err(),
             b.create().unwrap_err(),
         ] {
             assert_eq!(err.kind, BackendErrorKind::PermissionDenied, "{err}");
@@ -204,7 +227,10 @@ fn wrong_credentials_are_permission_denied_without_the_secret() {
                 assert!(message.contains(expected_code), "{message}");
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "permission errors were retried");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "permission errors were retried"
+        );
     }
 }
 
@@ -216,7 +242,8 @@ fn unknown_bucket_is_no_such_container() {
     for err in [
         b.load(FileKind::Config, "").unwrap_err(),
         b.list(FileKind::Snapshot).unwrap_err(),
-        b.save(FileKind::Key, "k", Payload::Bytes(b"v")).unwrap_err(),
+        b.save(FileKind::Key, "k", Payload::Bytes(b"v"))
+            .unwrap_err(),
     ] {
         assert_eq!(err.kind, BackendErrorKind::NoSuchContainer, "{err}");
         let message = err.to_string();
@@ -258,10 +285,13 @@ fn unreachable_endpoint_is_transient_after_retries() {
 fn operations_survive_minio_restarting() {
     let mut minio = MinIo::start();
     let b = ready(&minio, "restarts/repo");
-    b.save(FileKind::Key, "before", Payload::Bytes(b"1")).unwrap();
+    b.save(FileKind::Key, "before", Payload::Bytes(b"1"))
+        .unwrap();
 
     // A pack big enough for a multipart upload, sent while the server is down.
-    let content: Vec<u8> = (0..(40u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let content: Vec<u8> = (0..(40u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let mut file = tempfile::tempfile().unwrap();
     file.write_all(&content).unwrap();
     let len = content.len() as u64;
@@ -273,8 +303,16 @@ fn operations_survive_minio_restarting() {
         minio
     });
     let start = Instant::now();
-    b.save(FileKind::Pack, &pack_name(7), Payload::File { file: &file, len }).unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(3), "saved while MinIO was down?");
+    b.save(
+        FileKind::Pack,
+        &pack_name(7),
+        Payload::File { file: &file, len },
+    )
+    .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "saved while MinIO was down?"
+    );
     let minio = restarted.join().unwrap();
 
     assert_eq!(b.load(FileKind::Pack, &pack_name(7)).unwrap(), content);
@@ -290,7 +328,12 @@ fn operations_survive_minio_restarting() {
         minio
     });
     for i in 0..5 {
-        b.save(FileKind::Snapshot, &format!("s{i}"), Payload::Bytes(b"snap")).unwrap();
+        b.save(
+            FileKind::Snapshot,
+            &format!("s{i}"),
+            Payload::Bytes(b"snap"),
+        )
+        .unwrap();
     }
     let _minio = restarted.join().unwrap();
     assert_eq!(b.list(FileKind::Snapshot).unwrap().len(), 5);

@@ -95,7 +95,8 @@ fn big_file_payload_uploads_in_parts_with_bounded_memory() {
 
     reset_peak();
     let (before, _) = memory();
-    b.save(FileKind::Pack, &name, Payload::File { file: &file, len }).unwrap();
+    b.save(FileKind::Pack, &name, Payload::File { file: &file, len })
+        .unwrap();
     let (_, peak) = memory();
     let grew = peak.saturating_sub(before);
     // Two 16 MiB parts in flight, plus allocator and TLS/HTTP buffers: far
@@ -109,7 +110,12 @@ fn big_file_payload_uploads_in_parts_with_bounded_memory() {
 
     assert_eq!(b.stat(FileKind::Pack, &name).unwrap(), len);
     // Ranges across part boundaries and at the very end.
-    for (offset, n) in [(0, 100), (16 * MIB - 50, 100), (48 * MIB - 1, 2), (len - 77, 77)] {
+    for (offset, n) in [
+        (0, 100),
+        (16 * MIB - 50, 100),
+        (48 * MIB - 1, 2),
+        (len - 77, 77),
+    ] {
         let mut want = vec![0u8; n as usize];
         file.read_exact_at(&mut want, offset).unwrap();
         assert_eq!(

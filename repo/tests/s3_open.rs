@@ -23,12 +23,18 @@ fn open_reads_restics_environment() {
     let b = backend::open(&url).unwrap();
     assert_eq!(b.location(), url);
     b.create().unwrap();
-    b.save(FileKind::Config, "", Payload::Bytes(b"cfg")).unwrap();
+    b.save(FileKind::Config, "", Payload::Bytes(b"cfg"))
+        .unwrap();
     assert_eq!(b.load(FileKind::Config, "").unwrap(), b"cfg");
     assert!(minio.data_dir().join("opened/prefix/config").exists());
 
-    let err = backend::open("s3:http://127.0.0.1:1").err().expect("no bucket");
-    assert!(err.to_string().contains("invalid S3 repository URL"), "{err}");
+    let err = backend::open("s3:http://127.0.0.1:1")
+        .err()
+        .expect("no bucket");
+    assert!(
+        err.to_string().contains("invalid S3 repository URL"),
+        "{err}"
+    );
 
     // SAFETY: as above.
     unsafe { std::env::set_var("RESTIC_CACERT", "/nonexistent/ca.pem") };

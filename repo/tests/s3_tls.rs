@@ -66,7 +66,10 @@ fn custom_ca_is_required_and_sufficient() {
     let start = Instant::now();
     let err = untrusted.create().unwrap_err();
     assert_eq!(err.kind, BackendErrorKind::Other, "{err}");
-    assert!(start.elapsed() < Duration::from_secs(10), "a certificate error was retried");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "a certificate error was retried"
+    );
     let message = err.to_string();
     assert!(message.contains("certificate"), "{message}");
     assert!(message.contains("RESTIC_CACERT"), "{message}");
@@ -79,6 +82,7 @@ fn custom_ca_is_required_and_sufficient() {
     };
     let b = RetryBackend::new(S3Backend::new(&url, trusted).unwrap(), retries);
     b.create().unwrap();
-    b.save(FileKind::Key, "k", Payload::Bytes(b"over tls")).unwrap();
+    b.save(FileKind::Key, "k", Payload::Bytes(b"over tls"))
+        .unwrap();
     assert_eq!(b.load(FileKind::Key, "k").unwrap(), b"over tls");
 }

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendError, BackendErrorKind, BackendResult, FileKind, ListedFile, Payload};
+use super::{
+    Backend, BackendError, BackendErrorKind, BackendResult, FileKind, ListedFile, Payload,
+};
 
 /// How long and how often to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,12 +27,12 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    Certificate, ClientOptions, ObjectStore, PutPayload, RetryConfig,
-};
+use object_store::{Certificate, ClientOptions, ObjectStore, PutPayload, RetryConfig};
 use tokio::runtime::Runtime;
 
-use super::{Backend, BackendError, BackendErrorKind, BackendResult, FileKind, ListedFile, Payload};
+use super::{
+    Backend, BackendError, BackendErrorKind, BackendResult, FileKind, ListedFile, Payload,
+};
 
 /// Files up to this size are sent in one PUT, read into memory once.
 const SINGLE_PUT_MAX: u64 = 32 << 20;
@@ -71,7 +71,9 @@ impl S3Location {
                 "invalid S3 repository URL {url:?}: {why} (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX] or s3:s3.amazonaws.com/BUCKET[/PREFIX])"
             )
         };
-        let rest = url.strip_prefix("s3:").ok_or_else(|| invalid("no s3: prefix"))?;
+        let rest = url
+            .strip_prefix("s3:")
+            .ok_or_else(|| invalid("no s3: prefix"))?;
         let (scheme, rest) = if let Some(r) = rest.strip_prefix("http://") {
             ("http", r)
         } else if let Some(r) = rest.strip_prefix("https://") {
@@ -108,7 +110,9 @@ impl S3Location {
     /// the older `s3-eu-west-1.amazonaws.com`.
     fn region_from_host(&self) -> Option<String> {
         let name = self.host().strip_suffix(".amazonaws.com")?;
-        let region = name.strip_prefix("s3.").or_else(|| name.strip_prefix("s3-"))?;
+        let region = name
+            .strip_prefix("s3.")
+            .or_else(|| name.strip_prefix("s3-"))?;
         (!region.is_empty() && !region.contains('.')).then(|| region.to_string())
     }
 }
@@ -150,7 +154,10 @@ impl fmt::Debug for S3Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Options")
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
             .field("session_token", &self.session_token.as_ref().map(|_| "***"))
             .field("region", &self.region)
             .field("ca_cert", &self.ca_cert)
@@ -383,7 +390,12 @@ impl S3Backend {
         match self.runtime.block_on(part) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.store_error("save part of", what, &e)),
-            Err(e) => Err(self.error("save part of", what, BackendErrorKind::Other, &e.to_string())),
+            Err(e) => Err(self.error(
+                "save part of",
+                what,
+                BackendErrorKind::Other,
+                &e.to_string(),
+            )),
         }
     }
 
@@ -412,7 +424,10 @@ impl S3Backend {
                 .map_err(|e| (transport_kind(&chain_text(&e)), transport_cause(&e)))?;
             let status = response.status().as_u16();
             let text = response.into_body().bytes().await.unwrap_or_default();
-            Ok::<_, (BackendErrorKind, String)>((status, String::from_utf8_lossy(&text).into_owned()))
+            Ok::<_, (BackendErrorKind, String)>((
+                status,
+                String::from_utf8_lossy(&text).into_owned(),
+            ))
         });
         result.map_err(|(kind, cause)| self.error("access", &what, kind, &cause))
     }
@@ -544,13 +559,12 @@ impl Backend for S3Backend {
         } else {
             // object_store pages through the listing with continuation tokens.
             let prefix = self.key_of(kind.dir());
-            self.runtime
-                .block_on(
-                    self.store
-                        .list(Some(&prefix))
-                        .map_ok(listed)
-                        .try_collect::<Vec<_>>(),
-                )
+            self.runtime.block_on(
+                self.store
+                    .list(Some(&prefix))
+                    .map_ok(listed)
+                    .try_collect::<Vec<_>>(),
+            )
         };
         result.map_err(|e| self.store_error("list", &what, &e))
     }
@@ -586,9 +600,14 @@ fn status_kind(status: u16, body: &str) -> BackendErrorKind {
         401 | 403 => BackendErrorKind::PermissionDenied,
         408 | 429 | 500..=599 => BackendErrorKind::Transient,
         // S3 signals throttling and timeouts with these codes on other statuses too.
-        _ if ["SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"]
-            .iter()
-            .any(|code| xml_field(body, "Code") == Some(code)) =>
+        _ if [
+            "SlowDown",
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+        ]
+        .iter()
+        .any(|code| xml_field(body, "Code") == Some(code)) =>
         {
             BackendErrorKind::Transient
         }
@@ -662,7 +681,10 @@ fn classify(e: &object_store::Error) -> (BackendErrorKind, String) {
         // A 200 response whose body is an S3 error (InternalError, SlowDown).
         _ if text.contains("Server returned error response") => (
             BackendErrorKind::Transient,
-            format!("server error: {}", xml_field(&text, "Code").unwrap_or("unknown")),
+            format!(
+                "server error: {}",
+                xml_field(&text, "Code").unwrap_or("unknown")
+            ),
         ),
         _ if text.contains("HTTP error") || has_io_source(e) => {
             (transport_kind(&chain_text(e)), transport_cause(e))
@@ -746,7 +768,13 @@ mod tests {
 
     #[test]
     fn rejects_urls_without_bucket_or_host() {
-        for url in ["s3:http://host", "s3:http://host/", "s3:", "s3:/bucket", "local:/x"] {
+        for url in [
+            "s3:http://host",
+            "s3:http://host/",
+            "s3:",
+            "s3:/bucket",
+            "local:/x",
+        ] {
             let err = S3Location::parse(url).unwrap_err();
             assert!(err.contains("invalid S3 repository URL"), "{url}: {err}");
         }
@@ -755,11 +783,15 @@ mod tests {
     #[test]
     fn region_comes_from_regional_aws_hosts() {
         assert_eq!(
-            loc("s3:s3.eu-west-1.amazonaws.com/b").region_from_host().as_deref(),
+            loc("s3:s3.eu-west-1.amazonaws.com/b")
+                .region_from_host()
+                .as_deref(),
             Some("eu-west-1")
         );
         assert_eq!(
-            loc("s3:s3-us-west-2.amazonaws.com/b").region_from_host().as_deref(),
+            loc("s3:s3-us-west-2.amazonaws.com/b")
+                .region_from_host()
+                .as_deref(),
             Some("us-west-2")
         );
         assert_eq!(loc("s3:s3.amazonaws.com/b").region_from_host(), None);
@@ -819,7 +851,9 @@ mod tests {
     fn unreadable_ca_file_is_named() {
         let mut o = options();
         o.ca_cert = Some("/nonexistent/ca.pem".into());
-        let err = S3Backend::new("s3:https://h/b", o).err().expect("must fail");
+        let err = S3Backend::new("s3:https://h/b", o)
+            .err()
+            .expect("must fail");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
@@ -830,14 +864,23 @@ mod tests {
         assert_eq!(status_kind(404, &body("NoSuchBucket")), K::NoSuchContainer);
         assert_eq!(status_kind(404, &body("NoSuchKey")), K::NotFound);
         assert_eq!(status_kind(404, ""), K::NotFound);
-        assert_eq!(status_kind(403, &body("InvalidAccessKeyId")), K::PermissionDenied);
-        assert_eq!(status_kind(403, &body("SignatureDoesNotMatch")), K::PermissionDenied);
+        assert_eq!(
+            status_kind(403, &body("InvalidAccessKeyId")),
+            K::PermissionDenied
+        );
+        assert_eq!(
+            status_kind(403, &body("SignatureDoesNotMatch")),
+            K::PermissionDenied
+        );
         assert_eq!(status_kind(503, &body("SlowDown")), K::Transient);
         assert_eq!(status_kind(500, ""), K::Transient);
         assert_eq!(status_kind(429, ""), K::Transient);
         assert_eq!(status_kind(400, &body("RequestTimeout")), K::Transient);
         assert_eq!(status_kind(400, &body("InvalidArgument")), K::Other);
-        assert_eq!(status_kind(403, &body("QuotaExceeded")), K::PermissionDenied);
+        assert_eq!(
+            status_kind(403, &body("QuotaExceeded")),
+            K::PermissionDenied
+        );
         assert_eq!(status_kind(400, &body("EntityTooLarge")), K::NoSpace);
     }
 
