@@ -13,6 +13,7 @@
 
 pub mod conditions;
 pub mod labels;
+pub mod mover_env;
 pub mod mover_result;
 
 #[cfg(feature = "crd")]
