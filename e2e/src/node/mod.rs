@@ -17,8 +17,8 @@
 //! The Job controller, garbage collection and PV binding stay real, in
 //! kube-controller-manager.
 
-pub mod kubelet;
 pub mod heartbeat;
+pub mod kubelet;
 pub mod scheduler;
 pub mod snapshots;
 pub mod storage;
