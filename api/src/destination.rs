@@ -30,12 +30,12 @@ use crate::{
     shortname = "rdst",
     category = "sluice",
     doc = "Restores a snapshot from a restic repository into a PersistentVolumeClaim.",
-    printcolumn(name = "Last sync", type_ = "string", format = "date-time", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Duration", type_ = "string", json_path = ".status.lastSyncDuration"),
-    printcolumn(name = "Next sync", type_ = "string", format = "date-time", json_path = ".status.nextSyncTime"),
-    printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.restoredSnapshot.id"),
-    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.lastSyncDuration"}"#,
+    printcolumn = r#"{"name":"Next sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#,
+    printcolumn = r#"{"name":"Snapshot","type":"string","jsonPath":".status.restoredSnapshot.id"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationDestinationSpec {
@@ -71,7 +71,11 @@ pub struct ResticDestinationSpec {
     pub copy_method: DestinationCopyMethod,
     /// Existing PVC to restore into. Without it a new PVC is made from `capacity`,
     /// `accessModes` and `storageClassName`.
-    #[serde(default, rename = "destinationPVC", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "destinationPVC",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(min = 1, max = 253))]
     pub destination_pvc: Option<String>,
     /// Size of the new PVC; required without `destinationPVC`.

@@ -118,31 +118,150 @@ impl MoverResult {
     /// Encodes the result as JSON that fits in a termination message, shortening `message` if
     /// needed: a truncated message is better than one the kubelet cuts into invalid JSON.
     pub fn to_termination_message(&self) -> String {
-        let mut result = self.clone();
-        loop {
-            let json = serde_json::to_string(&result).expect("MoverResult always serializes");
-            if json.len() <= TERMINATION_MESSAGE_MAX_BYTES {
-                return json;
+        let encode = |result: &MoverResult| {
+            serde_json::to_string(result).expect("MoverResult always serializes")
+        };
+        let json = encode(self);
+        let Some(message) = self
+            .message
+            .as_deref()
+            .filter(|_| json.len() > TERMINATION_MESSAGE_MAX_BYTES)
+        else {
+            return json;
+        };
+        // JSON escaping makes the encoded length of a prefix hard to predict, so search for the
+        // longest prefix (in characters) whose encoding fits.
+        let boundaries: Vec<usize> = message.char_indices().map(|(i, _)| i).collect();
+        let with_prefix = |chars: usize| {
+            let mut shortened = self.clone();
+            shortened.message = Some(format!("{}…", &message[..boundaries[chars]]));
+            encode(&shortened)
+        };
+        let (mut fits, mut too_long) = (0, boundaries.len());
+        while too_long - fits > 1 {
+            let middle = (fits + too_long) / 2;
+            if with_prefix(middle).len() <= TERMINATION_MESSAGE_MAX_BYTES {
+                fits = middle;
+            } else {
+                too_long = middle;
             }
-            let message = result.message.take().unwrap_or_default();
-            if message.is_empty() {
-                // Nothing left to shorten; the fixed fields alone are far below the limit.
-                return json;
-            }
-            let excess = json.len() - TERMINATION_MESSAGE_MAX_BYTES;
-            // JSON escaping can make a character longer than its UTF-8 form, so cut at least the
-            // excess plus room for the ellipsis, and loop until it fits.
-            let keep = message.len().saturating_sub(excess + 4);
-            let mut cut = keep;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            result.message = Some(format!("{}…", &message[..cut]));
         }
+        with_prefix(fits)
     }
 
     /// Parses a termination message written by [`MoverResult::to_termination_message`].
     pub fn from_termination_message(message: &str) -> serde_json::Result<Self> {
         serde_json::from_str(message.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> MoverResult {
+        MoverResult {
+            snapshot_id: Some("a".repeat(64)),
+            snapshot_time: Some("2026-11-22T10:00:00.123456789Z".into()),
+            files_new: 1,
+            files_changed: 2,
+            files_unmodified: 3,
+            bytes_added: 4,
+            total_bytes: 5,
+            duration_seconds: 6.5,
+            unlocked: true,
+            forgot: true,
+            pruned: true,
+            checked: false,
+            error_class: Some(ErrorClass::Network),
+            message: Some("saving pack: connection refused; check RESTIC_REPOSITORY".into()),
+        }
+    }
+
+    #[test]
+    fn wire_format_uses_camel_case_names() {
+        let json = serde_json::to_value(full()).unwrap();
+        for key in [
+            "snapshotId",
+            "snapshotTime",
+            "filesNew",
+            "filesChanged",
+            "filesUnmodified",
+            "bytesAdded",
+            "totalBytes",
+            "durationSeconds",
+            "unlocked",
+            "forgot",
+            "pruned",
+            "checked",
+            "errorClass",
+            "message",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+        assert_eq!(json["errorClass"], "Network");
+    }
+
+    #[test]
+    fn termination_message_round_trips() {
+        let message = full().to_termination_message();
+        assert_eq!(
+            MoverResult::from_termination_message(&message).unwrap(),
+            full()
+        );
+    }
+
+    #[test]
+    fn missing_counts_default_to_zero() {
+        let result = MoverResult::from_termination_message(
+            r#"{"errorClass":"WrongPassword","message":"wrong password"}"#,
+        )
+        .unwrap();
+        assert_eq!(result.files_new, 0);
+        assert_eq!(result.error_class, Some(ErrorClass::WrongPassword));
+    }
+
+    #[test]
+    fn long_message_is_cut_to_fit_the_termination_limit() {
+        for filler in ["x", "\"", "é", "\u{1}"] {
+            let mut result = full();
+            result.message = Some(filler.repeat(10_000));
+            let encoded = result.to_termination_message();
+            assert!(
+                encoded.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+                "{filler:?}: {}",
+                encoded.len()
+            );
+            let decoded = MoverResult::from_termination_message(&encoded).unwrap();
+            let message = decoded.message.unwrap();
+            assert!(message.ends_with('…'));
+            assert!(
+                encoded.len() > TERMINATION_MESSAGE_MAX_BYTES - 8,
+                "{filler:?}: cut far more than needed ({} bytes)",
+                encoded.len()
+            );
+            assert_eq!(decoded.snapshot_id, result.snapshot_id);
+        }
+    }
+
+    #[test]
+    fn every_error_class_has_a_camel_case_reason() {
+        use ErrorClass::*;
+        for class in [
+            WrongPassword,
+            RepositoryNotFound,
+            Locked,
+            NoSnapshot,
+            Network,
+            Corrupt,
+            Config,
+            Internal,
+        ] {
+            let reason = class.condition_reason();
+            assert!(reason.chars().all(char::is_alphanumeric), "{reason}");
+            assert!(reason.starts_with(char::is_uppercase), "{reason}");
+        }
+        assert!(!WrongPassword.is_retryable());
+        assert!(Network.is_retryable());
     }
 }

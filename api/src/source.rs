@@ -27,13 +27,13 @@ use crate::{
     shortname = "rsrc",
     category = "sluice",
     doc = "Backs a PersistentVolumeClaim up into a restic repository, on a schedule or on demand.",
-    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourcePVC"),
-    printcolumn(name = "Last sync", type_ = "string", format = "date-time", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Duration", type_ = "string", json_path = ".status.lastSyncDuration"),
-    printcolumn(name = "Next sync", type_ = "string", format = "date-time", json_path = ".status.nextSyncTime"),
-    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
-    printcolumn(name = "Snapshot", type_ = "string", priority = 1, json_path = ".status.lastSync.snapshotID"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.sourcePVC"}"#,
+    printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.lastSyncDuration"}"#,
+    printcolumn = r#"{"name":"Next sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Snapshot","type":"string","priority":1,"jsonPath":".status.lastSync.snapshotID"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSourceSpec {

@@ -3,9 +3,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 fn main() -> ExitCode {
-    let dir = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/crd")
-    });
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/crd"));
     let mut files = sluice_api::crd_yaml::crd_files();
     files.push(("kustomization.yaml", sluice_api::crd_yaml::kustomization()));
     if let Err(err) = std::fs::create_dir_all(&dir) {
