@@ -1,23 +1,40 @@
-//! Starts the local control plane and MinIO and keeps them up until Ctrl-C,
-//! for `make demo` and for exploring by hand.
+//! Starts the local control plane and MinIO (and, with `--node`, the node
+//! emulator) and keeps them up until Ctrl-C, for `make demo` and for
+//! exploring by hand.
+//!
+//! usage: sluice-e2e-cluster [--env-file FILE] [--node [--program NAME=PATH]...]
 //!
 //! `--env-file FILE` also writes the connection details as shell variable
 //! assignments once everything is ready, so a script can wait for the file
 //! and source it.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sluice_e2e::{Cluster, MinIo};
+use sluice_e2e::{Cluster, MinIo, NodeEmulator};
+
+/// What the command line asks for.
+struct Args {
+    env_file: Option<PathBuf>,
+    node: bool,
+    programs: HashMap<String, PathBuf>,
+}
 
 fn main() -> ExitCode {
-    let env_file = match parse_args() {
-        Ok(env_file) => env_file,
+    let Args {
+        env_file,
+        node,
+        programs,
+    } = match parse_args() {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("sluice-e2e-cluster: {message}");
-            eprintln!("usage: sluice-e2e-cluster [--env-file FILE]");
+            eprintln!(
+                "usage: sluice-e2e-cluster [--env-file FILE] [--node [--program NAME=PATH]...]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -34,6 +51,7 @@ fn main() -> ExitCode {
     );
     let minio = MinIo::start();
     let cluster = Cluster::start();
+    let node = node.then(|| NodeEmulator::start(&cluster, programs));
     let settings = format!(
         "KUBECONFIG={}\nSLUICE_MINIO_ENDPOINT={}\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_DEFAULT_REGION={}\n",
         cluster.kubeconfig().display(),
@@ -65,6 +83,12 @@ fn main() -> ExitCode {
         cluster.dir().display(),
         minio.log_path().display()
     );
+    if let Some(node) = &node {
+        println!(
+            "node emulator:  volumes, snapshots and pod logs under {}",
+            node.root().display()
+        );
+    }
     println!(
         "\nin another shell:\n  export KUBECONFIG={}\n  kubectl get namespaces",
         cluster.kubeconfig().display()
@@ -75,6 +99,7 @@ fn main() -> ExitCode {
     // SAFETY: the set is initialised and the signals are blocked.
     unsafe { libc::sigwait(&stop_signals, &mut signal) };
     eprintln!("stopping...");
+    drop(node);
     drop(cluster);
     drop(minio);
     if let Some(path) = &env_file {
@@ -83,18 +108,36 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn parse_args() -> Result<Option<PathBuf>, String> {
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let mut env_file = None;
+    let mut parsed = Args {
+        env_file: None,
+        node: false,
+        programs: HashMap::new(),
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--env-file" => {
-                env_file = Some(PathBuf::from(args.next().ok_or("--env-file needs a path")?));
+                parsed.env_file =
+                    Some(PathBuf::from(args.next().ok_or("--env-file needs a path")?));
+            }
+            "--node" => parsed.node = true,
+            "--program" => {
+                let pair = args.next().ok_or("--program needs NAME=PATH")?;
+                let (name, path) = pair
+                    .split_once('=')
+                    .ok_or(format!("--program {pair}: expected NAME=PATH"))?;
+                parsed
+                    .programs
+                    .insert(name.to_string(), PathBuf::from(path));
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(env_file)
+    if !parsed.programs.is_empty() && !parsed.node {
+        return Err("--program only makes sense with --node".into());
+    }
+    Ok(parsed)
 }
 
 fn stop_signals() -> libc::sigset_t {
