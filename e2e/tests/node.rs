@@ -36,6 +36,7 @@ fn node_emulator_runs_pods_and_serves_volumes() {
     snapshot_and_restore_copy_the_volume(&cluster, &node);
     active_deadline_stops_the_pod(&cluster);
     deleted_pod_is_stopped_and_removed(&cluster);
+    deleted_claim_releases_and_removes_its_volume(&cluster, &node);
 }
 
 fn get(cluster: &Cluster, args: &[&str], jsonpath: &str) -> String {
@@ -285,5 +286,29 @@ spec:
         cluster
             .try_kubectl(&["get", "pod", "doomed", "-n", NS])
             .is_err()
+    );
+}
+
+fn deleted_claim_releases_and_removes_its_volume(cluster: &Cluster, node: &NodeEmulator) {
+    let dir = node.claim_dir(NS, "clone").unwrap();
+    let volume = get(cluster, &["pvc", "clone"], "{.spec.volumeName}");
+    cluster.kubectl(&[
+        "delete",
+        "pvc",
+        "clone",
+        "-n",
+        NS,
+        "--wait=true",
+        "--timeout=30s",
+    ]);
+    cluster.wait_for(
+        "the released PersistentVolume to be deleted",
+        Duration::from_secs(60),
+        || cluster.try_kubectl(&["get", "pv", &volume]).is_err(),
+    );
+    assert!(
+        !dir.exists(),
+        "{} was not removed with its volume",
+        dir.display()
     );
 }
