@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_e2e::{Cluster, NodeEmulator};
@@ -17,7 +18,10 @@ const NS: &str = "e2e-node";
 #[test]
 fn node_emulator_runs_pods_and_serves_volumes() {
     let cluster = Cluster::start();
-    let node = NodeEmulator::start(&cluster, HashMap::new());
+    // `env` stands in for the mover image's entrypoint, so the Pod's args
+    // (a shell command) run through the mapping the mover will use.
+    let programs = HashMap::from([("sluice-mover".to_string(), PathBuf::from("/usr/bin/env"))]);
+    let node = NodeEmulator::start(&cluster, programs);
     cluster.kubectl(&["create", "namespace", NS]);
     cluster.wait_for(
         "the default ServiceAccount",
@@ -33,6 +37,7 @@ fn node_emulator_runs_pods_and_serves_volumes() {
     claims_bind_to_directories(&cluster, &node);
     job_pod_runs_with_volume_and_secret(&cluster, &node);
     failed_container_reports_exit_code_and_message(&cluster);
+    image_entrypoint_runs_its_stand_in_program(&cluster);
     snapshot_and_restore_copy_the_volume(&cluster, &node);
     active_deadline_stops_the_pod(&cluster);
     deleted_pod_is_stopped_and_removed(&cluster);
@@ -310,5 +315,29 @@ fn deleted_claim_releases_and_removes_its_volume(cluster: &Cluster, node: &NodeE
         !dir.exists(),
         "{} was not removed with its volume",
         dir.display()
+    );
+}
+
+fn image_entrypoint_runs_its_stand_in_program(cluster: &Cluster) {
+    cluster.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: mover, namespace: e2e-node}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: mover
+    image: ghcr.io/sluice-dev/sluice-mover:dev
+    args: [sh, -c, 'printf \"entrypoint $0\" > /dev/termination-log']
+",
+    );
+    wait_value(cluster, &["pod", "mover"], "{.status.phase}", "Succeeded");
+    assert_eq!(
+        get(
+            cluster,
+            &["pod", "mover"],
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "entrypoint sh"
     );
 }
