@@ -33,7 +33,12 @@ pub struct Global {
     #[arg(long, global = true, value_parser = parse_duration, default_value = "0s")]
     pub retry_lock: std::time::Duration,
     /// Compression: auto, off or max.
-    #[arg(long, env = "RESTIC_COMPRESSION", global = true, default_value = "auto")]
+    #[arg(
+        long,
+        env = "RESTIC_COMPRESSION",
+        global = true,
+        default_value = "auto"
+    )]
     pub compression: sluice_repo::repository::Compression,
     /// Target pack size in MiB (4 to 128).
     #[arg(long, env = "RESTIC_PACK_SIZE", global = true, value_parser = clap::value_parser!(u64).range(4..=128))]
@@ -57,6 +62,16 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
+    /// Run a mover Pod's work, configured by SLUICE_* variables.
+    Job,
+    /// Remove snapshots according to a retention policy.
+    Forget(ForgetArgs),
+    /// Remove data no snapshot needs.
+    Prune(PruneArgs),
+    /// Check the repository for errors.
+    Check(CheckArgs),
+    /// Remove stale locks (or all locks).
+    Unlock(UnlockArgs),
 }
 
 #[derive(Args, Debug)]
@@ -131,7 +146,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             num.push(c);
             continue;
         }
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h"))?;
         num.clear();
         total += n * match c {
             's' => 1,
@@ -141,7 +158,100 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         };
     }
     if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: the number needs a unit (s, m, h)"));
+        return Err(format!(
+            "invalid duration {s:?}: the number needs a unit (s, m, h)"
+        ));
     }
     Ok(std::time::Duration::from_secs(total))
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the last n snapshots (`unlimited` for all).
+    #[arg(long, short = 'l', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_last: i32,
+    /// Keep the last n hourly snapshots.
+    #[arg(long, short = 'H', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_hourly: i32,
+    /// Keep the last n daily snapshots.
+    #[arg(long, short = 'd', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_daily: i32,
+    /// Keep the last n weekly snapshots.
+    #[arg(long, short = 'w', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_weekly: i32,
+    /// Keep the last n monthly snapshots.
+    #[arg(long, short = 'm', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_monthly: i32,
+    /// Keep the last n yearly snapshots.
+    #[arg(long, short = 'y', value_parser = sluice_repo::forget::parse_keep_count, default_value = "0")]
+    pub keep_yearly: i32,
+    /// Keep snapshots newer than this duration before the latest, e.g. 1y5m7d2h.
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    /// Keep hourly snapshots within this duration of the latest.
+    #[arg(long)]
+    pub keep_within_hourly: Option<String>,
+    /// Keep daily snapshots within this duration of the latest.
+    #[arg(long)]
+    pub keep_within_daily: Option<String>,
+    /// Keep weekly snapshots within this duration of the latest.
+    #[arg(long)]
+    pub keep_within_weekly: Option<String>,
+    /// Keep monthly snapshots within this duration of the latest.
+    #[arg(long)]
+    pub keep_within_monthly: Option<String>,
+    /// Keep yearly snapshots within this duration of the latest.
+    #[arg(long)]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with all these tags (repeatable; commas join tags).
+    #[arg(long)]
+    pub keep_tag: Vec<String>,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long)]
+    pub host: Vec<String>,
+    /// Only snapshots with all these tags (repeatable, any list matches).
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Only snapshots of exactly these paths (repeatable).
+    #[arg(long)]
+    pub path: Vec<String>,
+    /// Group snapshots by host, paths and/or tags.
+    #[arg(long, short = 'g', default_value = "host,paths")]
+    pub group_by: sluice_repo::forget::GroupBy,
+    /// Only show what would be removed.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: the unused space to tolerate.
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Unused space to tolerate: a percentage (5%), a size (500M) or unlimited.
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
+    /// Only show what would be done.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read every pack and verify every blob.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read a subset of the packs: N% or n/t.
+    #[arg(long)]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones.
+    #[arg(long)]
+    pub remove_all: bool,
 }

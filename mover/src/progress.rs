@@ -3,8 +3,8 @@
 //! all driven by a ticker thread reading the engine's atomic counters.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,9 +58,8 @@ impl Ticker {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let handle = (mode != Mode::Off).then(|| {
-            std::thread::spawn(move || run(mode, what, sample, &s))
-        });
+        let handle =
+            (mode != Mode::Off).then(|| std::thread::spawn(move || run(mode, what, sample, &s)));
         Ticker { stop, handle }
     }
 

@@ -53,6 +53,11 @@ pub fn backend(g: &Global) -> Result<Arc<dyn Backend>> {
 
 /// Opens the repository with the password.
 pub fn open(g: &Global) -> Result<sluice_repo::Repository> {
+    let backend = backend(g)?;
     let password = password(g)?;
-    Ok(sluice_repo::Repository::open(backend(g)?, &password, options(g))?)
+    Ok(sluice_repo::Repository::open(
+        backend,
+        &password,
+        options(g),
+    )?)
 }

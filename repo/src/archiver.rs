@@ -73,7 +73,9 @@ pub struct BackupOptions {
 impl BackupOptions {
     /// Defaults sized to the machine for `targets`.
     pub fn new(targets: Vec<PathBuf>) -> BackupOptions {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         BackupOptions {
             targets,
             hostname: crate::host::hostname(),
@@ -174,7 +176,11 @@ struct Archiver<'a> {
 }
 
 /// Backs up `options.targets` into `repo` and writes a snapshot.
-pub fn backup(repo: &mut Repository, options: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
+pub fn backup(
+    repo: &mut Repository,
+    options: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupResult> {
     let start = jiff::Timestamp::now();
     let (abs_paths, layout) = plan_targets(&options.targets)?;
     let parent = find_parent(repo, options, &abs_paths)?;
@@ -270,7 +276,9 @@ enum Layout {
 /// their layout in the tree.
 fn plan_targets(targets: &[PathBuf]) -> Result<(Vec<String>, Layout)> {
     if targets.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut abs = Vec::new();
     let mut nested = Vec::new();
@@ -625,10 +633,11 @@ impl Archiver<'_> {
         if let Ok(names) = xattr::list(path) {
             for n in names {
                 if let Ok(Some(value)) = xattr::get(path, &n) {
-                    node.extended_attributes.push(crate::tree::ExtendedAttribute {
-                        name: n.to_string_lossy().into_owned(),
-                        value,
-                    });
+                    node.extended_attributes
+                        .push(crate::tree::ExtendedAttribute {
+                            name: n.to_string_lossy().into_owned(),
+                            value,
+                        });
                 }
             }
         }
@@ -699,7 +708,13 @@ impl Walker<'_, '_> {
     }
 
     /// Queues one entry and returns its pending result.
-    fn entry(&self, name: &[u8], path: &Path, meta: &Metadata, old: Option<&Node>) -> Result<Pending> {
+    fn entry(
+        &self,
+        name: &[u8],
+        path: &Path,
+        meta: &Metadata,
+        old: Option<&Node>,
+    ) -> Result<Pending> {
         let a = self.arch;
         let mut node = a.node_from(name, path, meta);
         match node.node_type {
@@ -717,7 +732,11 @@ impl Walker<'_, '_> {
                     return Ok(Pending::Ready(node));
                 }
                 bump(
-                    if old.is_some() { &a.counters.files_changed } else { &a.counters.files_new },
+                    if old.is_some() {
+                        &a.counters.files_changed
+                    } else {
+                        &a.counters.files_new
+                    },
                     1,
                 );
                 let (tx, rx) = bounded(1);
@@ -781,7 +800,11 @@ impl Walker<'_, '_> {
         self.queue_dir(entries, parent_subtree)
     }
 
-    fn queue_dir(&self, entries: Vec<Pending>, parent_subtree: Option<Id>) -> Result<Receiver<Result<Id>>> {
+    fn queue_dir(
+        &self,
+        entries: Vec<Pending>,
+        parent_subtree: Option<Id>,
+    ) -> Result<Receiver<Result<Id>>> {
         let (tx, rx) = bounded(1);
         self.dirs
             .send(DirJob {
@@ -810,7 +833,8 @@ impl Walker<'_, '_> {
         for name in names {
             let path = prefix.join(OsStr::from_bytes(name));
             let old = Self::parent_node(parent, name);
-            let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("cannot back up", &path, e))?;
+            let meta =
+                fs::symlink_metadata(&path).map_err(|e| Error::io("cannot back up", &path, e))?;
             let (here, deeper): (Vec<_>, Vec<_>) = targets
                 .iter()
                 .filter(|(c, _)| c[depth] == name)
@@ -821,7 +845,13 @@ impl Walker<'_, '_> {
             } else {
                 let node = self.arch.node_from(name, &path, &meta);
                 let sub = self.load_parent_subtree(old);
-                let rx = self.walk_virtual(&path, &deeper, depth + 1, sub.as_ref(), old.and_then(|o| o.subtree))?;
+                let rx = self.walk_virtual(
+                    &path,
+                    &deeper,
+                    depth + 1,
+                    sub.as_ref(),
+                    old.and_then(|o| o.subtree),
+                )?;
                 entries.push(Pending::Dir(node, rx));
             }
         }

@@ -106,7 +106,10 @@ impl Key {
         let (ct, tag) = rest.split_at_mut(ct_len);
         let expected = self.mac(iv, ct);
         // Constant-time comparison: no early exit on the first differing byte.
-        let diff = expected.iter().zip(tag.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected
+            .iter()
+            .zip(tag.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return Err(CryptoError::MacMismatch);
         }

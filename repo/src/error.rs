@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No repository at this location (no `config` file).
-    #[error("no repository at {location}: run `sluice-mover init` first, or check RESTIC_REPOSITORY")]
+    #[error(
+        "no repository at {location}: run `sluice-mover init` first, or check RESTIC_REPOSITORY"
+    )]
     RepositoryNotFound { location: String },
 
     /// A repository already exists where `init` was asked to create one.
@@ -20,7 +22,9 @@ pub enum Error {
     WrongPassword { location: String },
 
     /// Another process holds a conflicting lock.
-    #[error("repository is locked by {holder}: retry later, or run `sluice-mover unlock` if that process is gone")]
+    #[error(
+        "repository is locked by {holder}: retry later, or run `sluice-mover unlock` if that process is gone"
+    )]
     Locked { holder: String },
 
     /// Stored data failed authentication, decoding or hashing.

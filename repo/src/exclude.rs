@@ -105,7 +105,11 @@ mod tests {
 
     fn ex(p: &[&str], path: &str) -> bool {
         let e = Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let comps: Vec<&[u8]> = path.split('/').filter(|c| !c.is_empty()).map(str::as_bytes).collect();
+        let comps: Vec<&[u8]> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::as_bytes)
+            .collect();
         e.is_excluded(&comps)
     }
 

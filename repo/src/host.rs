@@ -16,7 +16,9 @@ pub fn hostname() -> String {
 
 /// The user name of the effective uid, or the `USER` variable.
 pub fn username() -> String {
-    user_name(uid()).or_else(|| std::env::var("USER").ok()).unwrap_or_default()
+    user_name(uid())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default()
 }
 
 /// The effective uid.
@@ -39,7 +41,13 @@ pub fn user_name(uid: u32) -> Option<String> {
     // SAFETY: all pointers are valid for the call; the result borrows `buf`,
     // which outlives our use of it.
     let rc = unsafe {
-        libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() {
         return None;
@@ -56,7 +64,13 @@ pub fn group_name(gid: u32) -> Option<String> {
     let mut result: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as in `user_name`.
     let rc = unsafe {
-        libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result)
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() {
         return None;

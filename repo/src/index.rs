@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Id;
 use crate::id::{IdMap, IdSet};
 use crate::pack::{BlobType, PackedBlob};
-use crate::Id;
 
 /// One index file as stored (after decryption and decompression).
 #[derive(Serialize, Deserialize, Default, Debug)]
@@ -184,7 +184,9 @@ impl Index {
 
     /// Every blob, with its location.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.blobs.keys().map(|id| self.get(id).expect("listed blob"))
+        self.blobs
+            .keys()
+            .map(|id| self.get(id).expect("listed blob"))
     }
 }
 

@@ -7,12 +7,13 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod error;
-pub mod forget;
 pub mod exclude;
+pub mod forget;
 pub mod host;
 pub mod id;
 pub mod index;
@@ -20,6 +21,7 @@ pub mod key;
 pub mod lock;
 pub mod pack;
 pub mod packer;
+pub mod prune;
 pub mod repository;
 pub mod restorer;
 pub mod snapshot;

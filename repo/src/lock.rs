@@ -106,7 +106,11 @@ impl LockFile {
 
     /// "host h, pid p, 3m12s old": who holds it, for messages.
     pub fn describe(&self) -> String {
-        let kind = if self.exclusive { "exclusive" } else { "shared" };
+        let kind = if self.exclusive {
+            "exclusive"
+        } else {
+            "shared"
+        };
         let age = self.age();
         let age = if age == Duration::MAX {
             "unknown age".to_string()
@@ -125,7 +129,9 @@ impl LockFile {
 pub fn list(repo: &Repository) -> Result<Vec<(Id, LockFile)>> {
     let mut out = Vec::new();
     for f in repo.backend().list(FileKind::Lock)? {
-        let Ok(id) = f.name.parse::<Id>() else { continue };
+        let Ok(id) = f.name.parse::<Id>() else {
+            continue;
+        };
         match repo.load_unpacked(FileKind::Lock, &f.name) {
             Ok(plain) => match serde_json::from_slice::<LockFile>(&plain) {
                 Ok(l) => out.push((id, l)),
@@ -151,7 +157,11 @@ pub fn remove_stale(repo: &Repository, options: &LockOptions, all: bool) -> Resu
     Ok(removed)
 }
 
-fn conflict(repo: &Repository, options: &LockOptions, ours: Option<Id>) -> Result<Option<LockFile>> {
+fn conflict(
+    repo: &Repository,
+    options: &LockOptions,
+    ours: Option<Id>,
+) -> Result<Option<LockFile>> {
     for (id, lock) in list(repo)? {
         if Some(id) == ours || lock.is_stale(options) {
             continue;
@@ -218,12 +228,20 @@ fn write_lock(backend: &dyn Backend, key: &Key, version: u32, lock: &LockFile) -
     Ok(id)
 }
 
-fn try_acquire(repo: &Repository, options: &LockOptions) -> Result<std::result::Result<Lock, LockFile>> {
+fn try_acquire(
+    repo: &Repository,
+    options: &LockOptions,
+) -> Result<std::result::Result<Lock, LockFile>> {
     if let Some(holder) = conflict(repo, options, None)? {
         return Ok(Err(holder));
     }
     let version = repo.config().version;
-    let id = write_lock(&**repo.backend(), repo.key(), version, &new_lock_file(options))?;
+    let id = write_lock(
+        &**repo.backend(),
+        repo.key(),
+        version,
+        &new_lock_file(options),
+    )?;
     std::thread::sleep(SETTLE);
     if let Some(holder) = conflict(repo, options, Some(id))? {
         repo.backend().remove(FileKind::Lock, &id.to_hex())?;

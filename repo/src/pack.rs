@@ -84,7 +84,11 @@ pub fn decode_header(plain: &[u8], pack: &Id) -> Result<Vec<PackedBlob>> {
     let mut offset = 0u64;
     while pos < plain.len() {
         let t = plain[pos];
-        let need = if t >= 2 { ENTRY_COMPRESSED } else { ENTRY_PLAIN };
+        let need = if t >= 2 {
+            ENTRY_COMPRESSED
+        } else {
+            ENTRY_PLAIN
+        };
         if pos + need > plain.len() {
             return Err(bad("truncated entry"));
         }
@@ -115,7 +119,7 @@ pub fn decode_header(plain: &[u8], pack: &Id) -> Result<Vec<PackedBlob>> {
 }
 
 /// The most a header can take for a pack of `size` bytes, to read the tail
-/// of a pack in one request: restic's packs hold few enough blobs that 
+/// of a pack in one request: restic's packs hold few enough blobs that
 /// reading the last 16 KiB usually catches the whole header.
 pub const HEADER_TAIL_GUESS: u64 = 16 * 1024;
 
@@ -134,7 +138,9 @@ pub fn parse_tail(
     }
     let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().expect("4")) as u64;
     if hlen + 4 > pack_size || hlen < OVERHEAD as u64 {
-        return Err(bad(format!("header length {hlen} does not fit pack size {pack_size}")));
+        return Err(bad(format!(
+            "header length {hlen} does not fit pack size {pack_size}"
+        )));
     }
     if (tail.len() as u64) < hlen + 4 {
         return Ok(Err(hlen + 4));

@@ -54,10 +54,13 @@ impl OpenPack {
         let header = key.seal(&encode_header(&self.blobs));
         self.append(&header)?;
         self.append(&(header.len() as u32).to_le_bytes())?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io("flush temporary pack file in", std::env::temp_dir(), e.into_error()))?;
+        let file = self.out.into_inner().map_err(|e| {
+            Error::io(
+                "flush temporary pack file in",
+                std::env::temp_dir(),
+                e.into_error(),
+            )
+        })?;
         Ok(FinishedPack {
             id: Id(self.hash.finalize().into()),
             file,

@@ -180,7 +180,10 @@ impl Repository {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("index loader")).collect()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("index loader"))
+                .collect()
         });
         for batch in parsed {
             for file in batch? {
@@ -188,6 +191,23 @@ impl Repository {
             }
         }
         Ok(())
+    }
+
+    /// Every index file with its id, as stored: prune and check need each
+    /// pack's whole blob list, duplicates included, which the merged
+    /// in-memory index does not keep.
+    pub fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut out = Vec::new();
+        for f in self.backend.list(FileKind::Index)? {
+            let Ok(id) = f.name.parse::<Id>() else {
+                continue;
+            };
+            let plain = self.load_unpacked(FileKind::Index, &f.name)?;
+            let file = IndexFile::parse(&plain)
+                .map_err(|e| Error::corrupt(format!("index/{}", f.name), e.to_string()))?;
+            out.push((id, file));
+        }
+        Ok(out)
     }
 
     /// Loads, authenticates and decodes an unpacked file (snapshot, index,
@@ -207,7 +227,8 @@ impl Repository {
     pub fn save_unpacked(&self, kind: FileKind, plain: &[u8]) -> Result<Id> {
         let sealed = seal_unpacked(&self.key, self.config.version, plain);
         let id = Id::hash(&sealed);
-        self.backend.save(kind, &id.to_hex(), Payload::Bytes(&sealed))?;
+        self.backend
+            .save(kind, &id.to_hex(), Payload::Bytes(&sealed))?;
         Ok(id)
     }
 
@@ -241,7 +262,10 @@ impl Repository {
             plain.to_vec()
         };
         if Id::hash(&data) != blob.id {
-            return Err(Error::corrupt(what(), "content does not match its id (hash mismatch)"));
+            return Err(Error::corrupt(
+                what(),
+                "content does not match its id (hash mismatch)",
+            ));
         }
         Ok(data)
     }
@@ -275,13 +299,19 @@ impl Repository {
             blobs += p.blobs.len();
             file.packs.push(p);
             if blobs >= MAX_BLOBS_PER_FILE {
-                ids.push(self.save_unpacked(FileKind::Index, &serde_json::to_vec(&file).expect("index JSON"))?);
+                ids.push(self.save_unpacked(
+                    FileKind::Index,
+                    &serde_json::to_vec(&file).expect("index JSON"),
+                )?);
                 file = IndexFile::default();
                 blobs = 0;
             }
         }
         if !file.packs.is_empty() {
-            ids.push(self.save_unpacked(FileKind::Index, &serde_json::to_vec(&file).expect("index JSON"))?);
+            ids.push(self.save_unpacked(
+                FileKind::Index,
+                &serde_json::to_vec(&file).expect("index JSON"),
+            )?);
         }
         Ok(ids)
     }
@@ -290,7 +320,9 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut out = Vec::new();
         for f in self.backend.list(FileKind::Snapshot)? {
-            let Ok(id) = f.name.parse::<Id>() else { continue };
+            let Ok(id) = f.name.parse::<Id>() else {
+                continue;
+            };
             let plain = self.load_unpacked(FileKind::Snapshot, &f.name)?;
             let snapshot: Snapshot = serde_json::from_slice(&plain)
                 .map_err(|e| Error::corrupt(format!("snapshots/{}", f.name), e.to_string()))?;

@@ -148,7 +148,9 @@ pub fn restore(
                 .push((i, offset));
             offset += len;
         }
-        progress.bytes_total.fetch_add(f.node.size, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .fetch_add(f.node.size, Ordering::Relaxed);
         result.bytes += f.node.size;
     }
     let packs: Vec<(Id, Vec<(PackedBlob, Vec<Use>)>)> = by_pack
@@ -166,7 +168,9 @@ pub fn restore(
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((pack, blobs)) = packs.get(i) else { break };
+                    let Some((pack, blobs)) = packs.get(i) else {
+                        break;
+                    };
                     restore_pack(repo, pack, blobs, &plan.files, &errors, progress);
                 }
             });
@@ -194,7 +198,8 @@ pub fn restore(
     }
     // Deepest directories first, so a parent's times are set after its
     // children stop changing it.
-    plan.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    plan.dirs
+        .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, n) in &plan.dirs {
         apply_metadata(p, n, &errors);
     }
@@ -225,7 +230,10 @@ fn lay_out(
     let tree = match repo.load_tree(tree_id) {
         Ok(t) => t,
         Err(e) => {
-            errors.lock().expect("errors").push(format!("{}: cannot read its tree: {e}", dir.display()));
+            errors
+                .lock()
+                .expect("errors")
+                .push(format!("{}: cannot read its tree: {e}", dir.display()));
             return Ok(());
         }
     };
@@ -233,7 +241,11 @@ fn lay_out(
     for node in tree.nodes {
         let name = node.name_bytes();
         if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
-            err(format!("{}: skipping unsafe name {:?}", dir.display(), node.quoted_name));
+            err(format!(
+                "{}: skipping unsafe name {:?}",
+                dir.display(),
+                node.quoted_name
+            ));
             continue;
         }
         let path = dir.join(OsStr::from_bytes(&name));
@@ -265,7 +277,11 @@ fn lay_out(
             }
             _ => {
                 if let Err(e) = create_special(&path, &node) {
-                    err(format!("{}: cannot create {:?}: {e}", path.display(), node.node_type));
+                    err(format!(
+                        "{}: cannot create {:?}: {e}",
+                        path.display(),
+                        node.node_type
+                    ));
                     continue;
                 }
                 plan.others.push((path, node));
@@ -294,7 +310,11 @@ fn create_sized(path: &Path, size: u64) -> std::io::Result<()> {
     {
         remove_any(path)?;
     }
-    let f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.set_len(size)
 }
 
@@ -326,7 +346,11 @@ fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
             let c = cstr(path)?;
             // SAFETY: c is a valid NUL-terminated path.
             let rc = unsafe {
-                libc::mknod(c.as_ptr(), kind | (node.mode & 0o777), node.device as libc::dev_t)
+                libc::mknod(
+                    c.as_ptr(),
+                    kind | (node.mode & 0o777),
+                    node.device as libc::dev_t,
+                )
             };
             if rc != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -364,7 +388,10 @@ fn restore_pack(
         }
         let group = &blobs[i..j];
         i = j;
-        let mut data = match repo.backend().load_range(FileKind::Pack, &name, start, end - start) {
+        let mut data = match repo
+            .backend()
+            .load_range(FileKind::Pack, &name, start, end - start)
+        {
             Ok(d) => d,
             Err(e) => {
                 for (b, uses) in group {
@@ -386,7 +413,9 @@ fn restore_pack(
             let zero = plain.iter().all(|&x| x == 0);
             for &(fi, off) in uses {
                 let f = &files[fi];
-                progress.bytes_done.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                progress
+                    .bytes_done
+                    .fetch_add(plain.len() as u64, Ordering::Relaxed);
                 if zero {
                     continue; // a hole already
                 }
@@ -405,8 +434,18 @@ fn restore_pack(
     }
 }
 
-fn report(errors: &Mutex<Vec<String>>, files: &[FileTarget], uses: &[Use], blob: &Id, pack: &Id, why: &str) {
-    let mut paths: Vec<&Path> = uses.iter().map(|&(fi, _)| files[fi].path.as_path()).collect();
+fn report(
+    errors: &Mutex<Vec<String>>,
+    files: &[FileTarget],
+    uses: &[Use],
+    blob: &Id,
+    pack: &Id,
+    why: &str,
+) {
+    let mut paths: Vec<&Path> = uses
+        .iter()
+        .map(|&(fi, _)| files[fi].path.as_path())
+        .collect();
     paths.dedup();
     for p in paths {
         errors.lock().expect("errors").push(format!(
@@ -434,7 +473,10 @@ fn apply_metadata(path: &Path, node: &Node, errors: &Mutex<Vec<String>>) {
         use std::os::unix::fs::PermissionsExt;
         let perm = fs::Permissions::from_mode(mode::to_unix_perm(node.mode));
         if let Err(e) = fs::set_permissions(path, perm) {
-            errors.lock().expect("errors").push(format!("{}: cannot set mode: {e}", path.display()));
+            errors
+                .lock()
+                .expect("errors")
+                .push(format!("{}: cannot set mode: {e}", path.display()));
         }
     }
     for xa in &node.extended_attributes {
@@ -460,7 +502,12 @@ fn apply_metadata(path: &Path, node: &Node, errors: &Mutex<Vec<String>>) {
     let times = [to_ts(&node.atime), to_ts(&node.mtime)];
     // SAFETY: valid path and a two-element timespec array.
     let rc = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if rc != 0 {
         errors.lock().expect("errors").push(format!(
@@ -480,7 +527,10 @@ fn delete_extra(dir: &Path, keep: &HashSet<PathBuf>, errors: &Mutex<Vec<String>>
         if !keep.contains(&p) {
             match remove_any(&p) {
                 Ok(()) => deleted += 1,
-                Err(err) => errors.lock().expect("errors").push(format!("{}: cannot delete: {err}", p.display())),
+                Err(err) => errors
+                    .lock()
+                    .expect("errors")
+                    .push(format!("{}: cannot delete: {err}", p.display())),
             }
         } else if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             deleted += delete_extra(&p, keep, errors);
@@ -523,7 +573,10 @@ fn verify(repo: &Repository, files: &[FileTarget], errors: &Mutex<Vec<String>>) 
             Ok(())
         })();
         if let Err(e) = result {
-            errors.lock().expect("errors").push(format!("{}: verification failed: {e}", f.path.display()));
+            errors
+                .lock()
+                .expect("errors")
+                .push(format!("{}: verification failed: {e}", f.path.display()));
             ok = false;
         }
         if ok {

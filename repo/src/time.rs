@@ -71,8 +71,13 @@ fn parse_offset(s: &str) -> Option<Offset> {
 /// text form in the local zone. Out-of-range values are clamped to what
 /// Go can represent, as restic's `fixTime` does.
 pub fn from_unix(secs: i64, nanos: i64) -> String {
-    let ts = Timestamp::new(secs, nanos as i32)
-        .unwrap_or_else(|_| if secs < 0 { Timestamp::MIN } else { Timestamp::MAX });
+    let ts = Timestamp::new(secs, nanos as i32).unwrap_or_else(|_| {
+        if secs < 0 {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        }
+    });
     format_local(ts)
 }
 
@@ -84,7 +89,10 @@ mod tests {
     fn go_style_round_trip() {
         let z = parse("2024-03-31T01:59:59.5+02:00").unwrap();
         assert_eq!(z.offset().seconds(), 7200);
-        assert_eq!(format(z.timestamp(), z.offset()), "2024-03-31T01:59:59.5+02:00");
+        assert_eq!(
+            format(z.timestamp(), z.offset()),
+            "2024-03-31T01:59:59.5+02:00"
+        );
         let z = parse("2020-01-01T00:00:00Z").unwrap();
         assert_eq!(format(z.timestamp(), z.offset()), "2020-01-01T00:00:00Z");
         let z = parse("2019-12-31T23:00:00.123456789-05:30").unwrap();

@@ -146,7 +146,11 @@ pub struct Node {
         with = "opt_base64_bytes"
     )]
     pub linktarget_raw: Option<Vec<u8>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     pub extended_attributes: Vec<ExtendedAttribute>,
     /// Attributes of other platforms, kept verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,9 +318,7 @@ fn quote_char(c: char, out: &mut String) {
         '\r' => out.push_str("\\r"),
         '\t' => out.push_str("\\t"),
         '\x0b' => out.push_str("\\v"),
-        c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-            out.push_str(&format!("\\x{:02x}", c as u32))
-        }
+        c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
         c if go_printable(c) => out.push(c),
         c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
         c => out.push_str(&format!("\\U{:08x}", c as u32)),
@@ -345,7 +347,8 @@ pub fn go_unquote(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    let hex = |s: &[u8]| -> Option<u32> { u32::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok() };
+    let hex =
+        |s: &[u8]| -> Option<u32> { u32::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok() };
     while i < b.len() {
         if b[i] != b'\\' {
             out.push(b[i]);
@@ -370,8 +373,8 @@ pub fn go_unquote(s: &str) -> Option<Vec<u8>> {
                 i += 2;
             }
             b'0'..=b'7' => {
-                let v = u32::from_str_radix(std::str::from_utf8(b.get(i - 1..i + 2)?).ok()?, 8)
-                    .ok()?;
+                let v =
+                    u32::from_str_radix(std::str::from_utf8(b.get(i - 1..i + 2)?).ok()?, 8).ok()?;
                 out.push(u8::try_from(v).ok()?);
                 i += 1 + 1;
             }
@@ -400,7 +403,12 @@ mod tests {
         assert_eq!(go_quote("é日本".as_bytes()), "é日本");
         assert_eq!(go_quote("\u{a0}".as_bytes()), "\\u00a0");
         assert_eq!(go_quote(b"\x01"), "\\x01");
-        for name in [&b"a\nb\"c\\"[..], b"\xff\xfeok", "é\u{a0}\u{feff}".as_bytes(), b"\x01\x7f"] {
+        for name in [
+            &b"a\nb\"c\\"[..],
+            b"\xff\xfeok",
+            "é\u{a0}\u{feff}".as_bytes(),
+            b"\x01\x7f",
+        ] {
             assert_eq!(go_unquote(&go_quote(name)).unwrap(), name);
         }
         assert_eq!(go_unquote("\\101\\u00e9").unwrap(), "Aé".as_bytes());
@@ -412,6 +420,10 @@ mod tests {
         let j = serde_json::to_string(&n).unwrap();
         assert!(j.contains("\"content\":[]"), "{j}");
         let d = Node::new(b"d", NodeType::Dir);
-        assert!(serde_json::to_string(&d).unwrap().contains("\"content\":null"));
+        assert!(
+            serde_json::to_string(&d)
+                .unwrap()
+                .contains("\"content\":null")
+        );
     }
 }

@@ -34,11 +34,18 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<i32> {
     opts.time = a.time.as_deref().map(parse_time).transpose()?;
     opts.parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
-        (Some(p), _) => ParentChoice::Id(p.parse().with_context(|| format!("invalid --parent {p:?}"))?),
+        (Some(p), _) => ParentChoice::Id(
+            p.parse()
+                .with_context(|| format!("invalid --parent {p:?}"))?,
+        ),
         (None, _) => ParentChoice::Auto,
     };
     let result = run_backup(g, &opts)?;
-    Ok(if result.warnings.is_empty() { 0 } else { crate::exit::PARTIAL })
+    Ok(if result.warnings.is_empty() {
+        0
+    } else {
+        crate::exit::PARTIAL
+    })
 }
 
 /// Opens the repository, locks it, backs up and prints the summary; shared

@@ -7,8 +7,8 @@ use crate::args::Global;
 use crate::repo_open;
 
 pub fn run(g: &Global) -> Result<i32> {
-    let password = repo_open::password(g)?;
     let backend = repo_open::backend(g)?;
+    let password = repo_open::password(g)?;
     let location = backend.location();
     let repo = Repository::init(backend, &password, repo_open::options(g))?;
     let id = &repo.config().id;

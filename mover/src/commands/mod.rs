@@ -1,9 +1,14 @@
 //! One module per command; `run` dispatches and returns the exit code.
 
 mod backup;
+mod check;
+mod forget;
 mod init;
+mod job;
+mod prune;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use anyhow::Result;
 use sluice_repo::Repository;
@@ -19,6 +24,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(g, &a),
         Command::Restore(a) => restore::run(g, &a),
         Command::Snapshots(a) => snapshots::run(g, &a),
+        Command::Job => job::run(g),
+        Command::Forget(a) => forget::run(g, &a),
+        Command::Prune(a) => prune::run(g, &a),
+        Command::Check(a) => check::run(g, &a),
+        Command::Unlock(a) => unlock::run(g, &a),
     }
 }
 

@@ -34,7 +34,10 @@ pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<i32> {
         println!("{}", serde_json::Value::Array(arr));
         return Ok(0);
     }
-    println!("{:<10} {:<25} {:<20} {:<15} Paths", "ID", "Time", "Host", "Tags");
+    println!(
+        "{:<10} {:<25} {:<20} {:<15} Paths",
+        "ID", "Time", "Host", "Tags"
+    );
     println!("{}", "-".repeat(80));
     for e in &list {
         let s = &e.snapshot;

@@ -158,7 +158,9 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue; // our temporary files
                 }
-                let meta = e.metadata().map_err(|err| self.err("stat", &e.path(), &err))?;
+                let meta = e
+                    .metadata()
+                    .map_err(|err| self.err("stat", &e.path(), &err))?;
                 if meta.is_file() {
                     out.push(ListedFile {
                         name,

@@ -1,0 +1,160 @@
+//! `sluice-mover job`, as mover Pods run it: configured by SLUICE_*
+//! variables, result in the termination log.
+
+mod support;
+
+use std::fs;
+
+use support::*;
+
+fn result(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn backup_then_restore_jobs_report_their_results() {
+    let w = workdir();
+    let data = w.path().join("data");
+    make_awkward_tree(&data);
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    let log = w.path().join("termination-log");
+
+    ok(repo
+        .sluice()
+        .arg("job")
+        .env("SLUICE_JOB_ACTIONS", "unlock,backup")
+        .env("SLUICE_DATA_DIR", &data)
+        .env("SLUICE_HOSTNAME", "ns-a/pvc-a")
+        .env("SLUICE_TAGS", "hourly,sluice")
+        .env("SLUICE_RESULT_FILE", &log));
+    let r = result(&log);
+    assert_eq!(r["filesNew"], 20, "{r}");
+    assert!(r["bytesAdded"].as_u64().unwrap() > 10 << 20);
+    assert!(r["unlocked"].as_bool().unwrap());
+    assert!(r.get("errorClass").is_none(), "{r}");
+    let id = r["snapshotId"].as_str().unwrap().to_string();
+    let snaps: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(repo.restic().args(["snapshots", "--json"])))).unwrap();
+    assert_eq!(snaps[0]["id"], id.as_str());
+    assert_eq!(snaps[0]["hostname"], "ns-a/pvc-a");
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["hourly", "sluice"]));
+
+    let target = w.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    ok(repo
+        .sluice()
+        .arg("job")
+        .env("SLUICE_JOB_ACTIONS", "restore")
+        .env("SLUICE_DATA_DIR", &target)
+        .env("SLUICE_RESULT_FILE", &log));
+    let r = result(&log);
+    assert_eq!(r["snapshotId"], id.as_str());
+    assert_same_tree(
+        &data,
+        &target,
+        Compare {
+            dir_times: true,
+            ownership: true,
+        },
+    );
+}
+
+#[test]
+fn restore_without_a_matching_snapshot_fails_unless_empty_is_allowed() {
+    let w = workdir();
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    let log = w.path().join("termination-log");
+    let target = w.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    let out = fails(
+        repo.sluice()
+            .arg("job")
+            .env("SLUICE_JOB_ACTIONS", "restore")
+            .env("SLUICE_DATA_DIR", &target)
+            .env("SLUICE_RESULT_FILE", &log),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let r = result(&log);
+    assert_eq!(r["errorClass"], "NoSnapshot", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("onMissingSnapshot"));
+
+    ok(repo
+        .sluice()
+        .arg("job")
+        .env("SLUICE_JOB_ACTIONS", "restore")
+        .env("SLUICE_ON_MISSING_SNAPSHOT", "Empty")
+        .env("SLUICE_DATA_DIR", &target)
+        .env("SLUICE_RESULT_FILE", &log));
+    assert!(result(&log).get("errorClass").is_none());
+}
+
+#[test]
+fn restore_as_of_and_previous_pick_the_right_snapshot() {
+    let w = workdir();
+    let data = w.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    for (i, time) in [
+        "2024-01-01 10:00:00",
+        "2024-01-02 10:00:00",
+        "2024-01-03 10:00:00",
+    ]
+    .iter()
+    .enumerate()
+    {
+        fs::write(data.join("version"), format!("v{i}")).unwrap();
+        ok(repo
+            .sluice()
+            .current_dir(&data)
+            .args(["backup", ".", "--time", time]));
+    }
+    let log = w.path().join("termination-log");
+    let restore = |extra: &[(&str, &str)]| -> String {
+        let target = tempfile::tempdir().unwrap();
+        let mut c = repo.sluice();
+        c.arg("job")
+            .env("SLUICE_JOB_ACTIONS", "restore")
+            .env("SLUICE_DATA_DIR", target.path())
+            .env("SLUICE_RESULT_FILE", &log)
+            .env("TZ", "UTC");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        ok(&mut c);
+        fs::read_to_string(target.path().join("version")).unwrap()
+    };
+    assert_eq!(restore(&[]), "v2");
+    assert_eq!(restore(&[("SLUICE_RESTORE_PREVIOUS", "1")]), "v1");
+    let as_of = stdout(&ok(repo.sluice().args(["snapshots", "--json"])));
+    let snaps: serde_json::Value = serde_json::from_str(&as_of).unwrap();
+    let second_time = snaps[1]["time"].as_str().unwrap().to_string();
+    assert_eq!(restore(&[("SLUICE_RESTORE_AS_OF", &second_time)]), "v1");
+    assert_eq!(
+        restore(&[
+            ("SLUICE_RESTORE_AS_OF", &second_time),
+            ("SLUICE_RESTORE_PREVIOUS", "1")
+        ]),
+        "v0"
+    );
+}
+
+#[test]
+fn wrong_password_is_classified_for_the_operator() {
+    let w = workdir();
+    let mut repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    repo.password = "wrong".into();
+    let log = w.path().join("termination-log");
+    let out = fails(
+        repo.sluice()
+            .arg("job")
+            .env("SLUICE_JOB_ACTIONS", "backup")
+            .env("SLUICE_DATA_DIR", w.path())
+            .env("SLUICE_RESULT_FILE", &log),
+    );
+    assert_eq!(out.status.code(), Some(12));
+    assert_eq!(result(&log)["errorClass"], "WrongPassword");
+}

@@ -1,0 +1,148 @@
+//! sluice-mover and restic share a repository on a real MinIO: what one
+//! writes there the other checks and restores exactly, and `init` creates
+//! the bucket.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sluice_e2e::MinIo;
+
+const PASSWORD: &str = "s3-interop-password";
+
+/// sluice-mover with restic's environment for `bucket_and_prefix` on `minio`.
+fn sluice(minio: &MinIo, bucket_and_prefix: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice-mover"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", minio.dir())
+        .env("RESTIC_REPOSITORY", minio.repository(bucket_and_prefix))
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .envs(minio.env());
+    c
+}
+
+fn ok(c: &mut Command) -> Output {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A small tree with a file big enough for several packs and a multipart
+/// upload, plus small and empty files.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    fs::write(root.join("hello.txt"), b"hello, object storage\n").unwrap();
+    fs::write(root.join("sub/empty"), b"").unwrap();
+    let mut big = fs::File::create(root.join("sub/deeper/big.bin")).unwrap();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for _ in 0..40 {
+        buf.clear();
+        for _ in 0..(1 << 17) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        big.write_all(&buf).unwrap();
+    }
+}
+
+/// Every regular file under `root` by relative path, with its content.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn assert_same_files(expected: &Path, actual: &Path) {
+    let (want, got) = (files(expected), files(actual));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "different files in {}",
+        actual.display()
+    );
+    for (path, content) in &want {
+        assert!(got[path] == *content, "{} differs", path.display());
+    }
+}
+
+#[test]
+fn restic_reads_what_sluice_writes_to_minio() {
+    let minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+
+    // The bucket does not exist yet: init creates it, as restic's does.
+    ok(sluice(&minio, "sluice-bucket/repo").arg("init"));
+    ok(sluice(&minio, "sluice-bucket/repo")
+        .current_dir(&src)
+        .args(["backup", "."]));
+
+    ok(minio
+        .restic("sluice-bucket/repo", PASSWORD)
+        .args(["check", "--read-data"]));
+    let dst = work.path().join("restic-restored");
+    ok(minio
+        .restic("sluice-bucket/repo", PASSWORD)
+        .args(["restore", "latest", "--target"])
+        .arg(&dst));
+    assert_same_files(&src, &dst);
+}
+
+#[test]
+fn sluice_reads_what_restic_writes_to_minio() {
+    let minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+
+    ok(minio.restic("restic-bucket/repo", PASSWORD).arg("init"));
+    ok(minio
+        .restic("restic-bucket/repo", PASSWORD)
+        .current_dir(&src)
+        .args(["backup", "."]));
+
+    let listed = ok(sluice(&minio, "restic-bucket/repo").args(["snapshots", "--json"]));
+    let snapshots: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
+
+    let dst = work.path().join("sluice-restored");
+    ok(sluice(&minio, "restic-bucket/repo")
+        .args(["restore", "latest", "--target"])
+        .arg(&dst));
+    assert_same_files(&src, &dst);
+
+    // And sluice adds to restic's repository, which restic still accepts.
+    fs::write(src.join("added.txt"), b"written by sluice").unwrap();
+    ok(sluice(&minio, "restic-bucket/repo")
+        .current_dir(&src)
+        .args(["backup", "."]));
+    ok(minio
+        .restic("restic-bucket/repo", PASSWORD)
+        .args(["check", "--read-data"]));
+}

@@ -1,0 +1,516 @@
+//! Shared helpers of the restic-compatibility tests: running sluice-mover
+//! and restic, building awkward trees, and comparing trees exactly.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sluice_e2e::tools::Tool;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A repository location plus the environment both tools need.
+pub struct Repo {
+    pub location: String,
+    pub password: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Repo {
+    pub fn local(path: &Path) -> Repo {
+        Repo {
+            location: path.display().to_string(),
+            password: PASSWORD.to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    fn apply(&self, c: &mut Command) {
+        c.env("RESTIC_REPOSITORY", &self.location)
+            .env("RESTIC_PASSWORD", &self.password)
+            .env_remove("RESTIC_PASSWORD_FILE")
+            .env(
+                "RESTIC_CACHE_DIR",
+                std::env::temp_dir().join("sluice-test-restic-cache"),
+            );
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+    }
+
+    /// A sluice-mover command against this repository.
+    pub fn sluice(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice-mover"));
+        self.apply(&mut c);
+        c
+    }
+
+    /// A restic command against this repository.
+    pub fn restic(&self) -> Command {
+        let mut c = Command::new(Tool::Restic.path());
+        self.apply(&mut c);
+        c
+    }
+}
+
+/// Runs a command and returns its output, panicking with both streams if
+/// it did not exit 0.
+pub fn ok(c: &mut Command) -> Output {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{c:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Runs a command that is expected to fail and returns its output.
+pub fn fails(c: &mut Command) -> Output {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{c:?} unexpectedly succeeded\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so data sets are the same
+/// on every run without a random number crate.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Sets atime and mtime (seconds, nanoseconds) without following symlinks.
+pub fn set_times(p: &Path, secs: i64, nanos: i64) {
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
+    };
+    let times = [ts, ts];
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path(p).as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn name(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+/// True when the tests run as root (ownership and special bits need it).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Builds a tree with every kind of entry and awkward names, modes and
+/// times a volume can hold.
+pub fn make_awkward_tree(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    let w = |rel: &[u8], data: &[u8]| {
+        let p = root.join(name(rel));
+        fs::write(&p, data).unwrap();
+        p
+    };
+    w(b"empty", b"");
+    w(b"one-byte", b"x");
+    w(b"page", &random_bytes(1, 4096));
+    w(b"small-random", &random_bytes(2, 700 * 1024));
+    w(b"multi-chunk-random", &random_bytes(3, 12 * 1024 * 1024));
+    let text: Vec<u8> = (0..200_000)
+        .flat_map(|i| format!("line {i} of compressible text\n").into_bytes())
+        .collect();
+    w(b"compressible.txt", &text);
+    // Awkward names: not UTF-8, newline, quotes, backslash, unicode,
+    // leading dash, spaces, escapes Go quotes, and the longest allowed.
+    for (i, n) in [
+        &b"not-utf8-\xff\xfe"[..],
+        b"new\nline",
+        b"quote\"s and 'single'",
+        b"back\\slash",
+        "unicod\u{e9} \u{65e5}\u{672c} \u{1f600}".as_bytes(),
+        "nbsp\u{a0}and\u{feff}bom".as_bytes(),
+        b"-leading-dash",
+        b" spaces ",
+        b"tab\there\x01ctl",
+        &[b'L'; 255][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        w(n, format!("awkward {i}").as_bytes());
+    }
+    // Sparse: 64 MiB with data at two places only.
+    {
+        let p = root.join("sparse");
+        let f = fs::File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&random_bytes(4, 100_000), 1 << 20).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    }
+    // Deep directories.
+    let mut deep = root.join("deep");
+    for i in 0..6 {
+        deep = deep.join(format!("level{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom"), b"bottom of the tree").unwrap();
+    fs::create_dir(root.join("empty-dir")).unwrap();
+    // Links.
+    std::os::unix::fs::symlink("page", root.join("link-relative")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("link-dangling")).unwrap();
+    std::os::unix::fs::symlink(name(b"target-\xff"), root.join("link-not-utf8")).unwrap();
+    std::os::unix::fs::symlink("deep/level0", root.join("link-to-dir")).unwrap();
+    fs::write(root.join("hard-a"), b"shared by two names").unwrap();
+    fs::hard_link(root.join("hard-a"), root.join("deep/hard-b")).unwrap();
+    // A named pipe.
+    let rc = unsafe { libc::mkfifo(c_path(&root.join("fifo")).as_ptr(), 0o640) };
+    assert_eq!(rc, 0);
+    // Extended attributes.
+    xattr_set(
+        &root.join("page"),
+        "user.sluice.test",
+        b"value with \0 bytes",
+    );
+    xattr_set(&root.join("deep"), "user.dir-attr", b"on a directory");
+    // Modes.
+    fs::set_permissions(root.join("one-byte"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(root.join("page"), fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(root.join("empty-dir"), fs::Permissions::from_mode(0o700)).unwrap();
+    if is_root() {
+        fs::set_permissions(root.join("empty"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::set_permissions(root.join("deep/level0"), fs::Permissions::from_mode(0o3775)).unwrap();
+        for (p, uid, gid) in [("small-random", 1234, 5678), ("deep/level0", 4321, 8765)] {
+            let rc = unsafe { libc::lchown(c_path(&root.join(p)).as_ptr(), uid, gid) };
+            assert_eq!(rc, 0);
+        }
+        let rc = unsafe { libc::lchown(c_path(&root.join("link-relative")).as_ptr(), 42, 43) };
+        assert_eq!(rc, 0);
+        // chown clears setuid/setgid; set the dir's bits again.
+        fs::set_permissions(root.join("deep/level0"), fs::Permissions::from_mode(0o3775)).unwrap();
+    }
+    // Times: nanoseconds, before 1970, far future; directories last.
+    set_times(&root.join("one-byte"), 1_000_000_000, 123_456_789);
+    set_times(&root.join("page"), -86_400 * 365, 0);
+    set_times(&root.join("compressible.txt"), 4_102_444_800, 999_999_999);
+    set_times(&root.join("link-relative"), 1_234_567_890, 5);
+    set_times(&deep, 1_500_000_000, 1);
+    set_times(&root.join("empty-dir"), 1_600_000_000, 42);
+}
+
+pub fn xattr_set(p: &Path, key: &str, value: &[u8]) {
+    let k = CString::new(key).unwrap();
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path(p).as_ptr(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let cp = c_path(p);
+    let mut names = vec![0u8; 4096];
+    let n = unsafe { libc::llistxattr(cp.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return out;
+    }
+    for key in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|k| !k.is_empty())
+    {
+        let ks = String::from_utf8_lossy(key).into_owned();
+        if !ks.starts_with("user.") {
+            continue;
+        }
+        let k = CString::new(key).unwrap();
+        let mut val = vec![0u8; 65536];
+        let m =
+            unsafe { libc::lgetxattr(cp.as_ptr(), k.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if m >= 0 {
+            val.truncate(m as usize);
+            out.insert(ks, val);
+        }
+    }
+    out
+}
+
+/// What the comparison looks at for one entry.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    content: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    xattrs: BTreeMap<String, Vec<u8>>,
+    /// Index of the hard-link group (first path of the same inode).
+    hardlink_of: Option<Vec<u8>>,
+}
+
+/// Options for [`snapshot_tree`].
+#[derive(Clone, Copy)]
+pub struct Compare {
+    /// Compare directory mtimes (restic restores them too).
+    pub dir_times: bool,
+    pub ownership: bool,
+}
+
+/// Reads a tree into comparable form: relative raw path → entry.
+pub fn snapshot_tree(root: &Path, how: Compare) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    walk(root, root, how, &mut out, &mut inodes);
+    out
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    how: Compare,
+    out: &mut BTreeMap<Vec<u8>, Entry>,
+    inodes: &mut HashMap<(u64, u64), Vec<u8>>,
+) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_file() {
+            "file"
+        } else {
+            "other"
+        };
+        let hardlink_of = if kind == "file" && m.nlink() > 1 {
+            Some(
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        let e = Entry {
+            kind,
+            mode: if kind == "symlink" {
+                0
+            } else {
+                m.mode() & 0o7777
+            },
+            uid: if how.ownership { m.uid() } else { 0 },
+            gid: if how.ownership { m.gid() } else { 0 },
+            size: if kind == "file" { m.len() } else { 0 },
+            mtime: if kind == "dir" && !how.dir_times {
+                (0, 0)
+            } else {
+                (m.mtime(), m.mtime_nsec())
+            },
+            content: (kind == "file").then(|| fs::read(&p).unwrap()),
+            link: (kind == "symlink")
+                .then(|| fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+            xattrs: xattrs(&p),
+            hardlink_of,
+        };
+        out.insert(rel, e);
+        if kind == "dir" {
+            walk(root, &p, how, out, inodes);
+        }
+    }
+}
+
+/// Asserts two trees are equal, naming the first differing path.
+pub fn assert_same_tree(expected: &Path, actual: &Path, how: Compare) {
+    let a = snapshot_tree(expected, how);
+    let b = snapshot_tree(actual, how);
+    for (path, ea) in &a {
+        let p = String::from_utf8_lossy(path);
+        let eb = b
+            .get(path)
+            .unwrap_or_else(|| panic!("{p:?} missing from {}", actual.display()));
+        if ea != eb {
+            let strip = |e: &Entry| Entry {
+                content: e.content.as_ref().map(|c| c.len().to_le_bytes().to_vec()),
+                ..clone_entry(e)
+            };
+            panic!(
+                "{p:?} differs:\nexpected {:?}\nactual   {:?}",
+                strip(ea),
+                strip(eb)
+            );
+        }
+    }
+    for path in b.keys() {
+        assert!(
+            a.contains_key(path),
+            "{:?} should not exist in {}",
+            String::from_utf8_lossy(path),
+            actual.display()
+        );
+    }
+}
+
+fn clone_entry(e: &Entry) -> Entry {
+    Entry {
+        kind: e.kind,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        size: e.size,
+        mtime: e.mtime,
+        content: e.content.clone(),
+        link: e.link.clone(),
+        xattrs: e.xattrs.clone(),
+        hardlink_of: e.hardlink_of.clone(),
+    }
+}
+
+/// Allocated bytes of a file (to check sparseness).
+pub fn allocated(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+/// The directory a test works in; removed when dropped.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sluice-test-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Parses the last JSON line of `--json` output.
+pub fn last_json(out: &Output) -> serde_json::Value {
+    let s = stdout(out);
+    let line = s
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in {s}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Runs a child and returns its status, peak resident memory in bytes and
+/// stderr. The peak is the child's own `VmHWM`, polled while it runs:
+/// `wait4`'s `ru_maxrss` would include the test process's memory, which
+/// Linux carries across the fork and exec.
+pub fn run_measuring_rss(c: &mut Command) -> (std::process::ExitStatus, u64, String) {
+    let program = Path::new(c.get_program())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let mut err_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        use std::io::Read;
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Ok(st) = fs::read_to_string(&status_path) {
+            let name_ok = st
+                .lines()
+                .any(|l| l.starts_with("Name:") && program.starts_with(l[5..].trim()));
+            if name_ok && let Some(hwm) = st.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kb: u64 = hwm.split_whitespace().nth(1).unwrap().parse().unwrap();
+                peak = peak.max(kb * 1024);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    (status, peak, reader.join().unwrap())
+}
+
+/// Path of a file below `root` given raw name components.
+pub fn raw(root: &Path, rel: &[u8]) -> PathBuf {
+    root.join(OsStr::from_bytes(rel))
+}
