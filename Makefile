@@ -1,0 +1,35 @@
+# Sluice's verbs. Build output and tool caches live under ~/.cache/sluice,
+# never in the tree.
+CACHE ?= $(HOME)/.cache/sluice
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+
+.PHONY: build test lint crds tools e2e demo quickstart bench
+
+## build: release binaries (sluice-mover, sluice-operator, crdgen)
+build:
+	cargo build --release --workspace
+
+## quickstart: back up and restore a sample directory to a local repository
+quickstart:
+	hack/quickstart.sh
+
+## tools: build the pinned restic, MinIO, etcd and Kubernetes binaries
+tools:
+	e2e/tools.sh
+
+## test: every test (lint, unit, restic-oracle, MinIO, control plane, e2e)
+test: tools lint
+	cargo test --workspace --no-fail-fast
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate config/crd from the API types
+crds:
+	cargo run -q -p sluice-api --features crd --bin crdgen
+
+## e2e: the end-to-end scenarios against the local control plane
+e2e: tools
+	cargo test -p sluice-e2e --no-fail-fast
