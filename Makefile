@@ -33,3 +33,7 @@ crds:
 ## e2e: the end-to-end scenarios against the local control plane
 e2e: tools
 	cargo test -p sluice-e2e --no-fail-fast
+
+## bench: Sluice vs restic benchmark (BENCH_SCALE=0.02 for a quick run); writes bench/results.md
+bench:
+	python3 bench/bench.py
