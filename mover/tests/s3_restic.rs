@@ -146,3 +146,60 @@ fn sluice_reads_what_restic_writes_to_minio() {
         .restic("restic-bucket/repo", PASSWORD)
         .args(["check", "--read-data"]));
 }
+
+#[test]
+fn backup_rides_out_minio_stopping_midway() {
+    let mut minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+    for i in 0..3 {
+        fs::copy(
+            src.join("sub/deeper/big.bin"),
+            src.join(format!("big-copy-{i}.bin")),
+        )
+        .unwrap();
+        // Different content per copy, so every copy is uploaded.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(src.join(format!("big-copy-{i}.bin")))
+            .unwrap();
+        f.write_all(&[i as u8; 4096]).unwrap();
+    }
+    ok(sluice(&minio, "outage/repo").arg("init"));
+
+    // The server goes away shortly after the backup starts and comes back
+    // a few seconds later, well within the default two-minute retry budget.
+    let mut backup = sluice(&minio, "outage/repo")
+        .current_dir(&src)
+        .args(["backup", "."])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    minio.kill();
+    assert!(
+        backup.try_wait().unwrap().is_none(),
+        "the backup ended before MinIO went away: make the tree bigger"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    minio.start_again();
+    let out = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "backup did not survive the outage ({}): {stderr}",
+        out.status
+    );
+
+    ok(minio
+        .restic("outage/repo", PASSWORD)
+        .args(["check", "--read-data"]));
+    let dst = work.path().join("restored");
+    ok(minio
+        .restic("outage/repo", PASSWORD)
+        .args(["restore", "latest", "--target"])
+        .arg(&dst));
+    assert_same_files(&src, &dst);
+}
