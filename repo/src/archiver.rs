@@ -114,15 +114,19 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
 }
 
+/// What reading a file gives: its content list and size, or `None` when it
+/// could not be read (a warning, not a failure).
+type FileContent = Option<(Vec<Id>, u64)>;
+
 /// A file the readers must read.
 struct FileJob {
     path: PathBuf,
-    reply: Sender<Result<Option<(Vec<Id>, u64)>>>,
+    reply: Sender<Result<FileContent>>,
 }
 
 enum Pending {
     Ready(Node),
-    File(Node, Receiver<Result<Option<(Vec<Id>, u64)>>>),
+    File(Node, Receiver<Result<FileContent>>),
     Dir(Node, Receiver<Result<Id>>),
 }
 
@@ -441,7 +445,7 @@ impl Archiver<'_> {
 
     /// Reads, chunks and hashes one file, queueing new blobs. `Ok(None)`
     /// when the file could not be read (a warning, not a failure).
-    fn read_file(&self, path: &Path, blobs: &Sender<BlobJob>) -> Result<Option<(Vec<Id>, u64)>> {
+    fn read_file(&self, path: &Path, blobs: &Sender<BlobJob>) -> Result<FileContent> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -536,13 +540,13 @@ impl Archiver<'_> {
             match p {
                 Pending::Ready(node) => tree.nodes.push(node),
                 Pending::File(mut node, rx) => {
-                    match rx.recv().unwrap_or_else(|_| Err(self.stopped()))? {
-                        Some((content, size)) => {
-                            node.content = Some(content);
-                            node.size = size;
-                            tree.nodes.push(node);
-                        }
-                        None => {} // unreadable: left out, already warned
+                    // An unreadable file is left out; it was already warned about.
+                    if let Some((content, size)) =
+                        rx.recv().unwrap_or_else(|_| Err(self.stopped()))?
+                    {
+                        node.content = Some(content);
+                        node.size = size;
+                        tree.nodes.push(node);
                     }
                 }
                 Pending::Dir(mut node, rx) => {

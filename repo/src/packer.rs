@@ -78,6 +78,9 @@ struct FinishedPack {
     blobs: Vec<PackedBlob>,
 }
 
+/// What an uploader thread hands back: the packs it stored with their sizes.
+type Uploaded = Result<Vec<(IndexPack, u64)>>;
+
 /// Counters of what a sink stored.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct SinkStats {
@@ -91,7 +94,7 @@ pub struct PackSink<'a> {
     pack_size: u64,
     open: [Mutex<Option<OpenPack>>; 2],
     queue: Option<Sender<FinishedPack>>,
-    uploaders: Vec<JoinHandle<Result<Vec<(IndexPack, u64)>>>>,
+    uploaders: Vec<JoinHandle<Uploaded>>,
 }
 
 impl<'a> PackSink<'a> {
@@ -200,7 +203,7 @@ impl<'a> PackSink<'a> {
     }
 }
 
-fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>) -> Result<Vec<(IndexPack, u64)>> {
+fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>) -> Uploaded {
     let mut done = Vec::new();
     for mut pack in rx {
         pack.file

@@ -86,6 +86,9 @@ struct FileTarget {
 /// One use of a blob: file number and offset.
 type Use = (usize, u64);
 
+/// A pack's blobs that the restore needs, by offset, each with its uses.
+type PackWork = (Id, Vec<(PackedBlob, Vec<Use>)>);
+
 struct Plan {
     files: Vec<FileTarget>,
     dirs: Vec<(PathBuf, Node)>,
@@ -153,7 +156,7 @@ pub fn restore(
             .fetch_add(f.node.size, Ordering::Relaxed);
         result.bytes += f.node.size;
     }
-    let packs: Vec<(Id, Vec<(PackedBlob, Vec<Use>)>)> = by_pack
+    let packs: Vec<PackWork> = by_pack
         .into_iter()
         .map(|(p, blobs)| {
             let mut v: Vec<_> = blobs.into_values().collect();

@@ -71,13 +71,12 @@ fn parse_offset(s: &str) -> Option<Offset> {
 /// text form in the local zone. Out-of-range values are clamped to what
 /// Go can represent, as restic's `fixTime` does.
 pub fn from_unix(secs: i64, nanos: i64) -> String {
-    let ts = Timestamp::new(secs, nanos as i32).unwrap_or_else(|_| {
-        if secs < 0 {
-            Timestamp::MIN
-        } else {
-            Timestamp::MAX
-        }
-    });
+    let clamped = if secs < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    };
+    let ts = Timestamp::new(secs, nanos as i32).unwrap_or(clamped);
     format_local(ts)
 }
 

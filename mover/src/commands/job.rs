@@ -29,7 +29,6 @@ struct JobConfig {
     hostname: Option<String>,
     tags: Vec<String>,
     excludes: Vec<String>,
-    result_file: PathBuf,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -71,9 +70,6 @@ impl JobConfig {
             hostname: var(env::HOSTNAME),
             tags: list(env::TAGS, ','),
             excludes: list(env::EXCLUDES, '\n'),
-            result_file: PathBuf::from(
-                var(env::RESULT_FILE).unwrap_or_else(|| TERMINATION_LOG_PATH.into()),
-            ),
         })
     }
 
@@ -87,19 +83,11 @@ impl JobConfig {
 pub fn run(g: &Global) -> Result<i32> {
     let started = Instant::now();
     let mut result = MoverResult::default();
-    let outcome = JobConfig::from_env().and_then(|cfg| {
-        let r = execute(g, &cfg, &mut result);
-        Ok((cfg, r))
-    });
-    let (cfg_result_file, run_result) = match outcome {
-        Ok((cfg, r)) => (cfg.result_file, r),
-        Err(e) => (
-            PathBuf::from(var(env::RESULT_FILE).unwrap_or_else(|| TERMINATION_LOG_PATH.into())),
-            Err(e),
-        ),
-    };
+    let result_file =
+        PathBuf::from(var(env::RESULT_FILE).unwrap_or_else(|| TERMINATION_LOG_PATH.into()));
+    let run = JobConfig::from_env().and_then(|cfg| execute(g, &cfg, &mut result));
     result.duration_seconds = started.elapsed().as_secs_f64();
-    let code = match &run_result {
+    let code = match &run {
         Ok(()) => 0,
         Err(e) => {
             result.error_class = Some(classify(e));
@@ -109,8 +97,8 @@ pub fn run(g: &Global) -> Result<i32> {
     };
     let message = result.to_termination_message();
     println!("{message}");
-    if let Err(e) = std::fs::write(&cfg_result_file, &message) {
-        tracing::warn!(path = %cfg_result_file.display(), error = %e, "could not write the result file");
+    if let Err(e) = std::fs::write(&result_file, &message) {
+        tracing::warn!(path = %result_file.display(), error = %e, "could not write the result file");
     }
     Ok(code)
 }
