@@ -158,3 +158,56 @@ fn wrong_password_is_classified_for_the_operator() {
     assert_eq!(out.status.code(), Some(12));
     assert_eq!(result(&log)["errorClass"], "WrongPassword");
 }
+
+#[test]
+fn maintenance_actions_follow_the_plan_and_are_reported() {
+    let w = workdir();
+    let data = w.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    // Another source sharing the repository must be left alone by forget.
+    ok(repo
+        .sluice()
+        .current_dir(&data)
+        .args(["backup", ".", "--host", "other/source"]));
+    let log = w.path().join("termination-log");
+    for i in 0..4 {
+        fs::write(data.join("counter"), random_bytes(i, 100_000)).unwrap();
+        ok(repo
+            .sluice()
+            .arg("job")
+            .env("SLUICE_JOB_ACTIONS", "unlock,backup,forget,prune,check")
+            .env("SLUICE_DATA_DIR", &data)
+            .env("SLUICE_HOSTNAME", "ns/src")
+            .env("SLUICE_RETAIN_LAST", "2")
+            .env("SLUICE_CHECK_SUBSET", "50%")
+            .env("SLUICE_RESULT_FILE", &log));
+        let r = result(&log);
+        assert!(
+            r["forgot"].as_bool().unwrap()
+                && r["pruned"].as_bool().unwrap()
+                && r["checked"].as_bool().unwrap(),
+            "{r}"
+        );
+    }
+    let snaps: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(repo.restic().args(["snapshots", "--json"])))).unwrap();
+    let hosts: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hosts.iter().filter(|h| **h == "ns/src").count(),
+        2,
+        "{hosts:?}"
+    );
+    assert_eq!(
+        hosts.iter().filter(|h| **h == "other/source").count(),
+        1,
+        "{hosts:?}"
+    );
+    ok(repo.restic().args(["check", "--read-data"]));
+}

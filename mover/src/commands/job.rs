@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser as _;
 use sluice_api::mover_env as env;
 use sluice_api::mover_result::{ErrorClass, MoverResult, TERMINATION_LOG_PATH};
 use sluice_repo::archiver::BackupOptions;
@@ -19,7 +20,7 @@ use sluice_repo::lock::{self, LockOptions};
 use sluice_repo::restorer::RestoreOptions;
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
-use crate::args::Global;
+use crate::args::{Cli, Global};
 use crate::repo_open;
 
 /// What the environment asks for.
@@ -148,15 +149,59 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         result.bytes_added = s.data_added;
         result.total_bytes = s.total_bytes_processed;
     }
-    for action in ["forget", "prune", "check"] {
-        if cfg.has(action) {
-            bail!("action {action} is not supported by this build of sluice-mover");
+    if cfg.has("forget") {
+        // Only this source's snapshots: a repository may be shared.
+        let mut argv = vec!["forget".to_string(), "--host".into(), lock_hostname.clone()];
+        for (flag, name) in [
+            ("--keep-last", env::RETAIN_LAST),
+            ("--keep-hourly", env::RETAIN_HOURLY),
+            ("--keep-daily", env::RETAIN_DAILY),
+            ("--keep-weekly", env::RETAIN_WEEKLY),
+            ("--keep-monthly", env::RETAIN_MONTHLY),
+            ("--keep-yearly", env::RETAIN_YEARLY),
+            ("--keep-within", env::RETAIN_WITHIN),
+        ] {
+            if let Some(v) = var(name) {
+                argv.extend([flag.to_string(), v]);
+            }
         }
+        run_command(&g, argv)?;
+        result.forgot = true;
+    }
+    if cfg.has("prune") {
+        run_command(&g, vec!["prune".into()])?;
+        result.pruned = true;
+    }
+    if cfg.has("check") {
+        let mut argv = vec!["check".to_string()];
+        if let Some(subset) = var(env::CHECK_SUBSET) {
+            argv.extend(["--read-data-subset".to_string(), subset]);
+        }
+        run_command(&g, argv)?;
+        result.checked = true;
     }
     if cfg.has("restore") {
         restore(&g, cfg, result)?;
     }
     Ok(())
+}
+
+/// Runs another command exactly as the CLI would, with the job's global
+/// settings, so jobs and people share one code path and one set of checks.
+fn run_command(g: &Global, argv: Vec<String>) -> Result<()> {
+    let name = argv[0].clone();
+    let mut cli = Cli::try_parse_from(std::iter::once("sluice-mover".to_string()).chain(argv))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid {name} settings: {}",
+                e.to_string().lines().next().unwrap_or("")
+            )
+        })?;
+    cli.global = g.clone();
+    match super::run(cli)? {
+        0 => Ok(()),
+        code => bail!("{name} failed (exit code {code}); see the log above"),
+    }
 }
 
 /// Picks the snapshot a restore asks for: the newest (at or before
