@@ -6,8 +6,9 @@
 //! is stricter (enums, minimums, patterns and CEL rules), so the API server rejects bad specs.
 //!
 //! Besides the types, the crate holds the names the operator, the mover and users share:
-//! condition types and reasons ([`conditions`]), labels ([`labels`]) and the JSON result a mover
-//! Pod leaves in its termination message ([`mover_result`]). Those three modules need no
+//! condition types and reasons ([`conditions`]), labels ([`labels`]), the environment a mover Job
+//! is configured by ([`mover_env`]) and the JSON result a mover Pod leaves in its termination
+//! message ([`mover_result`]). Those modules need no
 //! Kubernetes crates: with `default-features = false` (no `crd` feature) the crate is cheap enough
 //! for `sluice-mover` to depend on.
 

@@ -1,45 +1,46 @@
-//! The environment of a mover Pod: how the operator tells `sluice-mover job`
-//! what to do. The operator sets these variables on the Job's container
-//! (beside the repository Secret's keys, which keep restic's names); the
-//! mover reads them. Both sides use these constants, so a rename cannot
-//! split them.
+//! Environment variables through which the operator configures a `sluice-mover job` run.
+//!
+//! The mover Pod gets these next to the repository Secret's restic variables. Both sides use
+//! the names from here, so a rename cannot leave them disagreeing.
 
-/// Comma-separated actions of this run, in order, from the sync plan:
-/// `unlock`, `backup`, `forget`, `prune`, `check` for a source; `restore`
-/// for a destination.
+/// Comma-separated actions of the sync plan, in order (`unlock,backup,forget,prune,check` or
+/// `restore`), spelled as `status.syncPlan.actions`.
 pub const ACTIONS: &str = "SLUICE_JOB_ACTIONS";
-/// Where the volume is mounted (default `/data`).
+/// Directory backed up from or restored into. Default: `/data`.
 pub const DATA_DIR: &str = "SLUICE_DATA_DIR";
-/// Hostname recorded in snapshots and written in locks. Every Job of one
-/// ReplicationSource uses the same value and runs alone, so the mover treats
-/// leftover locks with this hostname as stale.
+/// Host name recorded in snapshots (backup) or required of them (restore).
 pub const HOSTNAME: &str = "SLUICE_HOSTNAME";
-/// Comma-separated snapshot tags.
+/// Comma-separated tags recorded on the snapshot.
 pub const TAGS: &str = "SLUICE_TAGS";
-/// Newline-separated exclude patterns.
+/// Newline-separated exclude patterns, as restic's `--exclude`.
 pub const EXCLUDES: &str = "SLUICE_EXCLUDES";
-/// Retain policy, restic's `--keep-*` values (integers) ...
-pub const RETAIN_LAST: &str = "SLUICE_RETAIN_LAST";
-pub const RETAIN_HOURLY: &str = "SLUICE_RETAIN_HOURLY";
-pub const RETAIN_DAILY: &str = "SLUICE_RETAIN_DAILY";
-pub const RETAIN_WEEKLY: &str = "SLUICE_RETAIN_WEEKLY";
-pub const RETAIN_MONTHLY: &str = "SLUICE_RETAIN_MONTHLY";
-pub const RETAIN_YEARLY: &str = "SLUICE_RETAIN_YEARLY";
-/// ... and `--keep-within` (a restic duration such as `7d` or `1y6m`).
-pub const RETAIN_WITHIN: &str = "SLUICE_RETAIN_WITHIN";
-/// `check --read-data-subset` value for a scheduled check, e.g. `5%`.
-pub const CHECK_SUBSET: &str = "SLUICE_CHECK_SUBSET";
-/// Restore the newest snapshot at or before this RFC 3339 time.
-pub const RESTORE_AS_OF: &str = "SLUICE_RESTORE_AS_OF";
-/// Restore the snapshot this many before the selected one (0 = it).
-pub const RESTORE_PREVIOUS: &str = "SLUICE_RESTORE_PREVIOUS";
-/// `true`: delete files in the volume that the snapshot does not have.
-pub const RESTORE_DELETE: &str = "SLUICE_RESTORE_DELETE";
-/// `Fail` (default) or `Empty`: what a restore does when no snapshot matches.
-pub const ON_MISSING_SNAPSHOT: &str = "SLUICE_ON_MISSING_SNAPSHOT";
-/// How long to wait for a lock held by a live process (e.g. `10m`).
-pub const RETRY_LOCK: &str = "SLUICE_RETRY_LOCK";
-/// Where to write the result (default [`crate::mover_result::TERMINATION_LOG_PATH`]).
+/// Where the result JSON goes. Default: [`crate::mover_result::TERMINATION_LOG_PATH`].
 pub const RESULT_FILE: &str = "SLUICE_RESULT_FILE";
-/// Path of a CA bundle for TLS to object storage (restic's `RESTIC_CACERT`).
-pub const CACERT: &str = "RESTIC_CACERT";
+/// How long to retry taking the repository lock (restic's `--retry-lock`, e.g. `5m`).
+pub const RETRY_LOCK: &str = "SLUICE_RETRY_LOCK";
+/// Path of a PEM CA certificate to trust for the repository endpoint.
+pub const CACERT: &str = "SLUICE_CACERT";
+/// `forget --keep-last`.
+pub const RETAIN_LAST: &str = "SLUICE_RETAIN_LAST";
+/// `forget --keep-hourly`.
+pub const RETAIN_HOURLY: &str = "SLUICE_RETAIN_HOURLY";
+/// `forget --keep-daily`.
+pub const RETAIN_DAILY: &str = "SLUICE_RETAIN_DAILY";
+/// `forget --keep-weekly`.
+pub const RETAIN_WEEKLY: &str = "SLUICE_RETAIN_WEEKLY";
+/// `forget --keep-monthly`.
+pub const RETAIN_MONTHLY: &str = "SLUICE_RETAIN_MONTHLY";
+/// `forget --keep-yearly`.
+pub const RETAIN_YEARLY: &str = "SLUICE_RETAIN_YEARLY";
+/// `forget --keep-within`.
+pub const RETAIN_WITHIN: &str = "SLUICE_RETAIN_WITHIN";
+/// `check --read-data-subset` argument (`5%`, `1/10`).
+pub const CHECK_SUBSET: &str = "SLUICE_CHECK_SUBSET";
+/// Restore the latest snapshot at or before this RFC 3339 time.
+pub const RESTORE_AS_OF: &str = "SLUICE_RESTORE_AS_OF";
+/// Skip this many snapshots back from the one otherwise picked.
+pub const RESTORE_PREVIOUS: &str = "SLUICE_RESTORE_PREVIOUS";
+/// `true`: delete files not in the snapshot (`spec.restic.enableFileDeletion`).
+pub const RESTORE_DELETE: &str = "SLUICE_RESTORE_DELETE";
+/// `Fail` or `Empty`, as `spec.restic.onMissingSnapshot`.
+pub const ON_MISSING_SNAPSHOT: &str = "SLUICE_ON_MISSING_SNAPSHOT";
