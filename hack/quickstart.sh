@@ -27,9 +27,10 @@ echo "==> sluice-mover snapshots"
 echo "==> sluice-mover restore latest --verify"
 "$mover" restore latest --target "$work/restored" --verify
 diff -r "$work/data" "$work/restored" && echo "==> restored tree is identical to the source"
-if command -v restic >/dev/null 2>&1; then
-  echo "==> restic check --read-data on the same repository"
-  restic check --read-data -q --no-cache && echo "restic: no errors were found"
+restic=$(command -v "$HOME/.cache/sluice/bin/restic" restic 2>/dev/null | head -n1 || true)
+if [ -n "$restic" ]; then
+  echo "==> restic check --read-data on the same repository ($("$restic" version | cut -d' ' -f1-2))"
+  "$restic" check --read-data -q --no-cache && echo "restic: no errors were found"
 fi
 echo
 echo "Explore: sluice-mover --help; RESTIC_REPOSITORY and RESTIC_PASSWORD work as with restic."

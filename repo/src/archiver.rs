@@ -189,7 +189,7 @@ pub fn backup(
     let (abs_paths, layout) = plan_targets(&options.targets)?;
     let parent = find_parent(repo, options, &abs_paths)?;
     let parent_tree = match &parent {
-        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
+        Some(p) => Some((repo.load_tree(&p.snapshot.tree)?, p.snapshot.tree)),
         None => None,
     };
 
@@ -360,7 +360,7 @@ impl Archiver<'_> {
     fn run(
         &self,
         layout: &Layout,
-        parent_tree: Option<Tree>,
+        parent_tree: Option<(Tree, Id)>,
         sink: &PackSink<'_>,
         options: &BackupOptions,
     ) -> Result<Result<Id>> {
@@ -397,10 +397,14 @@ impl Archiver<'_> {
                 files: file_tx,
                 dirs: dir_tx,
             };
+            let (tree, root_id) = match &parent_tree {
+                Some((t, id)) => (Some(t), Some(*id)),
+                None => (None, None),
+            };
             let root = match layout {
-                Layout::Contents(dir) => walker.walk_dir(dir, parent_tree.as_ref(), None),
+                Layout::Contents(dir) => walker.walk_dir(dir, tree, root_id),
                 Layout::Nested(prefix, targets) => {
-                    walker.walk_virtual(prefix, targets, 0, parent_tree.as_ref(), None)
+                    walker.walk_virtual(prefix, targets, 0, tree, root_id)
                 }
             };
             self.progress.walk_done.store(true, Ordering::Relaxed);
