@@ -1,1 +1,131 @@
-fn main() {}
+//! sluice-operator: the Sluice controllers and their companion commands.
+
+mod convert_volsync;
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use clap::{Args, Parser, Subcommand};
+use kube::runtime::events::{Recorder, Reporter};
+use sluice_operator::{
+    context::Context, destination, http, leader::LeaderElector, metrics::Metrics, source,
+};
+
+/// Kubernetes operator that backs PVCs up into restic-format repositories.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-operator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controllers (only while holding the leader Lease).
+    Run(RunArgs),
+    /// Translate VolSync restic ReplicationSource/ReplicationDestination YAML into Sluice's.
+    ConvertVolsync(convert_volsync::Args),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Image of the mover Jobs.
+    #[arg(
+        long,
+        env = "SLUICE_MOVER_IMAGE",
+        default_value = "ghcr.io/sluice-dev/sluice-mover:latest"
+    )]
+    mover_image: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Namespace of the leader Lease. Default: the Pod's namespace, else `sluice-system`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sluice-system")]
+    lease_namespace: String,
+    /// Identity in the leader Lease. Default: the host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::ConvertVolsync(args) => convert_volsync::run(args),
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "sluice-operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API failed: {e}; check KUBECONFIG or the in-cluster service account"))?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "listening on {} failed: {e}; pass --http-addr",
+                args.http_addr
+            )
+        })?;
+    let router = http::router(http::Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    client.apiserver_version().await?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let elector = LeaderElector::new(
+        client.clone(),
+        &args.lease_namespace,
+        "sluice-operator",
+        &identity,
+    );
+    tracing::info!(%identity, "waiting for the leader Lease");
+    elector.acquire().await;
+    tracing::info!(%identity, "leader Lease acquired; starting controllers");
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-operator".into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        metrics,
+        mover_image: args.mover_image,
+    });
+    tokio::select! {
+        _ = source::run(ctx.clone()) => anyhow::bail!("the ReplicationSource controller stopped"),
+        _ = destination::run(ctx) => anyhow::bail!("the ReplicationDestination controller stopped"),
+        _ = elector.hold() => anyhow::bail!("lost the leader Lease; exiting so another replica takes over"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

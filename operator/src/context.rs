@@ -1,0 +1,50 @@
+//! What every reconcile needs: the client, the event recorder, metrics and the mover image.
+
+use std::sync::Arc;
+
+use kube::{
+    Client, Resource,
+    runtime::events::{Event, EventType, Recorder},
+};
+
+use crate::metrics::Metrics;
+
+/// Shared state of both controllers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes events on the objects being reconciled.
+    pub recorder: Recorder,
+    /// Exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// Image of the mover Jobs.
+    pub mover_image: String,
+}
+
+/// The result every reconcile step returns; errors are API failures worth a retry.
+pub type Result<T, E = kube::Error> = std::result::Result<T, E>;
+
+impl Context {
+    /// Publishes an event on `object`; a failure to record an event is logged, never fatal.
+    pub async fn event<K>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot record event");
+        }
+    }
+}

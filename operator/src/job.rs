@@ -1,0 +1,581 @@
+//! The mover Job, built from the object's spec and the sync plan alone.
+//!
+//! Pure so it can be tested without a cluster and so the Job of a sync is the same every time
+//! the controller rebuilds it. The Pod runs `sluice-mover job`, configured by the environment
+//! contract in [`sluice_api::mover_env`] plus the repository Secret's keys under their restic
+//! names.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    batch::v1::{Job, JobSpec},
+    core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
+        EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+        PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext,
+        Volume, VolumeMount,
+    },
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sluice_api::{
+    CustomCa, MoverConfig, ReplicationDestination, ReplicationSource, SyncPlan, labels, mover_env,
+};
+
+use crate::plan::actions_env;
+
+/// Where the volume is mounted in the mover.
+pub const DATA_DIR: &str = "/data";
+
+/// Where the custom CA bundle is mounted.
+const CA_DIR: &str = "/etc/sluice/ca";
+
+/// File name of the CA bundle inside [`CA_DIR`].
+const CA_FILE: &str = "ca.crt";
+
+/// A finished Job is removed by Kubernetes after a day even if the operator is gone; the
+/// operator normally deletes it as soon as it has read the result.
+pub const TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
+
+/// A mover that runs longer than this is stuck (a hung mount, a dead endpoint) and is stopped.
+pub const ACTIVE_DEADLINE_SECONDS: i64 = 12 * 3600;
+
+/// How long the mover waits for a lock held by a live process before giving up.
+const RETRY_LOCK: &str = "10m";
+
+/// Name of the mover container, so the controller finds its termination message.
+pub const MOVER_CONTAINER: &str = "mover";
+
+/// User the restricted default security context runs the mover as.
+const DEFAULT_MOVER_UID: i64 = 65_532;
+
+/// Everything a mover Job needs beyond the plan: where it runs and what it mounts.
+#[derive(Clone, Debug)]
+pub struct MoverJobParams {
+    /// The mover image (`--mover-image`).
+    pub image: String,
+    /// Owner of the Job: the ReplicationSource or ReplicationDestination.
+    pub owner: OwnerReference,
+    /// Label naming the owner, e.g. `sluice.dev/replication-source=db`.
+    pub owner_label: (&'static str, String),
+    /// PVC mounted at [`DATA_DIR`].
+    pub claim: String,
+    /// Restores write; backups only read.
+    pub read_only: bool,
+    /// With `copyMethod: Direct`, the node of the Pod that mounts the volume.
+    pub node_name: Option<String>,
+}
+
+/// The Job of a backup sync.
+pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJobParams) -> Job {
+    let restic = &source.spec.restic;
+    let mut env = vec![
+        env_var(mover_env::ACTIONS, actions_env(&plan.actions)),
+        env_var(mover_env::HOSTNAME, source.restic_hostname()),
+        env_str(mover_env::RETRY_LOCK, RETRY_LOCK),
+    ];
+    if !restic.tags.is_empty() {
+        env.push(env_var(mover_env::TAGS, restic.tags.join(",")));
+    }
+    if !restic.exclude.is_empty() {
+        env.push(env_var(mover_env::EXCLUDES, restic.exclude.join("\n")));
+    }
+    if let Some(retain) = &restic.retain {
+        let counts = [
+            (mover_env::RETAIN_LAST, retain.last),
+            (mover_env::RETAIN_HOURLY, retain.hourly),
+            (mover_env::RETAIN_DAILY, retain.daily),
+            (mover_env::RETAIN_WEEKLY, retain.weekly),
+            (mover_env::RETAIN_MONTHLY, retain.monthly),
+            (mover_env::RETAIN_YEARLY, retain.yearly),
+        ];
+        for (name, count) in counts {
+            if let Some(count) = count {
+                env.push(env_var(name, count.to_string()));
+            }
+        }
+        if let Some(within) = &retain.within {
+            env.push(env_var(mover_env::RETAIN_WITHIN, within.clone()));
+        }
+    }
+    mover_job(
+        plan,
+        params,
+        &restic.repository,
+        restic.custom_ca.as_ref(),
+        &restic.mover,
+        env,
+    )
+}
+
+/// The Job of a restore.
+pub fn destination_job(
+    destination: &ReplicationDestination,
+    plan: &SyncPlan,
+    params: &MoverJobParams,
+) -> Job {
+    let restic = &destination.spec.restic;
+    let mut env = vec![
+        env_var(mover_env::ACTIONS, actions_env(&plan.actions)),
+        env_str(
+            mover_env::ON_MISSING_SNAPSHOT,
+            match restic.on_missing_snapshot {
+                sluice_api::OnMissingSnapshot::Fail => "Fail",
+                sluice_api::OnMissingSnapshot::Empty => "Empty",
+            },
+        ),
+        env_str(mover_env::RETRY_LOCK, RETRY_LOCK),
+    ];
+    if let Some(hostname) = &restic.hostname {
+        env.push(env_var(mover_env::HOSTNAME, hostname.clone()));
+    }
+    if let Some(as_of) = &restic.restore_as_of {
+        env.push(env_var(mover_env::RESTORE_AS_OF, as_of.0.to_string()));
+    }
+    if let Some(previous) = restic.previous {
+        env.push(env_var(mover_env::RESTORE_PREVIOUS, previous.to_string()));
+    }
+    if restic.enable_file_deletion {
+        env.push(env_str(mover_env::RESTORE_DELETE, "true"));
+    }
+    mover_job(
+        plan,
+        params,
+        &restic.repository,
+        restic.custom_ca.as_ref(),
+        &restic.mover,
+        env,
+    )
+}
+
+fn mover_job(
+    plan: &SyncPlan,
+    params: &MoverJobParams,
+    repository_secret: &str,
+    custom_ca: Option<&CustomCa>,
+    mover: &MoverConfig,
+    mut env: Vec<EnvVar>,
+) -> Job {
+    env.push(env_str(mover_env::DATA_DIR, DATA_DIR));
+    let mut our_labels = BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (
+            labels::COMPONENT.to_string(),
+            labels::COMPONENT_MOVER.to_string(),
+        ),
+        (
+            params.owner_label.0.to_string(),
+            params.owner_label.1.clone(),
+        ),
+    ]);
+    // Users' labels first, so they can add but never remove the labels the operator selects by.
+    let mut pod_labels = mover.mover_pod_labels.clone();
+    pod_labels.append(&mut our_labels.clone());
+
+    let mut volumes = vec![
+        Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: params.claim.clone(),
+                read_only: Some(params.read_only),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            read_only: Some(params.read_only),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    if let Some(ca) = custom_ca {
+        let items = Some(vec![KeyToPath {
+            key: ca.key.clone(),
+            path: CA_FILE.into(),
+            ..Default::default()
+        }]);
+        volumes.push(Volume {
+            name: "ca".into(),
+            secret: ca.secret_name.as_ref().map(|name| SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                items: items.clone(),
+                ..Default::default()
+            }),
+            config_map: ca
+                .config_map_name
+                .as_ref()
+                .map(|name| ConfigMapVolumeSource {
+                    name: name.clone(),
+                    items: items.clone(),
+                    ..Default::default()
+                }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "ca".into(),
+            mount_path: CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(env_var(mover_env::CACERT, format!("{CA_DIR}/{CA_FILE}")));
+    }
+
+    let container = Container {
+        name: MOVER_CONTAINER.into(),
+        image: Some(params.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["sluice-mover".into(), "job".into()]),
+        env: Some(env),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: repository_secret.to_string(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        resources: mover.mover_resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+
+    let pod_security = mover
+        .mover_security_context
+        .clone()
+        .unwrap_or(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(DEFAULT_MOVER_UID),
+            run_as_group: Some(DEFAULT_MOVER_UID),
+            fs_group: Some(DEFAULT_MOVER_UID),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        });
+
+    Job {
+        metadata: ObjectMeta {
+            name: Some(plan.job_name.clone()),
+            namespace: None,
+            labels: Some(std::mem::take(&mut our_labels)),
+            annotations: Some(BTreeMap::from([(
+                labels::SYNC_STARTED_AT.to_string(),
+                plan.started_at.0.to_string(),
+            )])),
+            owner_references: Some(vec![params.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            ttl_seconds_after_finished: Some(TTL_SECONDS_AFTER_FINISHED),
+            active_deadline_seconds: Some(ACTIVE_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(pod_security),
+                    service_account_name: mover.mover_service_account.clone(),
+                    automount_service_account_token: Some(false),
+                    // Direct must share the node of the Pod that mounts the volume, which also
+                    // makes any user affinity meaningless.
+                    affinity: match params.node_name {
+                        Some(_) => None,
+                        None => mover.mover_affinity.clone(),
+                    },
+                    node_name: params.node_name.clone(),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    }
+}
+
+fn env_str(name: &str, value: &str) -> EnvVar {
+    env_var(name, value.to_string())
+}
+
+fn env_var(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+    use sluice_api::ReplicationSource;
+
+    use crate::plan;
+
+    const SOURCE: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {name: db, namespace: apps, uid: 1234}
+spec:
+  sourcePVC: data
+  restic:
+    repository: repo-secret
+    copyMethod: Snapshot
+    retain: {hourly: 24, daily: 7, within: 3d}
+    tags: [a, b]
+    exclude: ["*.tmp", cache]
+"#;
+
+    fn params() -> MoverJobParams {
+        MoverJobParams {
+            image: "sluice-mover:test".into(),
+            owner: OwnerReference {
+                api_version: "sluice.dev/v1alpha1".into(),
+                kind: "ReplicationSource".into(),
+                name: "db".into(),
+                uid: "1234".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            owner_label: (labels::REPLICATION_SOURCE, "db".into()),
+            claim: "sluice-src-db".into(),
+            read_only: true,
+            node_name: None,
+        }
+    }
+
+    fn build(source: &ReplicationSource) -> (Job, PodSpec) {
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::source_plan(source, now);
+        let job = source_job(source, &plan, &params());
+        let pod = job.spec.clone().unwrap().template.spec.unwrap();
+        (job, pod)
+    }
+
+    fn env_of(pod: &PodSpec) -> BTreeMap<String, String> {
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|var| (var.name, var.value.unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn backup_job_runs_the_mover_with_the_plan_in_its_environment() {
+        let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let (job, pod) = build(&source);
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(
+            spec.ttl_seconds_after_finished,
+            Some(TTL_SECONDS_AFTER_FINISHED)
+        );
+        assert_eq!(spec.active_deadline_seconds, Some(ACTIVE_DEADLINE_SECONDS));
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].name,
+            "db"
+        );
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.command.as_deref().unwrap(),
+            ["sluice-mover", "job"]
+        );
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let env = env_of(&pod);
+        assert_eq!(env[mover_env::ACTIONS], "unlock,backup,forget,prune");
+        assert_eq!(env[mover_env::HOSTNAME], "apps-data");
+        assert_eq!(env[mover_env::DATA_DIR], "/data");
+        assert_eq!(env[mover_env::RETAIN_HOURLY], "24");
+        assert_eq!(env[mover_env::RETAIN_DAILY], "7");
+        assert_eq!(env[mover_env::RETAIN_WITHIN], "3d");
+        assert!(!env.contains_key(mover_env::RETAIN_LAST));
+        assert_eq!(env[mover_env::TAGS], "a,b");
+        assert_eq!(env[mover_env::EXCLUDES], "*.tmp\ncache");
+        let env_from = container.env_from.as_ref().unwrap();
+        assert_eq!(env_from[0].secret_ref.as_ref().unwrap().name, "repo-secret");
+    }
+
+    #[test]
+    fn backup_mounts_data_read_only_and_a_writable_tmp() {
+        let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let (_, pod) = build(&source);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        let data = mounts.iter().find(|m| m.mount_path == "/data").unwrap();
+        assert_eq!(data.read_only, Some(true));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/tmp" && m.read_only.is_none())
+        );
+        let claim = pod.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.claim_name, "sluice-src-db");
+        assert_eq!(claim.read_only, Some(true));
+    }
+
+    #[test]
+    fn restricted_security_by_default() {
+        let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let (_, pod) = build(&source);
+        let pod_security = pod.security_context.clone().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        let container = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(container.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    }
+
+    #[test]
+    fn mover_overrides_are_honoured_but_cannot_drop_sluice_labels() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let mover = &mut source.spec.restic.mover;
+        mover.mover_security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        });
+        mover.mover_service_account = Some("backup".into());
+        mover.mover_pod_labels = BTreeMap::from([
+            ("team".to_string(), "db".to_string()),
+            (labels::MANAGED_BY.to_string(), "someone-else".to_string()),
+        ]);
+        mover.mover_resources = Some(Default::default());
+        mover.mover_affinity = Some(Default::default());
+        let (_, pod_spec) = build(&source);
+        assert_eq!(pod_spec.security_context.unwrap().run_as_user, Some(1000));
+        assert_eq!(pod_spec.service_account_name.as_deref(), Some("backup"));
+        assert!(pod_spec.containers[0].resources.is_some());
+        assert!(pod_spec.affinity.is_some());
+        let (job, _) = build(&source);
+        let labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "db");
+        assert_eq!(labels[labels::MANAGED_BY], labels::MANAGED_BY_VALUE);
+        assert_eq!(labels[labels::REPLICATION_SOURCE], "db");
+    }
+
+    #[test]
+    fn custom_ca_is_mounted_and_named_in_restic_cacert() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        source.spec.restic.custom_ca = Some(CustomCa {
+            config_map_name: Some("ca-bundle".into()),
+            key: "bundle.pem".into(),
+            ..Default::default()
+        });
+        let (_, pod) = build(&source);
+        assert_eq!(env_of(&pod)[mover_env::CACERT], "/etc/sluice/ca/ca.crt");
+        let ca = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "ca")
+            .unwrap();
+        let config_map = ca.config_map.unwrap();
+        assert_eq!(config_map.name, "ca-bundle");
+        assert_eq!(config_map.items.unwrap()[0].key, "bundle.pem");
+        assert!(ca.secret.is_none());
+    }
+
+    #[test]
+    fn direct_pins_the_node_and_ignores_affinity() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        source.spec.restic.mover.mover_affinity = Some(Default::default());
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::source_plan(&source, now);
+        let mut params = params();
+        params.node_name = Some("node-1".into());
+        let pod = source_job(&source, &plan, &params)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.node_name.as_deref(), Some("node-1"));
+        assert!(pod.affinity.is_none());
+    }
+
+    #[test]
+    fn restore_job_writes_and_carries_restore_options() {
+        let destination: ReplicationDestination = serde_saphyr::from_str(
+            r#"
+apiVersion: sluice.dev/v1alpha1
+kind: ReplicationDestination
+metadata: {name: restore, namespace: apps}
+spec:
+  restic:
+    repository: repo-secret
+    copyMethod: Direct
+    destinationPVC: target
+    restoreAsOf: "2026-11-01T00:00:00Z"
+    previous: 1
+    enableFileDeletion: true
+    onMissingSnapshot: Empty
+    hostname: apps-data
+"#,
+        )
+        .unwrap();
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::destination_plan(&destination, now);
+        let mut params = params();
+        params.read_only = false;
+        let pod = destination_job(&destination, &plan, &params)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let env = env_of(&pod);
+        assert_eq!(env[mover_env::ACTIONS], "restore");
+        assert_eq!(env[mover_env::RESTORE_AS_OF], "2026-11-01T00:00:00Z");
+        assert_eq!(env[mover_env::RESTORE_PREVIOUS], "1");
+        assert_eq!(env[mover_env::RESTORE_DELETE], "true");
+        assert_eq!(env[mover_env::ON_MISSING_SNAPSHOT], "Empty");
+        assert_eq!(env[mover_env::HOSTNAME], "apps-data");
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts[0].read_only, Some(false));
+    }
+}

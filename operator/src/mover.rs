@@ -1,0 +1,132 @@
+//! Reading what a mover Job did, from its Pod's termination message.
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use sluice_api::mover_result::{ErrorClass, MoverResult};
+
+use crate::job::MOVER_CONTAINER;
+
+/// Label the Job controller puts on a Job's Pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// The result of a mover Pod whose container has terminated; `None` while it runs.
+///
+/// A message that is not a result (the mover crashed before writing one, so the kubelet fell
+/// back to the log tail) becomes an `Internal` failure carrying that tail.
+pub fn result_from_pod(pod: &Pod) -> Option<MoverResult> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let status = statuses
+        .iter()
+        .find(|status| status.name == MOVER_CONTAINER)?;
+    let terminated = status.state.as_ref()?.terminated.as_ref()?;
+    let message = terminated.message.clone().unwrap_or_default();
+    match MoverResult::from_termination_message(&message) {
+        Ok(result) if terminated.exit_code != 0 && result.error_class.is_none() => {
+            Some(MoverResult {
+                error_class: Some(ErrorClass::Internal),
+                message: Some(format!(
+                    "mover exited with code {} after reporting success",
+                    terminated.exit_code
+                )),
+                ..result
+            })
+        }
+        Ok(result) => Some(result),
+        Err(_) => Some(MoverResult {
+            error_class: Some(ErrorClass::Internal),
+            message: Some(format!(
+                "mover exited with code {} without a result: {}",
+                terminated.exit_code,
+                last_lines(&message, 5)
+            )),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A failure of a Job that ended without any Pod result (deadline exceeded, Pod deleted).
+pub fn result_from_failed_job(job: &Job) -> Option<MoverResult> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    let failed = conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    Some(MoverResult {
+        error_class: Some(ErrorClass::Internal),
+        message: Some(format!(
+            "mover Job failed: {}",
+            failed
+                .message
+                .clone()
+                .or(failed.reason.clone())
+                .unwrap_or_default()
+        )),
+        ..Default::default()
+    })
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(count)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+
+    fn terminated(exit_code: i32, message: &str) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: MOVER_CONTAINER.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code,
+                            message: Some(message.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_running_pod_has_no_result() {
+        assert_eq!(result_from_pod(&Pod::default()), None);
+    }
+
+    #[test]
+    fn the_termination_message_is_the_result() {
+        let written = MoverResult {
+            snapshot_id: Some("a".repeat(64)),
+            bytes_added: 7,
+            ..Default::default()
+        };
+        let result = result_from_pod(&terminated(0, &written.to_termination_message())).unwrap();
+        assert_eq!(result, written);
+        let failed = MoverResult {
+            error_class: Some(ErrorClass::WrongPassword),
+            ..Default::default()
+        };
+        let result = result_from_pod(&terminated(1, &failed.to_termination_message())).unwrap();
+        assert_eq!(result.error_class, Some(ErrorClass::WrongPassword));
+    }
+
+    #[test]
+    fn a_crash_without_result_is_internal_with_the_log_tail() {
+        let result =
+            result_from_pod(&terminated(101, "line1\nthread 'main' panicked at x\n")).unwrap();
+        assert_eq!(result.error_class, Some(ErrorClass::Internal));
+        let message = result.message.unwrap();
+        assert!(
+            message.contains("code 101") && message.contains("panicked"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The sync plan: what one mover run does, decided once when the sync starts.
+//!
+//! The plan is written to `status.syncPlan` before the Job exists and the Job is built from it
+//! alone, so a spec edit or an elapsed interval during a run never changes (or recreates) the
+//! running Job.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use sluice_api::{ReplicationDestination, ReplicationSource, SyncAction, SyncPlan};
+
+/// Days between prunes when `spec.restic.pruneIntervalDays` is not set.
+pub const DEFAULT_PRUNE_INTERVAL_DAYS: i32 = 7;
+
+/// Longest Job name: Job names become the `job-name` label of their Pods, limited to 63.
+const MAX_JOB_NAME: usize = 63;
+
+/// The actions of a backup sync starting at `now`.
+///
+/// Unlocking stale locks is cheap and makes a killed mover harmless, so it always runs. Prune
+/// and check run when their interval has elapsed since they last completed, or never did.
+pub fn source_actions(source: &ReplicationSource, now: Timestamp) -> Vec<SyncAction> {
+    let restic = &source.spec.restic;
+    let done = source
+        .status
+        .as_ref()
+        .and_then(|status| status.restic.as_ref());
+    let mut actions = vec![SyncAction::Unlock, SyncAction::Backup];
+    if restic.retain.is_some() {
+        actions.push(SyncAction::Forget);
+    }
+    let prune_days = restic
+        .prune_interval_days
+        .unwrap_or(DEFAULT_PRUNE_INTERVAL_DAYS);
+    if interval_elapsed(done.and_then(|d| d.last_pruned.as_ref()), prune_days, now) {
+        actions.push(SyncAction::Prune);
+    }
+    if let Some(check_days) = restic.check_interval_days
+        && interval_elapsed(done.and_then(|d| d.last_checked.as_ref()), check_days, now)
+    {
+        actions.push(SyncAction::Check);
+    }
+    actions
+}
+
+/// The plan of a backup sync starting at `now`.
+pub fn source_plan(source: &ReplicationSource, now: Timestamp) -> SyncPlan {
+    let done = source
+        .status
+        .as_ref()
+        .and_then(|status| status.restic.as_ref());
+    let unlock = source
+        .spec
+        .restic
+        .unlock
+        .clone()
+        .filter(|wanted| done.and_then(|d| d.last_unlocked.as_ref()) != Some(wanted));
+    SyncPlan {
+        actions: source_actions(source, now),
+        started_at: Time(now),
+        job_name: job_name("sluice-src", &source.name_any(), now),
+        manual: source
+            .spec
+            .trigger
+            .as_ref()
+            .and_then(|trigger| trigger.manual.clone()),
+        unlock,
+    }
+}
+
+/// The plan of a restore starting at `now`.
+pub fn destination_plan(destination: &ReplicationDestination, now: Timestamp) -> SyncPlan {
+    SyncPlan {
+        actions: vec![SyncAction::Restore],
+        started_at: Time(now),
+        job_name: job_name("sluice-dst", &destination.name_any(), now),
+        manual: destination
+            .spec
+            .trigger
+            .as_ref()
+            .and_then(|trigger| trigger.manual.clone()),
+        unlock: None,
+    }
+}
+
+/// The value of `SLUICE_JOB_ACTIONS` for a plan.
+pub fn actions_env(actions: &[SyncAction]) -> String {
+    actions
+        .iter()
+        .map(|action| match action {
+            SyncAction::Unlock => "unlock",
+            SyncAction::Backup => "backup",
+            SyncAction::Forget => "forget",
+            SyncAction::Prune => "prune",
+            SyncAction::Check => "check",
+            SyncAction::Restore => "restore",
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn interval_elapsed(last: Option<&Time>, days: i32, now: Timestamp) -> bool {
+    match last {
+        None => true,
+        Some(Time(last)) => {
+            now.duration_since(*last) >= SignedDuration::from_hours(24 * i64::from(days))
+        }
+    }
+}
+
+/// `<prefix>-<object>-<unix seconds>`, with the object name shortened so the whole stays a
+/// valid 63-character name; the time suffix keeps successive syncs apart.
+fn job_name(prefix: &str, object: &str, now: Timestamp) -> String {
+    let suffix = format!("-{}", now.as_second());
+    let room = MAX_JOB_NAME - prefix.len() - 1 - suffix.len();
+    let object: String = object.chars().take(room).collect();
+    let object = object.trim_end_matches(['-', '.']);
+    format!("{prefix}-{object}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_api::{ReplicationSourceStatus, ResticSourceStatus, RetainPolicy};
+
+    fn source(yaml: &str) -> ReplicationSource {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    const MINIMAL: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {name: db, namespace: apps}
+spec:
+  sourcePVC: data
+  restic: {repository: repo, copyMethod: Snapshot}
+"#;
+
+    fn now() -> Timestamp {
+        "2026-11-22T10:00:00Z".parse().unwrap()
+    }
+
+    fn with_restic_status(
+        mut source: ReplicationSource,
+        restic: ResticSourceStatus,
+    ) -> ReplicationSource {
+        source.status = Some(ReplicationSourceStatus {
+            restic: Some(restic),
+            ..Default::default()
+        });
+        source
+    }
+
+    fn days_ago(days: i64) -> Option<Time> {
+        Some(Time(now() - SignedDuration::from_hours(24 * days)))
+    }
+
+    #[test]
+    fn first_sync_unlocks_backs_up_and_prunes() {
+        let actions = source_actions(&source(MINIMAL), now());
+        assert_eq!(
+            actions,
+            [SyncAction::Unlock, SyncAction::Backup, SyncAction::Prune]
+        );
+    }
+
+    #[test]
+    fn retain_adds_forget() {
+        let mut source = with_restic_status(
+            source(MINIMAL),
+            ResticSourceStatus {
+                last_pruned: days_ago(1),
+                ..Default::default()
+            },
+        );
+        source.spec.restic.retain = Some(RetainPolicy {
+            daily: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(
+            source_actions(&source, now()),
+            [SyncAction::Unlock, SyncAction::Backup, SyncAction::Forget]
+        );
+    }
+
+    #[test]
+    fn prune_waits_for_its_interval() {
+        let mut source = with_restic_status(
+            source(MINIMAL),
+            ResticSourceStatus {
+                last_pruned: days_ago(6),
+                ..Default::default()
+            },
+        );
+        assert!(!source_actions(&source, now()).contains(&SyncAction::Prune));
+        source
+            .status
+            .as_mut()
+            .unwrap()
+            .restic
+            .as_mut()
+            .unwrap()
+            .last_pruned = days_ago(7);
+        assert!(source_actions(&source, now()).contains(&SyncAction::Prune));
+        source.spec.restic.prune_interval_days = Some(30);
+        assert!(!source_actions(&source, now()).contains(&SyncAction::Prune));
+    }
+
+    #[test]
+    fn check_only_when_configured_and_due() {
+        let mut source = with_restic_status(
+            source(MINIMAL),
+            ResticSourceStatus {
+                last_pruned: days_ago(1),
+                last_checked: days_ago(2),
+                ..Default::default()
+            },
+        );
+        assert!(!source_actions(&source, now()).contains(&SyncAction::Check));
+        source.spec.restic.check_interval_days = Some(3);
+        assert!(!source_actions(&source, now()).contains(&SyncAction::Check));
+        source.spec.restic.check_interval_days = Some(2);
+        assert_eq!(
+            source_actions(&source, now()).last(),
+            Some(&SyncAction::Check)
+        );
+    }
+
+    #[test]
+    fn plan_carries_manual_and_new_unlock_values() {
+        let mut source = with_restic_status(
+            source(MINIMAL),
+            ResticSourceStatus {
+                last_unlocked: Some("one".into()),
+                ..Default::default()
+            },
+        );
+        source.spec.trigger = Some(sluice_api::Trigger {
+            manual: Some("m1".into()),
+            ..Default::default()
+        });
+        source.spec.restic.unlock = Some("one".into());
+        let plan = source_plan(&source, now());
+        assert_eq!(plan.manual.as_deref(), Some("m1"));
+        assert_eq!(
+            plan.unlock, None,
+            "an unlock value already done is not planned again"
+        );
+        source.spec.restic.unlock = Some("two".into());
+        assert_eq!(source_plan(&source, now()).unlock.as_deref(), Some("two"));
+        assert_eq!(plan.started_at, Time(now()));
+    }
+
+    #[test]
+    fn job_names_are_valid_and_distinct_per_sync() {
+        let plan = source_plan(&source(MINIMAL), now());
+        assert_eq!(
+            plan.job_name,
+            format!("sluice-src-db-{}", now().as_second())
+        );
+        let long = "a".repeat(200);
+        let name = job_name("sluice-src", &long, now());
+        assert!(name.len() <= MAX_JOB_NAME, "{name}");
+        let later = job_name("sluice-src", &long, now() + SignedDuration::from_secs(60));
+        assert_ne!(name, later);
+        assert!(!job_name("sluice-src", &format!("{}-b", "a".repeat(40)), now()).contains("--"));
+    }
+
+    #[test]
+    fn actions_env_is_comma_separated_in_order() {
+        assert_eq!(
+            actions_env(&[
+                SyncAction::Unlock,
+                SyncAction::Backup,
+                SyncAction::Forget,
+                SyncAction::Prune
+            ]),
+            "unlock,backup,forget,prune"
+        );
+    }
+}

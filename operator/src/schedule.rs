@@ -1,0 +1,259 @@
+//! When a scheduled sync is due: cron arithmetic in the trigger's time zone.
+//!
+//! A schedule is read in local time (croner over jiff's `Zoned`), so `0 9 * * *` in
+//! `Europe/Berlin` stays at nine o'clock across daylight-saving changes. Runs missed while the
+//! operator was down or a sync ran long collapse into one run; how many were skipped is counted
+//! for status and metrics instead of replaying them.
+
+use croner::{Cron, parser::CronParser, parser::Seconds, parser::Year};
+use jiff::{Timestamp, Zoned, tz::TimeZone};
+
+/// Upper bound on the occurrences walked to count missed runs, so a minutely schedule after a
+/// year of downtime costs milliseconds rather than a long loop.
+const MAX_COUNTED_MISSES: u64 = 100_000;
+
+/// A parsed `spec.trigger.schedule` with its time zone.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: Cron,
+    zone: TimeZone,
+}
+
+/// A schedule or time zone the operator cannot use; shown in conditions and events.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The cron expression does not parse.
+    #[error(
+        "spec.trigger.schedule {expression:?} is not a valid 5-field cron expression ({reason}); fix the schedule"
+    )]
+    InvalidCron {
+        /// The expression as written.
+        expression: String,
+        /// croner's explanation.
+        reason: String,
+    },
+    /// The time zone is not in the IANA database.
+    #[error(
+        "spec.trigger.timeZone {0:?} is not a known IANA time zone; use a name such as Europe/Berlin"
+    )]
+    UnknownTimeZone(String),
+    /// The schedule never fires again (e.g. 30 February).
+    #[error("spec.trigger.schedule {0:?} has no future occurrence; fix the schedule")]
+    NoOccurrence(String),
+}
+
+/// What the schedule says at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// A sync should start now: at least one occurrence passed since the reference time.
+    pub now: bool,
+    /// Occurrences that passed beyond the one the starting sync answers.
+    pub missed: u64,
+    /// The first occurrence after `now`: what `status.nextSyncTime` shows.
+    pub next: Timestamp,
+}
+
+impl Schedule {
+    /// Parses a 5-field cron expression or `@hourly`-style shorthand, read in `time_zone`
+    /// (UTC when absent).
+    pub fn parse(expression: &str, time_zone: Option<&str>) -> Result<Self, ScheduleError> {
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser
+            .parse(expression.trim())
+            .map_err(|error| ScheduleError::InvalidCron {
+                expression: expression.to_string(),
+                reason: error.to_string(),
+            })?;
+        let zone = match time_zone {
+            None => TimeZone::UTC,
+            Some(name) => {
+                TimeZone::get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?
+            }
+        };
+        Ok(Self { cron, zone })
+    }
+
+    /// The first occurrence strictly after `after`.
+    pub fn next_after(&self, after: Timestamp) -> Result<Timestamp, ScheduleError> {
+        let start = Zoned::new(after, self.zone.clone());
+        self.cron
+            .find_next_occurrence(&start, false)
+            .map(|zoned| zoned.timestamp())
+            .map_err(|_| ScheduleError::NoOccurrence(self.cron.pattern.to_string()))
+    }
+
+    /// Whether a sync is due at `now`, given the time the last sync started (or the object was
+    /// created), and when the next one is.
+    pub fn due(&self, reference: Timestamp, now: Timestamp) -> Result<Due, ScheduleError> {
+        let mut passed = 0u64;
+        let mut cursor = reference;
+        loop {
+            let occurrence = self.next_after(cursor)?;
+            if occurrence > now {
+                return Ok(Due {
+                    now: passed > 0,
+                    missed: passed.saturating_sub(1),
+                    next: occurrence,
+                });
+            }
+            passed += 1;
+            cursor = occurrence;
+            if passed >= MAX_COUNTED_MISSES {
+                return Ok(Due {
+                    now: true,
+                    missed: passed - 1,
+                    next: self.next_after(now)?,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn hourly_shorthand_and_five_fields_agree() {
+        let at = ts("2026-11-22T10:15:00Z");
+        let shorthand = Schedule::parse("@hourly", None).unwrap();
+        let fields = Schedule::parse("0 * * * *", None).unwrap();
+        assert_eq!(
+            shorthand.next_after(at).unwrap(),
+            ts("2026-11-22T11:00:00Z")
+        );
+        assert_eq!(fields.next_after(at).unwrap(), ts("2026-11-22T11:00:00Z"));
+        let daily = Schedule::parse("@daily", None).unwrap();
+        assert_eq!(daily.next_after(at).unwrap(), ts("2026-11-23T00:00:00Z"));
+    }
+
+    #[test]
+    fn next_is_strictly_after_an_exact_occurrence() {
+        let schedule = Schedule::parse("*/15 * * * *", None).unwrap();
+        assert_eq!(
+            schedule.next_after(ts("2026-11-22T10:15:00Z")).unwrap(),
+            ts("2026-11-22T10:30:00Z")
+        );
+    }
+
+    #[test]
+    fn six_fields_and_bad_zones_are_rejected_with_the_field_name() {
+        let error = Schedule::parse("0 0 * * * *", None).unwrap_err();
+        assert!(
+            error.to_string().contains("spec.trigger.schedule"),
+            "{error}"
+        );
+        let error = Schedule::parse("@hourly", Some("Mars/Olympus")).unwrap_err();
+        assert!(
+            error.to_string().contains("spec.trigger.timeZone"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn not_due_before_the_first_occurrence() {
+        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        let due = schedule
+            .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T10:59:59Z"))
+            .unwrap();
+        assert_eq!(
+            due,
+            Due {
+                now: false,
+                missed: 0,
+                next: ts("2026-11-22T11:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn missed_runs_collapse_into_one_and_are_counted() {
+        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        // Last sync at 10:00, operator back at 13:30: 11, 12 and 13 passed, one sync runs now.
+        let due = schedule
+            .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T13:30:00Z"))
+            .unwrap();
+        assert_eq!(
+            due,
+            Due {
+                now: true,
+                missed: 2,
+                next: ts("2026-11-22T14:00:00Z")
+            }
+        );
+    }
+
+    #[test]
+    fn exactly_one_occurrence_passed_misses_nothing() {
+        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        let due = schedule
+            .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T11:00:00Z"))
+            .unwrap();
+        assert_eq!(due.now, true);
+        assert_eq!(due.missed, 0);
+        assert_eq!(due.next, ts("2026-11-22T12:00:00Z"));
+    }
+
+    #[test]
+    fn long_downtime_is_bounded() {
+        let schedule = Schedule::parse("* * * * *", None).unwrap();
+        let due = schedule
+            .due(ts("2025-01-01T00:00:00Z"), ts("2026-11-22T00:00:30Z"))
+            .unwrap();
+        assert!(due.now);
+        assert_eq!(due.missed, MAX_COUNTED_MISSES - 1);
+        assert_eq!(due.next, ts("2026-11-22T00:01:00Z"));
+    }
+
+    #[test]
+    fn local_time_survives_spring_forward() {
+        // Berlin goes from UTC+1 to UTC+2 on 2026-03-29: 09:00 local moves from 08:00Z to 07:00Z.
+        let schedule = Schedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap();
+        let first = schedule.next_after(ts("2026-03-28T00:00:00Z")).unwrap();
+        assert_eq!(first, ts("2026-03-28T08:00:00Z"));
+        assert_eq!(
+            schedule.next_after(first).unwrap(),
+            ts("2026-03-29T07:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_time_skipped_by_spring_forward_still_runs_that_day() {
+        // 02:30 does not exist in Berlin on 2026-03-29; the day must not be skipped entirely.
+        let schedule = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let next = schedule.next_after(ts("2026-03-28T12:00:00Z")).unwrap();
+        assert!(
+            next >= ts("2026-03-29T00:00:00Z") && next < ts("2026-03-29T12:00:00Z"),
+            "{next}"
+        );
+    }
+
+    #[test]
+    fn a_time_repeated_by_fall_back_runs_once() {
+        // 02:30 happens twice in Berlin on 2026-10-25; one sync that day, not two.
+        let schedule = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let due = schedule
+            .due(ts("2026-10-24T12:00:00Z"), ts("2026-10-25T12:00:00Z"))
+            .unwrap();
+        assert!(due.now);
+        assert_eq!(due.missed, 0);
+        assert_eq!(due.next, ts("2026-10-26T01:30:00Z"));
+    }
+
+    #[test]
+    fn weekly_in_new_york() {
+        let schedule = Schedule::parse("0 3 * * SUN", Some("America/New_York")).unwrap();
+        // Sunday 2026-11-22 03:00 EST is 08:00Z.
+        assert_eq!(
+            schedule.next_after(ts("2026-11-21T00:00:00Z")).unwrap(),
+            ts("2026-11-22T08:00:00Z")
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The repository Secret: checked before any Job exists, so a typo is a clear condition rather
+//! than a mover Pod stuck in `CreateContainerConfigError`.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+
+/// Keys the mover cannot start without.
+pub const REQUIRED_KEYS: [&str; 2] = ["RESTIC_REPOSITORY", "RESTIC_PASSWORD"];
+
+/// The required keys `secret` lacks (or holds empty).
+pub fn missing_keys(secret: &Secret) -> Vec<&'static str> {
+    REQUIRED_KEYS
+        .into_iter()
+        .filter(|key| {
+            let in_data = secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(*key))
+                .is_some_and(|value| !value.0.is_empty());
+            let in_string_data = secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(*key))
+                .is_some_and(|value| !value.is_empty());
+            !in_data && !in_string_data
+        })
+        .collect()
+}
+
+/// The one-line message of an unusable Secret.
+pub fn invalid_message(namespace: &str, name: &str, missing: &[&str]) -> String {
+    if missing.is_empty() {
+        format!(
+            "repository Secret {namespace}/{name} not found; create it with RESTIC_REPOSITORY and RESTIC_PASSWORD"
+        )
+    } else {
+        format!(
+            "repository Secret {namespace}/{name} lacks {}; add the key(s) to the Secret",
+            missing.join(" and ")
+        )
+    }
+}
+
+/// When the Secret was last written, from its managed fields: a Secret edited after a
+/// non-retryable failure is worth another try.
+pub fn last_modified(secret: &Secret) -> Option<Timestamp> {
+    let created = secret
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0);
+    let updates = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|field| field.time.as_ref().map(|time| time.0));
+    created.into_iter().chain(updates).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn reports_each_missing_or_empty_key() {
+        let mut secret = Secret::default();
+        assert_eq!(missing_keys(&secret), REQUIRED_KEYS);
+        secret.data = Some(BTreeMap::from([
+            (
+                "RESTIC_REPOSITORY".to_string(),
+                ByteString(b"s3:http://minio/b".to_vec()),
+            ),
+            ("RESTIC_PASSWORD".to_string(), ByteString(Vec::new())),
+        ]));
+        assert_eq!(missing_keys(&secret), ["RESTIC_PASSWORD"]);
+        secret.string_data = Some(BTreeMap::from([(
+            "RESTIC_PASSWORD".to_string(),
+            "pw".to_string(),
+        )]));
+        assert!(missing_keys(&secret).is_empty());
+        let message = invalid_message("apps", "repo", &["RESTIC_PASSWORD"]);
+        assert_eq!(
+            message,
+            "repository Secret apps/repo lacks RESTIC_PASSWORD; add the key(s) to the Secret"
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The point-in-time copies a sync reads from, and the volumes a restore writes to.
+//!
+//! `Snapshot` takes a VolumeSnapshot and restores it into a temporary PVC, `Clone` makes a
+//! temporary PVC with the source as `dataSource`, and `Direct` uses the live PVC on the node of
+//! the Pod that mounts it. VolumeSnapshots are handled as dynamic objects of
+//! `snapshot.storage.k8s.io/v1`, whose CRDs the cluster's snapshot controller installs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, TypedLocalObjectReference,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::{
+    api::resource::Quantity,
+    apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
+
+/// API group of VolumeSnapshots.
+pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
+
+/// The VolumeSnapshot resource, for dynamic API calls.
+pub fn volume_snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        SNAPSHOT_GROUP,
+        "v1",
+        "VolumeSnapshot",
+    ))
+}
+
+/// Metadata every object the operator creates carries: its name, Sluice's labels and the owner,
+/// so garbage collection removes it with the ReplicationSource/Destination.
+pub fn owned_meta(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    owner: &OwnerReference,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// A VolumeSnapshot of `pvc`.
+pub fn volume_snapshot(meta: ObjectMeta, pvc: &str, class: Option<&str>) -> DynamicObject {
+    let mut snapshot = DynamicObject::new(
+        meta.name.as_deref().unwrap_or_default(),
+        &volume_snapshot_resource(),
+    );
+    snapshot.metadata = meta;
+    let mut spec = json!({ "source": { "persistentVolumeClaimName": pvc } });
+    if let Some(class) = class {
+        spec["volumeSnapshotClassName"] = json!(class);
+    }
+    snapshot.data = json!({ "spec": spec });
+    snapshot
+}
+
+/// A snapshot's `status.restoreSize` once it is `readyToUse`; `None` while it is not.
+pub fn snapshot_ready(snapshot: &DynamicObject) -> Option<Option<Quantity>> {
+    let status = snapshot.data.get("status")?;
+    if status.get("readyToUse")?.as_bool() != Some(true) {
+        return None;
+    }
+    Some(
+        status
+            .get("restoreSize")
+            .and_then(|size| size.as_str())
+            .map(|size| Quantity(size.to_string())),
+    )
+}
+
+/// A snapshot's `status.error.message`, when the snapshotter gave up.
+pub fn snapshot_error(snapshot: &DynamicObject) -> Option<String> {
+    snapshot
+        .data
+        .pointer("/status/error/message")
+        .and_then(|message| message.as_str())
+        .map(str::to_string)
+}
+
+/// Shape of a new PVC: size, class and access modes, each defaulting to the source's.
+#[derive(Clone, Debug, Default)]
+pub struct PvcShape {
+    /// Requested storage.
+    pub capacity: Option<Quantity>,
+    /// StorageClass name.
+    pub storage_class: Option<String>,
+    /// Access modes.
+    pub access_modes: Option<Vec<String>>,
+}
+
+impl PvcShape {
+    /// This shape with unset fields taken from `source`'s spec.
+    pub fn or_from(self, source: &PersistentVolumeClaim) -> Self {
+        let spec = source.spec.clone().unwrap_or_default();
+        let source_size = spec
+            .resources
+            .and_then(|resources| resources.requests)
+            .and_then(|requests| requests.get("storage").cloned());
+        Self {
+            capacity: self.capacity.or(source_size),
+            storage_class: self.storage_class.or(spec.storage_class_name),
+            access_modes: self.access_modes.or(spec.access_modes),
+        }
+    }
+}
+
+/// A PVC restored from a VolumeSnapshot, sized by the snapshot's `restoreSize` unless the
+/// shape asks for more room.
+pub fn pvc_from_snapshot(
+    meta: ObjectMeta,
+    snapshot: &str,
+    restore_size: Option<Quantity>,
+    shape: PvcShape,
+) -> PersistentVolumeClaim {
+    let data_source = TypedLocalObjectReference {
+        api_group: Some(SNAPSHOT_GROUP.to_string()),
+        kind: "VolumeSnapshot".to_string(),
+        name: snapshot.to_string(),
+    };
+    let capacity = shape.capacity.clone().or(restore_size);
+    pvc(meta, PvcShape { capacity, ..shape }, Some(data_source))
+}
+
+/// A PVC cloned from `source_pvc`.
+pub fn clone_pvc(meta: ObjectMeta, source_pvc: &str, shape: PvcShape) -> PersistentVolumeClaim {
+    let data_source = TypedLocalObjectReference {
+        api_group: None,
+        kind: "PersistentVolumeClaim".to_string(),
+        name: source_pvc.to_string(),
+    };
+    pvc(meta, shape, Some(data_source))
+}
+
+/// A new, empty PVC (a restore's target).
+pub fn pvc(
+    meta: ObjectMeta,
+    shape: PvcShape,
+    data_source: Option<TypedLocalObjectReference>,
+) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(
+                shape
+                    .access_modes
+                    .unwrap_or_else(|| vec!["ReadWriteOnce".to_string()]),
+            ),
+            storage_class_name: shape.storage_class,
+            resources: Some(VolumeResourceRequirements {
+                requests: shape
+                    .capacity
+                    .map(|size| BTreeMap::from([("storage".to_string(), size)])),
+                ..Default::default()
+            }),
+            data_source,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Whether a PVC is bound to a volume.
+pub fn pvc_bound(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+        == Some("Bound")
+}
+
+/// The node of a live Pod that mounts `claim`, where a `Direct` mover must run to share the
+/// volume. Finished Pods no longer hold the volume and are skipped.
+pub fn node_mounting(pods: &[Pod], claim: &str) -> Option<String> {
+    pods.iter()
+        .filter(|pod| {
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|status| status.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .filter(|pod| {
+            pod.spec
+                .iter()
+                .flat_map(|spec| spec.volumes.iter().flatten())
+                .any(|volume| {
+                    volume
+                        .persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|source| source.claim_name == claim)
+                })
+        })
+        .find_map(|pod| pod.spec.as_ref()?.node_name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimVolumeSource, PodSpec, PodStatus, Volume,
+    };
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            name: Some("copy".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_names_its_source_and_class() {
+        let snapshot = volume_snapshot(meta(), "data", Some("csi-snap"));
+        let value = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(value["apiVersion"], "snapshot.storage.k8s.io/v1");
+        assert_eq!(value["kind"], "VolumeSnapshot");
+        assert_eq!(value["spec"]["source"]["persistentVolumeClaimName"], "data");
+        assert_eq!(value["spec"]["volumeSnapshotClassName"], "csi-snap");
+    }
+
+    #[test]
+    fn snapshot_is_ready_only_with_ready_to_use() {
+        let mut snapshot = volume_snapshot(meta(), "data", None);
+        assert_eq!(snapshot_ready(&snapshot), None);
+        snapshot.data["status"] = json!({"readyToUse": false});
+        assert_eq!(snapshot_ready(&snapshot), None);
+        snapshot.data["status"] = json!({"readyToUse": true, "restoreSize": "2Gi"});
+        assert_eq!(
+            snapshot_ready(&snapshot),
+            Some(Some(Quantity("2Gi".into())))
+        );
+        snapshot.data["status"] = json!({"readyToUse": false, "error": {"message": "no driver"}});
+        assert_eq!(snapshot_error(&snapshot).as_deref(), Some("no driver"));
+    }
+
+    #[test]
+    fn pvc_from_snapshot_is_sized_by_restore_size() {
+        let pvc = pvc_from_snapshot(
+            meta(),
+            "snap",
+            Some(Quantity("2Gi".into())),
+            PvcShape::default(),
+        );
+        let spec = pvc.spec.unwrap();
+        assert_eq!(
+            spec.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("2Gi".into())
+        );
+        let source = spec.data_source.unwrap();
+        assert_eq!(
+            (source.kind.as_str(), source.name.as_str()),
+            ("VolumeSnapshot", "snap")
+        );
+        assert_eq!(source.api_group.as_deref(), Some(SNAPSHOT_GROUP));
+    }
+
+    #[test]
+    fn clone_defaults_to_the_source_shape() {
+        let source = pvc(
+            meta(),
+            PvcShape {
+                capacity: Some(Quantity("5Gi".into())),
+                storage_class: Some("fast".into()),
+                access_modes: Some(vec!["ReadWriteMany".into()]),
+            },
+            None,
+        );
+        let shape = PvcShape {
+            storage_class: Some("other".into()),
+            ..Default::default()
+        }
+        .or_from(&source);
+        let clone = clone_pvc(meta(), "data", shape).spec.unwrap();
+        assert_eq!(clone.storage_class_name.as_deref(), Some("other"));
+        assert_eq!(clone.access_modes.unwrap(), ["ReadWriteMany"]);
+        assert_eq!(
+            clone.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+        assert_eq!(clone.data_source.unwrap().kind, "PersistentVolumeClaim");
+    }
+
+    fn pod(node: &str, claim: &str, phase: &str) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                volumes: Some(vec![Volume {
+                    name: "v".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.into(),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn direct_follows_the_live_pod_that_mounts_the_claim() {
+        let pods = [
+            pod("old", "data", "Succeeded"),
+            pod("n1", "other", "Running"),
+            pod("n2", "data", "Running"),
+        ];
+        assert_eq!(node_mounting(&pods, "data").as_deref(), Some("n2"));
+        assert_eq!(node_mounting(&pods, "missing"), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! ReplicationSource reconciles against a real kube-apiserver and kube-controller-manager
+//! (`sluice_e2e::Cluster`). No kubelet runs here, so the mover Pod's termination is written
+//! through the Pod status API, exactly where a kubelet would write it.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams},
+    runtime::events::Recorder,
+};
+use serde_json::json;
+use sluice_api::{ReplicationSource, conditions, labels, mover_env, mover_result::MoverResult};
+use sluice_e2e::Cluster;
+use sluice_operator::{context::Context, metrics::Metrics, source};
+
+const NAMESPACE: &str = "apps";
+
+fn install(cluster: &Cluster) {
+    let crds = format!("{}/../config/crd", env!("CARGO_MANIFEST_DIR"));
+    cluster.kubectl(&["apply", "-k", &crds]);
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/replicationsources.sluice.dev",
+        "--timeout=60s",
+    ]);
+    cluster.kubectl(&["create", "namespace", NAMESPACE]);
+}
+
+fn secret(password: Option<&str>) -> String {
+    let password = password
+        .map(|p| format!("\n  RESTIC_PASSWORD: {p}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: repo, namespace: {NAMESPACE}}}\nstringData:\n  RESTIC_REPOSITORY: s3:http://127.0.0.1:9000/bucket{password}\n"
+    )
+}
+
+const SOURCE: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {name: db, namespace: apps}
+spec:
+  sourcePVC: data
+  trigger: {manual: first}
+  restic:
+    repository: repo
+    copyMethod: Direct
+    retain: {daily: 7}
+"#;
+
+async fn context(client: Client) -> Arc<Context> {
+    Arc::new(Context {
+        recorder: Recorder::new(client.clone(), "sluice-operator-test".to_string().into()),
+        client,
+        metrics: Arc::new(Metrics::default()),
+        mover_image: "sluice-mover:test".into(),
+    })
+}
+
+async fn reconcile(api: &Api<ReplicationSource>, ctx: &Arc<Context>) -> ReplicationSource {
+    let source = api.get("db").await.unwrap();
+    source::reconcile(Arc::new(source), ctx.clone())
+        .await
+        .expect("reconcile");
+    api.get("db").await.unwrap()
+}
+
+fn condition(source: &ReplicationSource, type_: &str) -> (String, String) {
+    let status = source.status.as_ref().expect("status written");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {status:?}"));
+    (condition.status.clone(), condition.reason.clone())
+}
+
+async fn mover_jobs(client: &Client) -> Vec<Job> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
+    jobs.list(&ListParams::default().labels(&format!("{}=db", labels::REPLICATION_SOURCE)))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_sync_flow_against_the_api_server() {
+    let cluster = Cluster::start();
+    install(&cluster);
+    let client = sluice_e2e::node::client(cluster.kubeconfig())
+        .await
+        .unwrap();
+    let ctx = context(client.clone()).await;
+    let api: Api<ReplicationSource> = Api::namespaced(client.clone(), NAMESPACE);
+
+    // SecretInvalid: a Secret without RESTIC_PASSWORD is reported and no Job is made.
+    cluster.apply(&secret(None));
+    cluster.apply(SOURCE);
+    let source = reconcile(&api, &ctx).await;
+    assert_eq!(
+        condition(&source, conditions::DEGRADED),
+        ("True".into(), "SecretInvalid".into())
+    );
+    assert_eq!(condition(&source, conditions::READY).0, "False");
+    assert!(
+        mover_jobs(&client).await.is_empty(),
+        "no Job may exist while the Secret is invalid"
+    );
+    // Reconciling again without a change does not retry.
+    let again = reconcile(&api, &ctx).await;
+    assert_eq!(again.status, source.status);
+    assert!(mover_jobs(&client).await.is_empty());
+
+    // Fixing the Secret starts the sync: the plan is in status and the Job has the right spec.
+    // metav1.Time has second precision; the fix must land in a later second than the attempt.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cluster.apply(&secret(Some("pw")));
+    let source = reconcile(&api, &ctx).await;
+    let plan = source
+        .status
+        .as_ref()
+        .unwrap()
+        .sync_plan
+        .clone()
+        .expect("sync plan recorded");
+    assert_eq!(
+        condition(&source, conditions::SYNCHRONIZING),
+        ("True".into(), "MoverRunning".into())
+    );
+    let jobs = mover_jobs(&client).await;
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.metadata.name.as_deref(), Some(plan.job_name.as_str()));
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "ReplicationSource"
+    );
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    let pod_spec = spec.template.spec.as_ref().unwrap();
+    let container = &pod_spec.containers[0];
+    assert_eq!(
+        container.command.as_deref().unwrap(),
+        ["sluice-mover", "job"]
+    );
+    let env: Vec<(String, String)> = container
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.name, v.value.unwrap_or_default()))
+        .collect();
+    assert!(
+        env.contains(&(
+            mover_env::ACTIONS.into(),
+            "unlock,backup,forget,prune".into()
+        )),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&(mover_env::RETAIN_DAILY.into(), "7".into())),
+        "{env:?}"
+    );
+    assert_eq!(
+        container.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "repo"
+    );
+    assert_eq!(
+        pod_spec.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "data"
+    );
+
+    // A second reconcile while the mover runs changes nothing and makes no second Job.
+    let running = reconcile(&api, &ctx).await;
+    assert_eq!(
+        running.status.as_ref().unwrap().sync_plan,
+        Some(plan.clone())
+    );
+    assert_eq!(mover_jobs(&client).await.len(), 1);
+
+    // The real Job controller makes the Pod; play the kubelet's part and end it with a result.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let selector =
+        ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", plan.job_name));
+    let mut pod = None;
+    for _ in 0..150 {
+        pod = pods.list(&selector).await.unwrap().items.into_iter().next();
+        if pod.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pod = pod.expect("kube-controller-manager created the mover Pod");
+    let result = MoverResult {
+        snapshot_id: Some("ab".repeat(32)),
+        snapshot_time: Some("2026-11-22T10:00:00Z".into()),
+        files_new: 12,
+        bytes_added: 4096,
+        total_bytes: 8192,
+        unlocked: true,
+        forgot: true,
+        pruned: true,
+        ..Default::default()
+    };
+    let terminated = json!({"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{
+            "name": "mover", "image": "sluice-mover:test", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": result.to_termination_message()}},
+        }],
+    }});
+    pods.patch_status(
+        &pod.metadata.name.clone().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&terminated),
+    )
+    .await
+    .unwrap();
+
+    let done = reconcile(&api, &ctx).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.sync_plan, None, "the sync ended");
+    assert_eq!(status.last_manual_sync.as_deref(), Some("first"));
+    let last = status
+        .last_sync
+        .clone()
+        .expect("lastSync filled from the result");
+    assert_eq!(last.snapshot_id, "ab".repeat(32));
+    assert_eq!(
+        (last.files_new, last.bytes_added, last.total_bytes),
+        (12, 4096, 8192)
+    );
+    assert!(
+        status.restic.unwrap().last_pruned.is_some(),
+        "prune ran, so lastPruned is stamped"
+    );
+    assert!(status.last_sync_time.is_some() && status.last_sync_duration.is_some());
+    assert_eq!(
+        condition(&done, conditions::READY),
+        ("True".into(), "SyncSucceeded".into())
+    );
+    assert_eq!(condition(&done, conditions::DEGRADED).0, "False");
+
+    // The Job is cleaned up, and the next reconcile waits for a new manual value.
+    for _ in 0..50 {
+        let left: Vec<Job> = mover_jobs(&client)
+            .await
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        mover_jobs(&client)
+            .await
+            .iter()
+            .all(|j| j.metadata.deletion_timestamp.is_some()),
+        "the Job was deleted"
+    );
+    let idle = reconcile(&api, &ctx).await;
+    assert_eq!(
+        condition(&idle, conditions::SYNCHRONIZING),
+        ("False".into(), "WaitingForManual".into())
+    );
+    let text = ctx.metrics.encode();
+    assert!(text.contains(r#"sluice_sync_bytes_added_total{kind="ReplicationSource",namespace="apps",name="db"} 4096"#), "{text}");
+    assert!(text.contains(r#"reason="SecretInvalid""#), "{text}");
+}
