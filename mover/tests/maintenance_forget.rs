@@ -191,7 +191,7 @@ fn malformed_keep_within_is_rejected_before_any_work() {
     // value was checked before the repository was even opened.
     let repo = Repo::new(&w.path().join("absent"));
     for bad in ["1x", "d", "5", "-1d", "1y2"] {
-        let out = exits(repo.sluice().args(["forget", "--keep-within", bad]), 1);
+        let out = exits(repo.sluice().arg("forget").arg(format!("--keep-within={bad}")), 1);
         let err = text(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
         assert!(
