@@ -27,7 +27,10 @@ fn restic_holding_lock(repo: &Repo) -> Child {
 }
 
 fn release(mut child: Child) {
-    drop(child.stdin.take());
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"held\n").unwrap();
+    drop(stdin);
     let status = child.wait().unwrap();
     assert!(status.success(), "restic backup --stdin failed: {status}");
 }

@@ -177,7 +177,10 @@ pub fn restic_restore(repo: &Repo, id: &str, target: &Path) -> BTreeMap<String, 
 pub fn wait_for_file(repo: &Repo, dir: &str, timeout: std::time::Duration) -> bool {
     let until = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < until {
-        if !repo.files(dir).is_empty() {
+        // Only complete files count: the local backend writes under a
+        // dot-prefixed temporary name first.
+        let complete = repo.files(dir).iter().any(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+        if complete {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
