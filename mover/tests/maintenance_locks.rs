@@ -95,11 +95,9 @@ fn exclusive_command_waits_for_or_reports_restics_lock() {
     ok(repo.sluice().arg("backup").arg(w.path().join("src")));
 
     // With --retry-lock the command waits until restic is done.
-    let waiting = repo
-        .sluice()
-        .args(["forget", "--keep-last", "1", "--retry-lock", "30s"])
-        .output();
-    let waiter = std::thread::spawn(move || waiting);
+    let mut waiting = repo.sluice();
+    waiting.args(["forget", "--keep-last", "1", "--retry-lock", "30s"]);
+    let waiter = std::thread::spawn(move || waiting.output());
     std::thread::sleep(Duration::from_secs(2));
     release(restic);
     let out = waiter.join().unwrap().unwrap();
