@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(status.last_manual_sync.as_deref(), Some("m1"));
         assert_eq!(status.consecutive_failures, None);
         assert_eq!(status.last_sync_time, Some(Time(finished)));
-        assert_eq!(status.last_sync_duration.unwrap().to_string(), "1m30.5s");
+        assert_eq!(status.last_sync_duration.unwrap().to_string(), "90.5s");
         let last = status.last_sync.unwrap();
         assert_eq!(last.bytes_added, 1000);
         assert_eq!(last.files_new, 3);
