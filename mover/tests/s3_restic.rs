@@ -203,3 +203,49 @@ fn backup_rides_out_minio_stopping_midway() {
         .arg(&dst));
     assert_same_files(&src, &dst);
 }
+
+#[test]
+fn kill_9_mid_upload_to_minio_loses_nothing() {
+    let minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+    for i in 0..4u8 {
+        let mut data = fs::read(src.join("sub/deeper/big.bin")).unwrap();
+        // Different content per copy, so every copy has to be uploaded.
+        for b in data.iter_mut().step_by(4096) {
+            *b ^= i + 1;
+        }
+        fs::write(src.join(format!("copy-{i}.bin")), data).unwrap();
+    }
+    ok(sluice(&minio, "crash/repo").arg("init"));
+    // Kill at several points: while listing, mid-pack, mid-upload, near the end.
+    for delay_ms in [150u64, 500, 1100, 2000] {
+        let mut backup = sluice(&minio, "crash/repo")
+            .current_dir(&src)
+            .args(["backup", "."])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = backup.kill(); // SIGKILL
+        let _ = backup.wait();
+        // No snapshot may point at missing data, whatever was written.
+        ok(minio
+            .restic("crash/repo", PASSWORD)
+            .args(["check", "--no-lock"]));
+    }
+    // The next backup takes over the killed one's stale lock and succeeds.
+    ok(sluice(&minio, "crash/repo")
+        .current_dir(&src)
+        .args(["backup", "."]));
+    ok(minio
+        .restic("crash/repo", PASSWORD)
+        .args(["check", "--read-data"]));
+    let dst = work.path().join("restored");
+    ok(sluice(&minio, "crash/repo")
+        .args(["restore", "latest", "--target"])
+        .arg(&dst));
+    assert_same_files(&src, &dst);
+}

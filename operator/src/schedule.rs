@@ -196,7 +196,7 @@ mod tests {
         let due = schedule
             .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T11:00:00Z"))
             .unwrap();
-        assert_eq!(due.now, true);
+        assert!(due.now);
         assert_eq!(due.missed, 0);
         assert_eq!(due.next, ts("2026-11-22T12:00:00Z"));
     }
