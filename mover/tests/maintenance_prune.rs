@@ -116,7 +116,12 @@ fn malformed_max_unused_is_rejected_before_any_work() {
     let w = tempfile::tempdir().unwrap();
     let repo = Repo::new(&w.path().join("absent"));
     for bad in ["5%%", "abc", "101%", "-3%"] {
-        let out = exits(repo.sluice().arg("prune").arg(format!("--max-unused={bad}")), 1);
+        let out = exits(
+            repo.sluice()
+                .arg("prune")
+                .arg(format!("--max-unused={bad}")),
+            1,
+        );
         let err = text(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("--max-unused"), "{err}");

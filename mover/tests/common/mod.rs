@@ -179,7 +179,10 @@ pub fn wait_for_file(repo: &Repo, dir: &str, timeout: std::time::Duration) -> bo
     while std::time::Instant::now() < until {
         // Only complete files count: the local backend writes under a
         // dot-prefixed temporary name first.
-        let complete = repo.files(dir).iter().any(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+        let complete = repo
+            .files(dir)
+            .iter()
+            .any(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
         if complete {
             return true;
         }
