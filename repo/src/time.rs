@@ -33,9 +33,17 @@ pub fn format(ts: Timestamp, offset: Offset) -> String {
     s
 }
 
+/// The system's time zone, looked up once: a backup formats three times
+/// per file, and each lookup would otherwise consult the environment and
+/// the zone database again.
+fn local_zone() -> &'static TimeZone {
+    static ZONE: std::sync::OnceLock<TimeZone> = std::sync::OnceLock::new();
+    ZONE.get_or_init(TimeZone::system)
+}
+
 /// Formats `ts` in the system's local time zone.
 pub fn format_local(ts: Timestamp) -> String {
-    format(ts, TimeZone::system().to_offset(ts))
+    format(ts, local_zone().to_offset(ts))
 }
 
 /// Now, in the local time zone.
