@@ -27,13 +27,20 @@ fn sluice_backup_dot(repo: &Repo, src: &Path, extra: &[&str]) -> serde_json::Val
     last_json(&out)
 }
 
-#[test]
-fn restic_checks_and_restores_what_sluice_wrote() {
+/// A work directory holding the awkward tree at `src` and a fresh sluice
+/// repository beside it.
+fn awkward_tree_and_repo() -> (tempfile::TempDir, std::path::PathBuf, Repo) {
     let w = workdir();
     let src = w.path().join("src");
     make_awkward_tree(&src);
     let repo = Repo::local(&w.path().join("repo"));
     init_sluice(&repo);
+    (w, src, repo)
+}
+
+#[test]
+fn restic_checks_and_restores_what_sluice_wrote() {
+    let (w, src, repo) = awkward_tree_and_repo();
     let summary = sluice_backup_dot(&repo, &src, &[]);
     assert_eq!(summary["message_type"], "summary");
     let id = summary["snapshot_id"].as_str().unwrap().to_string();
@@ -58,11 +65,7 @@ fn restic_checks_and_restores_what_sluice_wrote() {
 
 #[test]
 fn sluice_restores_its_own_backup_exactly_and_sparsely() {
-    let w = workdir();
-    let src = w.path().join("src");
-    make_awkward_tree(&src);
-    let repo = Repo::local(&w.path().join("repo"));
-    init_sluice(&repo);
+    let (w, src, repo) = awkward_tree_and_repo();
     sluice_backup_dot(&repo, &src, &[]);
     let dst = w.path().join("dst");
     ok(repo
@@ -161,11 +164,7 @@ fn chunk_boundaries_match_restic_so_changes_deduplicate() {
 
 #[test]
 fn unchanged_files_are_not_read_again() {
-    let w = workdir();
-    let src = w.path().join("src");
-    make_awkward_tree(&src);
-    let repo = Repo::local(&w.path().join("repo"));
-    init_sluice(&repo);
+    let (_work, src, repo) = awkward_tree_and_repo();
     let first = sluice_backup_dot(&repo, &src, &[]);
     assert_eq!(first["files_new"], 20, "{first}");
     let second = sluice_backup_dot(&repo, &src, &[]);
