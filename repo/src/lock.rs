@@ -7,7 +7,12 @@
 //!
 //! Taking a lock: remove stale locks (logging each), check for conflicts,
 //! write our lock, wait briefly so concurrent writers become visible, and
-//! check again. A held lock is refreshed every 5 minutes (a new file, then
+//! check again. The wait is only for stores whose listings may lag behind
+//! writes (object storage, network file systems): on a local file system a
+//! renamed-in lock file is in the very next listing, so of two processes
+//! that each write then list, the one that lists last always sees the
+//! other, with or without the wait. Skipping it there saves 200 ms on every
+//! command, most of a no-change backup's wall time. A held lock is refreshed every 5 minutes (a new file, then
 //! the old one removed) so others never take it for stale.
 //!
 //! Stale means older than 30 minutes, or held by this host with a dead pid.
@@ -47,8 +52,39 @@ pub struct LockFile {
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is rewritten.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
-/// Pause between writing our lock and re-checking for conflicts.
+/// Pause between writing our lock and re-checking for conflicts, on stores
+/// whose listings may lag (restic waits as long on every store).
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// True when `location` is a directory on a local file system, whose
+/// directory listings show a completed rename at once. Network file systems
+/// cache listings, so they keep the settle wait, as does anything that is
+/// not a directory here (object storage URLs).
+fn listing_is_immediate(location: &str) -> bool {
+    let Ok(path) = std::ffi::CString::new(location) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own; the path is a
+    // NUL-terminated string.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0
+        || !std::path::Path::new(location).is_dir()
+    {
+        return false;
+    }
+    // f_type values from linux/magic.h (and CIFS/SMB2 from fs/smb).
+    const NETWORK: [i64; 8] = [
+        0x6969,     // NFS
+        0x517b,     // SMB
+        0xfe534d42, // SMB2
+        0xff534d42, // CIFS
+        0x65735546, // FUSE (sshfs, s3fs, rclone mount, ...)
+        0x00c36400, // Ceph
+        0x01021997, // 9P
+        0x47504653, // GPFS
+    ];
+    !NETWORK.contains(&(fs.f_type as i64))
+}
 
 /// How to take a lock.
 #[derive(Clone, Debug)]
@@ -242,7 +278,9 @@ fn try_acquire(
         version,
         &new_lock_file(options),
     )?;
-    std::thread::sleep(SETTLE);
+    if !listing_is_immediate(&repo.backend().location()) {
+        std::thread::sleep(SETTLE);
+    }
     if let Some(holder) = conflict(repo, options, Some(id))? {
         repo.backend().remove(FileKind::Lock, &id.to_hex())?;
         return Ok(Err(holder));
@@ -292,4 +330,19 @@ pub fn read(backend: &dyn Backend, key: &Key, id: &Id) -> Result<LockFile> {
     let raw = backend.load(FileKind::Lock, &id.to_hex())?;
     let plain = open_unpacked(key, &format!("locks/{id}"), &raw)?;
     serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("locks/{id}"), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listing_is_immediate;
+
+    #[test]
+    fn local_directories_skip_the_settle_wait_and_urls_keep_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(listing_is_immediate(&dir.path().display().to_string()));
+        assert!(!listing_is_immediate("s3:http://127.0.0.1:9000/bucket"));
+        assert!(!listing_is_immediate(
+            &dir.path().join("missing").display().to_string()
+        ));
+    }
 }
