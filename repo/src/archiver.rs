@@ -5,10 +5,17 @@
 //! is set by queue sizes, never by file or volume size:
 //!
 //! ```text
-//! walker ──files──▶ file readers ──blobs──▶ blob workers ──▶ PackSink ──▶ uploaders
-//!    │              (read, chunk, hash)     (compress, encrypt)
+//! walker ──files──▶ file readers ──chunks──▶ blob workers ──▶ PackSink ──▶ uploaders
+//!    │              (read, chunk)      (hash, compress, encrypt)
 //!    └──dirs (post-order)──▶ tree saver ──tree blobs──┘
 //! ```
+//!
+//! Readers cut chunks and pass them on at once; each chunk's id comes back
+//! from the worker that hashed it, and the tree saver collects a file's ids
+//! in order. Hashing on the workers keeps the reader, the one stage that
+//! cannot split a file, doing only reads and cut-point search; a large file
+//! additionally gets its cut points searched on every core. Each reader
+//! reuses one buffer for every file it reads.
 //!
 //! The walker visits directories in name order and compares each file with
 //! the same path in the parent snapshot: a file whose size, mtime, ctime and
@@ -29,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, MAX_SIZE};
 use crate::exclude::Excludes;
 use crate::id::IdSet;
 use crate::pack::BlobType;
@@ -114,9 +121,10 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
 }
 
-/// What reading a file gives: its content list and size, or `None` when it
-/// could not be read (a warning, not a failure).
-type FileContent = Option<(Vec<Id>, u64)>;
+/// What reading a file gives: where each chunk's id will arrive (in file
+/// order) and the size, or `None` when it could not be read (a warning, not
+/// a failure).
+type FileContent = Option<(Vec<Receiver<Id>>, u64)>;
 
 /// A file the readers must read.
 struct FileJob {
@@ -137,10 +145,12 @@ struct DirJob {
     reply: Sender<Result<Id>>,
 }
 
-struct BlobJob {
-    blob_type: BlobType,
-    id: Id,
-    data: Vec<u8>,
+/// Work for the blob workers.
+enum BlobJob {
+    /// A file chunk: hash it, reply with its id, store it if new.
+    Data { data: Vec<u8>, reply: Sender<Id> },
+    /// A tree the tree saver found new.
+    Tree { id: Id, data: Vec<u8> },
 }
 
 #[derive(Default)]
@@ -164,6 +174,18 @@ fn bump(c: &AtomicU64, n: u64) {
 /// Bytes read from a file per system call.
 const READ_SIZE: usize = 1 << 20;
 
+/// Files at least this large are chunked on every core when the shared
+/// window is free: below it, several files in flight already keep the
+/// cores busy.
+const LARGE_FILE: u64 = 32 << 20;
+
+/// The shared window for large files: room for the unfinished chunk plus
+/// one region of at least the parallel search's minimum per thread, capped
+/// so memory stays bounded on machines with many cores.
+fn window_size(cpus: usize) -> usize {
+    MAX_SIZE + cpus.clamp(1, 4) * 2 * MAX_SIZE
+}
+
 struct Archiver<'a> {
     repo: &'a Repository,
     excludes: Excludes,
@@ -177,6 +199,12 @@ struct Archiver<'a> {
     warnings: Mutex<Vec<String>>,
     users: Mutex<HashMap<u32, String>>,
     groups: Mutex<HashMap<u32, String>>,
+    /// The one read buffer for large files (allocated on first use), so
+    /// that a single large file uses every core while memory stays bounded
+    /// whatever the number of readers.
+    window: Mutex<Vec<u8>>,
+    window_size: usize,
+    cpus: usize,
 }
 
 /// Backs up `options.targets` into `repo` and writes a snapshot.
@@ -193,6 +221,9 @@ pub fn backup(
         None => None,
     };
 
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let arch = Archiver {
         repo,
         excludes: Excludes::new(&options.excludes),
@@ -205,6 +236,9 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         users: Mutex::new(HashMap::new()),
         groups: Mutex::new(HashMap::new()),
+        window: Mutex::new(Vec::new()),
+        window_size: window_size(cpus),
+        cpus,
     };
     let sink = PackSink::new(
         repo.backend().clone(),
@@ -377,8 +411,10 @@ impl Archiver<'_> {
                 let rx = file_rx.clone();
                 let tx = blob_tx.clone();
                 s.spawn(move || {
+                    // Reused from file to file: reading allocates nothing.
+                    let mut buf = Vec::new();
                     for job in rx {
-                        let res = self.read_file(&job.path, &tx);
+                        let res = self.read_file(&job.path, &mut buf, &tx);
                         let _ = job.reply.send(res);
                     }
                 });
@@ -437,19 +473,50 @@ impl Archiver<'_> {
             if self.failed.load(Ordering::Relaxed) {
                 continue; // drain so senders never block
             }
-            let (sealed, ulen) = self.repo.seal_blob(job.blob_type, &job.data);
-            if job.blob_type == BlobType::Data {
+            let (blob_type, id, data) = match job {
+                BlobJob::Tree { id, data } => (BlobType::Tree, id, data),
+                BlobJob::Data { data, reply } => {
+                    let id = Id::hash(&data);
+                    let len = data.len() as u64;
+                    bump(&self.progress.bytes_done, len);
+                    // The file's content list only needs the id.
+                    let _ = reply.send(id);
+                    if !self.is_new_blob(&id) {
+                        continue;
+                    }
+                    bump(&self.counters.data_blobs, 1);
+                    bump(&self.counters.data_added, len);
+                    bump(&self.progress.bytes_added, len);
+                    (BlobType::Data, id, data)
+                }
+            };
+            let (sealed, ulen) = self.repo.seal_blob(blob_type, &data);
+            drop(data);
+            if blob_type == BlobType::Data {
                 bump(&self.counters.data_added_packed, sealed.len() as u64);
             }
-            if let Err(e) = sink.add(job.blob_type, job.id, &sealed, ulen) {
+            if let Err(e) = sink.add(blob_type, id, &sealed, ulen) {
                 self.fail(e);
             }
         }
     }
 
-    /// Reads, chunks and hashes one file, queueing new blobs. `Ok(None)`
-    /// when the file could not be read (a warning, not a failure).
-    fn read_file(&self, path: &Path, blobs: &Sender<BlobJob>) -> Result<FileContent> {
+    /// Reads and chunks one file, queueing every chunk for the blob
+    /// workers, which hash it and store it if new. `Ok(None)` when the file
+    /// could not be read (a warning, not a failure).
+    ///
+    /// The chunks go out as they are cut, so hashing, compression,
+    /// encryption and upload of a file's early chunks run while later ones
+    /// are read. A large file that gets the shared [`Archiver::window`] is
+    /// read in big windows and its cut points searched on every core
+    /// ([`Chunker::parallel_next_boundaries`], identical to the sequential
+    /// cuts); other files are read through the reader's own buffer.
+    fn read_file(
+        &self,
+        path: &Path,
+        buf: &mut Vec<u8>,
+        blobs: &Sender<BlobJob>,
+    ) -> Result<FileContent> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -468,68 +535,73 @@ impl Archiver<'_> {
                 return Ok(None);
             }
         };
+        let large = file
+            .metadata()
+            .map(|m| m.len() >= LARGE_FILE)
+            .unwrap_or(false);
+        let mut window = if large {
+            self.window.try_lock().ok()
+        } else {
+            None
+        };
+        let (buf, capacity, threads) = match window.as_deref_mut() {
+            Some(w) => (w, self.window_size, self.cpus),
+            None => (buf, MAX_SIZE + READ_SIZE, 1),
+        };
         let mut chunker = self.chunker.clone();
         chunker.reset();
         let mut content = Vec::new();
         let mut size = 0u64;
-        let mut cur: Vec<u8> = Vec::with_capacity(READ_SIZE);
-        let mut scanned = 0usize;
-        let mut emit = |chunk: Vec<u8>, content: &mut Vec<Id>| -> Result<()> {
-            let id = Id::hash(&chunk);
-            content.push(id);
-            let len = chunk.len() as u64;
-            size += len;
-            bump(&self.progress.bytes_done, len);
-            if self.is_new_blob(&id) {
-                bump(&self.counters.data_blobs, 1);
-                bump(&self.counters.data_added, len);
-                bump(&self.progress.bytes_added, len);
-                blobs
-                    .send(BlobJob {
-                        blob_type: BlobType::Data,
-                        id,
-                        data: chunk,
-                    })
-                    .map_err(|_| self.stopped())?;
-            }
-            Ok(())
-        };
+        // buf[..filled] holds the unfinished chunk (consumed by the chunker
+        // up to `filled`) followed by nothing: every read appends.
+        let mut filled = 0usize;
         loop {
-            if scanned == cur.len() {
-                if self.failed.load(Ordering::Relaxed) {
-                    return Err(self.stopped());
-                }
-                let at = cur.len();
-                cur.resize(at + READ_SIZE, 0);
-                let n = match read_full(&mut file, &mut cur[at..]) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.warn(format!("skipped {}: read failed: {e}", path.display()));
-                        return Ok(None);
-                    }
-                };
-                cur.truncate(at + n);
-                if n == 0 {
-                    break;
-                }
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(self.stopped());
             }
-            match chunker.next_boundary(&cur[scanned..]) {
-                Some(n) => {
-                    let rest = cur[scanned + n..].to_vec();
-                    cur.truncate(scanned + n);
-                    let chunk = std::mem::replace(&mut cur, rest);
-                    cur.reserve(READ_SIZE);
-                    scanned = 0;
-                    emit(chunk, &mut content)?;
-                }
-                None => scanned = cur.len(),
+            if buf.len() < capacity {
+                buf.resize(capacity, 0);
             }
+            let n = match read_full(&mut file, &mut buf[filled..capacity]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.warn(format!("skipped {}: read failed: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let cuts = chunker.parallel_next_boundaries(&buf[filled..filled + n], threads);
+            let mut start = 0;
+            for cut in cuts {
+                let end = filled + cut;
+                content.push(self.queue_chunk(&buf[start..end], blobs)?);
+                size += (end - start) as u64;
+                start = end;
+            }
+            filled += n;
+            buf.copy_within(start..filled, 0);
+            filled -= start;
         }
-        if !cur.is_empty() {
-            emit(cur, &mut content)?;
+        if filled > 0 {
+            content.push(self.queue_chunk(&buf[..filled], blobs)?);
+            size += filled as u64;
         }
         bump(&self.progress.files_done, 1);
         Ok(Some((content, size)))
+    }
+
+    /// Hands one chunk to the blob workers; its id arrives on the receiver.
+    fn queue_chunk(&self, chunk: &[u8], blobs: &Sender<BlobJob>) -> Result<Receiver<Id>> {
+        let (tx, rx) = bounded(1);
+        blobs
+            .send(BlobJob::Data {
+                data: chunk.to_vec(),
+                reply: tx,
+            })
+            .map_err(|_| self.stopped())?;
+        Ok(rx)
     }
 
     /// Collects a directory's results in order and stores its tree.
@@ -545,9 +617,13 @@ impl Archiver<'_> {
                 Pending::Ready(node) => tree.nodes.push(node),
                 Pending::File(mut node, rx) => {
                     // An unreadable file is left out; it was already warned about.
-                    if let Some((content, size)) =
+                    if let Some((chunks, size)) =
                         rx.recv().unwrap_or_else(|_| Err(self.stopped()))?
                     {
+                        let content = chunks
+                            .into_iter()
+                            .map(|c| c.recv().map_err(|_| self.stopped()))
+                            .collect::<Result<Vec<Id>>>()?;
                         node.content = Some(content);
                         node.size = size;
                         tree.nodes.push(node);
@@ -569,11 +645,7 @@ impl Archiver<'_> {
         if self.is_new_blob(&id) {
             bump(&self.counters.tree_blobs, 1);
             blobs
-                .send(BlobJob {
-                    blob_type: BlobType::Tree,
-                    id,
-                    data: blob,
-                })
+                .send(BlobJob::Tree { id, data: blob })
                 .map_err(|_| self.stopped())?;
         }
         Ok(id)
