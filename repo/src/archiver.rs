@@ -27,16 +27,15 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::chunker::{Chunker, MAX_SIZE};
+use crate::chunker::{Chunker, MAX_SIZE, MIN_SIZE};
 use crate::exclude::Excludes;
 use crate::id::IdSet;
 use crate::pack::BlobType;
@@ -124,7 +123,24 @@ pub struct BackupResult {
 /// What reading a file gives: where each chunk's id will arrive (in file
 /// order) and the size, or `None` when it could not be read (a warning, not
 /// a failure).
-type FileContent = Option<(Vec<Receiver<Id>>, u64)>;
+type FileContent = Option<(Vec<ChunkId>, u64)>;
+
+/// One chunk of a file's content list.
+enum ChunkId {
+    /// Known without hashing (a chunk of zeros from a hole).
+    Known(Id),
+    /// Arrives from the blob worker that hashes the chunk.
+    Pending(Receiver<Id>),
+}
+
+impl ChunkId {
+    fn wait(self) -> Option<Id> {
+        match self {
+            ChunkId::Known(id) => Some(id),
+            ChunkId::Pending(rx) => rx.recv().ok(),
+        }
+    }
+}
 
 /// A file the readers must read.
 struct FileJob {
@@ -205,6 +221,8 @@ struct Archiver<'a> {
     window: Mutex<Vec<u8>>,
     window_size: usize,
     cpus: usize,
+    /// The id of a chunk of MIN_SIZE zero bytes, computed on first use.
+    zero_chunk_id: OnceLock<Id>,
 }
 
 /// Backs up `options.targets` into `repo` and writes a snapshot.
@@ -239,6 +257,7 @@ pub fn backup(
         window: Mutex::new(Vec::new()),
         window_size: window_size(cpus),
         cpus,
+        zero_chunk_id: OnceLock::new(),
     };
     let sink = PackSink::new(
         repo.backend().clone(),
@@ -528,17 +547,24 @@ impl Archiver<'_> {
             }
             o.open(path)
         };
-        let mut file: File = match open(true).or_else(|_| open(false)) {
+        let file: File = match open(true).or_else(|_| open(false)) {
             Ok(f) => f,
             Err(e) => {
                 self.warn(format!("skipped {}: {e}", path.display()));
                 return Ok(None);
             }
         };
-        let large = file
-            .metadata()
-            .map(|m| m.len() >= LARGE_FILE)
-            .unwrap_or(false);
+        let meta = file.metadata().ok();
+        // Allocated bytes, not the length: holes cost no chunking.
+        let large = meta
+            .as_ref()
+            .is_some_and(|m| m.blocks().saturating_mul(512).min(m.len()) >= LARGE_FILE);
+        // Only files with fewer blocks than bytes have holes worth looking
+        // for; the others are read without the extra seeks.
+        let mut holes = meta
+            .as_ref()
+            .filter(|m| m.blocks().saturating_mul(512) < m.len())
+            .map(|m| Holes::new(&file, m.len()));
         let mut window = if large {
             self.window.try_lock().ok()
         } else {
@@ -552,8 +578,9 @@ impl Archiver<'_> {
         chunker.reset();
         let mut content = Vec::new();
         let mut size = 0u64;
-        // buf[..filled] holds the unfinished chunk (consumed by the chunker
-        // up to `filled`) followed by nothing: every read appends.
+        let mut pos = 0u64;
+        // buf[..filled] holds the unfinished chunk, already consumed by the
+        // chunker; every read appends to it.
         let mut filled = 0usize;
         loop {
             if self.failed.load(Ordering::Relaxed) {
@@ -562,16 +589,44 @@ impl Archiver<'_> {
             if buf.len() < capacity {
                 buf.resize(capacity, 0);
             }
-            let n = match read_full(&mut file, &mut buf[filled..capacity]) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.warn(format!("skipped {}: read failed: {e}", path.display()));
-                    return Ok(None);
+            let room = capacity - filled;
+            let n = match holes.as_mut().map_or(Region::Data(u64::MAX), |h| h.at(pos)) {
+                Region::Hole(end) => {
+                    let hole = end - pos;
+                    if filled == 0 && hole >= MIN_SIZE as u64 {
+                        // A chunk starting in a run of zeros ends exactly
+                        // MIN_SIZE later, whatever the polynomial: restic
+                        // stores the run as identical zero chunks.
+                        let whole = hole / MIN_SIZE as u64;
+                        for _ in 0..whole {
+                            content.push(self.zero_chunk(blobs)?);
+                        }
+                        size += whole * MIN_SIZE as u64;
+                        pos += whole * MIN_SIZE as u64;
+                        continue;
+                    }
+                    // Just enough zeros for the chunk in progress to end
+                    // in the hole, so the next one starts at a cut.
+                    let want = MIN_SIZE.saturating_sub(filled).max(64);
+                    let n = (want as u64).min(hole).min(room as u64) as usize;
+                    buf[filled..filled + n].fill(0);
+                    n
+                }
+                Region::Data(end) => {
+                    let n = (room as u64).min(end - pos) as usize;
+                    match read_full_at(&file, &mut buf[filled..filled + n], pos) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.warn(format!("skipped {}: read failed: {e}", path.display()));
+                            return Ok(None);
+                        }
+                    }
                 }
             };
             if n == 0 {
                 break;
             }
+            pos += n as u64;
             let cuts = chunker.parallel_next_boundaries(&buf[filled..filled + n], threads);
             let mut start = 0;
             for cut in cuts {
@@ -592,8 +647,22 @@ impl Archiver<'_> {
         Ok(Some((content, size)))
     }
 
+    /// A whole chunk of zeros from a hole: its id is known without reading
+    /// or hashing, and only the first one of a backup goes to the workers
+    /// (which store it unless the repository has it).
+    fn zero_chunk(&self, blobs: &Sender<BlobJob>) -> Result<ChunkId> {
+        let id = *self
+            .zero_chunk_id
+            .get_or_init(|| Id::hash(&vec![0u8; MIN_SIZE]));
+        if self.repo.index().contains(&id) || self.known.lock().expect("known").contains(&id) {
+            bump(&self.progress.bytes_done, MIN_SIZE as u64);
+            return Ok(ChunkId::Known(id));
+        }
+        self.queue_chunk(&vec![0u8; MIN_SIZE], blobs)
+    }
+
     /// Hands one chunk to the blob workers; its id arrives on the receiver.
-    fn queue_chunk(&self, chunk: &[u8], blobs: &Sender<BlobJob>) -> Result<Receiver<Id>> {
+    fn queue_chunk(&self, chunk: &[u8], blobs: &Sender<BlobJob>) -> Result<ChunkId> {
         let (tx, rx) = bounded(1);
         blobs
             .send(BlobJob::Data {
@@ -601,7 +670,7 @@ impl Archiver<'_> {
                 reply: tx,
             })
             .map_err(|_| self.stopped())?;
-        Ok(rx)
+        Ok(ChunkId::Pending(rx))
     }
 
     /// Collects a directory's results in order and stores its tree.
@@ -622,7 +691,7 @@ impl Archiver<'_> {
                     {
                         let content = chunks
                             .into_iter()
-                            .map(|c| c.recv().map_err(|_| self.stopped()))
+                            .map(|c| c.wait().ok_or_else(|| self.stopped()))
                             .collect::<Result<Vec<Id>>>()?;
                         node.content = Some(content);
                         node.size = size;
@@ -725,10 +794,12 @@ impl Archiver<'_> {
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads into all of `buf` from `offset` on, short only at the end of
+/// the file.
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -736,6 +807,62 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// What lies at a file offset, up to which offset.
+enum Region {
+    Data(u64),
+    Hole(u64),
+}
+
+/// A sparse file's holes, found with `SEEK_DATA`/`SEEK_HOLE` so they are
+/// not read from disk.
+struct Holes {
+    fd: std::os::fd::RawFd,
+    /// The size when the file was opened; bytes past it are read as data
+    /// (the file may have grown).
+    size: u64,
+    /// The data extent last found: [start, end).
+    data: (u64, u64),
+}
+
+impl Holes {
+    fn new(file: &File, size: u64) -> Holes {
+        use std::os::fd::AsRawFd;
+        Holes {
+            fd: file.as_raw_fd(),
+            size,
+            data: (0, 0),
+        }
+    }
+
+    fn at(&mut self, pos: u64) -> Region {
+        if pos >= self.size {
+            return Region::Data(u64::MAX);
+        }
+        if (self.data.0..self.data.1).contains(&pos) {
+            return Region::Data(self.data.1);
+        }
+        let seek = |whence| {
+            // SAFETY: lseek on a descriptor the caller keeps open.
+            let r = unsafe { libc::lseek(self.fd, pos as libc::off_t, whence) };
+            (r >= 0).then_some(r as u64)
+        };
+        match seek(libc::SEEK_DATA) {
+            // No data after `pos`: a hole up to the end.
+            None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => {
+                Region::Hole(self.size)
+            }
+            // The file system cannot tell: read everything.
+            None => Region::Data(u64::MAX),
+            Some(d) if d > pos => Region::Hole(d.min(self.size)),
+            Some(_) => {
+                let end = seek(libc::SEEK_HOLE).unwrap_or(u64::MAX).max(pos + 1);
+                self.data = (pos, end);
+                Region::Data(end)
+            }
+        }
+    }
 }
 
 /// True when a file may keep its content list from the parent snapshot.
