@@ -48,6 +48,9 @@ pub struct MoverResult {
     /// Wall-clock duration of the whole run, in seconds.
     #[serde(default)]
     pub duration_seconds: f64,
+    /// The backup found no repository and created it.
+    #[serde(default)]
+    pub initialized: bool,
     /// Stale locks were removed before the run.
     #[serde(default)]
     pub unlocked: bool,

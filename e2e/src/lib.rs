@@ -16,9 +16,11 @@ pub mod node;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod stack;
 pub mod tools;
 
 pub use cluster::Cluster;
 pub use minio::MinIo;
 pub use node::NodeEmulator;
+pub use stack::Stack;
 pub use tools::Tool;

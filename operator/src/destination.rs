@@ -23,7 +23,7 @@ use serde_json::json;
 use sluice_api::{
     DestinationCopyMethod, MoverOutcome, MoverStatus, OnMissingSnapshot, ReplicationDestination,
     ReplicationDestinationStatus, RestoredSnapshot, SyncPlan,
-    conditions::reason,
+    conditions::{self, reason},
     labels,
     mover_result::{ErrorClass, MoverResult},
 };
@@ -186,7 +186,14 @@ async fn idle(
             .is_some_and(|(modified, attempt)| modified > attempt.0),
         None => false,
     };
-    let unblocked = failed && status.next_sync_time.is_none() && secret_changed;
+    // After a failure the same Job cannot fix, only a spec or Secret change starts another.
+    let blocked = failed && status.next_sync_time.is_none();
+    let degraded_generation = status::condition(&status.conditions, conditions::DEGRADED)
+        .and_then(|c| c.observed_generation);
+    if blocked && degraded_generation == generation && !secret_changed {
+        return Ok(Action::requeue(SECRET_RECHECK));
+    }
+    let unblocked = blocked;
     let due = retry_due
         || manual_due
         || spec_due
@@ -282,6 +289,12 @@ async fn idle(
     }
 
     let plan = plan::destination_plan(destination, now);
+    tracing::info!(
+        namespace = %namespace,
+        name = %destination.name_any(),
+        job = %plan.job_name,
+        "restore started"
+    );
     status.last_sync_start_time = Some(plan.started_at.clone());
     status.sync_plan = Some(plan.clone());
     status::synchronizing(
@@ -514,6 +527,12 @@ async fn finish(
                 generation,
                 now,
             );
+            tracing::info!(
+                namespace = %namespace,
+                name = %destination.name_any(),
+                job = %plan.job_name,
+                "restore succeeded: {message}"
+            );
             ctx.metrics.sync_succeeded(
                 &object,
                 now.as_second() as f64,
@@ -562,6 +581,14 @@ async fn finish(
                     );
                 }
             }
+            tracing::warn!(
+                namespace = %namespace,
+                name = %destination.name_any(),
+                job = %plan.job_name,
+                reason,
+                failures,
+                "restore failed: {message}"
+            );
             ctx.metrics
                 .sync_failed(&object, now.as_second() as f64, reason);
             ctx.event(destination, EventType::Warning, reason, "Restore", message)

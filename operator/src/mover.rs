@@ -19,7 +19,16 @@ pub fn result_from_pod(pod: &Pod) -> Option<MoverResult> {
         .find(|status| status.name == MOVER_CONTAINER)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
     let message = terminated.message.clone().unwrap_or_default();
-    match MoverResult::from_termination_message(&message) {
+    // With FallbackToLogsOnError the message is the log tail when the result file could not
+    // be written; the mover prints its result as the last line of its output too.
+    let parsed = MoverResult::from_termination_message(&message).or_else(|error| {
+        message
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty() && line.trim_start().starts_with('{'))
+            .map_or(Err(error), MoverResult::from_termination_message)
+    });
+    match parsed {
         Ok(result) if terminated.exit_code != 0 && result.error_class.is_none() => {
             Some(MoverResult {
                 error_class: Some(ErrorClass::Internal),
@@ -116,6 +125,20 @@ mod tests {
         };
         let result = result_from_pod(&terminated(1, &failed.to_termination_message())).unwrap();
         assert_eq!(result.error_class, Some(ErrorClass::WrongPassword));
+    }
+
+    #[test]
+    fn a_result_line_in_the_log_tail_is_the_result() {
+        let written = MoverResult {
+            error_class: Some(ErrorClass::RepositoryNotFound),
+            message: Some("no repository".into()),
+            ..Default::default()
+        };
+        let tail = format!(
+            "Fatal: no repository\n{}\nWARN could not write the result file\n",
+            written.to_termination_message()
+        );
+        assert_eq!(result_from_pod(&terminated(10, &tail)), Some(written));
     }
 
     #[test]

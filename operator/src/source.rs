@@ -215,7 +215,9 @@ async fn idle(
     let continuous = trigger.schedule.is_none() && trigger.manual.is_none();
     let schedule_due = due.as_ref().is_some_and(|due| due.now);
 
-    if failed && !retry_due && status.next_sync_time.is_some() && !manual_due {
+    // A failed sync, manual ones included, is retried on its backoff only: a manual trigger
+    // that failed must not become a Job storm. status.nextSyncTime says when.
+    if failed && !retry_due && status.next_sync_time.is_some() {
         let next = status.next_sync_time.as_ref().map_or(now, |t| t.0);
         return Ok(Action::requeue(until(next, now)));
     }
@@ -298,6 +300,14 @@ async fn idle(
     );
     // The plan is stored before anything is created, so the Job derives from it alone.
     apply_status(ctx, source, status).await?;
+    tracing::info!(
+        namespace = %namespace,
+        name = %source.name_any(),
+        job = %plan.job_name,
+        actions = %plan::actions_env(&plan.actions),
+        missed,
+        "sync started"
+    );
     ctx.event(
         source,
         EventType::Normal,
@@ -567,6 +577,15 @@ async fn finish(
                 now,
             );
             let seconds = now.duration_since(plan.started_at.0).as_secs_f64();
+            tracing::info!(
+                namespace = %source.namespace().unwrap_or_default(),
+                name = %source.name_any(),
+                job = %plan.job_name,
+                snapshot = result.snapshot_id.as_deref().unwrap_or(""),
+                bytes_added = result.bytes_added,
+                seconds,
+                "sync succeeded"
+            );
             ctx.metrics.sync_succeeded(
                 &object,
                 now.as_second() as f64,
@@ -613,6 +632,15 @@ async fn finish(
                     );
                 }
             }
+            tracing::warn!(
+                namespace = %source.namespace().unwrap_or_default(),
+                name = %source.name_any(),
+                job = %plan.job_name,
+                reason = failure_reason,
+                failures,
+                next = ?status.next_sync_time.as_ref().map(|t| t.0.to_string()),
+                "sync failed: {message}"
+            );
             ctx.metrics
                 .sync_failed(&object, now.as_second() as f64, failure_reason);
             ctx.event(source, EventType::Warning, failure_reason, "Sync", message)

@@ -119,6 +119,9 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         .hostname
         .clone()
         .unwrap_or_else(sluice_repo::host::hostname);
+    if cfg.has("backup") {
+        result.initialized = initialize_if_missing(&g)?;
+    }
     if cfg.has("unlock") {
         let repo = repo_open::open(&g)?;
         let opts = LockOptions {
@@ -186,6 +189,39 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
     Ok(())
 }
 
+/// Creates the repository when a backup finds none at its location, as
+/// VolSync's restic mover does, so a new ReplicationSource needs no manual
+/// `init`. Only a missing `config` counts: a wrong password or an
+/// unreachable bucket stays an error. Restores never create repositories.
+fn initialize_if_missing(g: &Global) -> Result<bool> {
+    match repo_open::open(g) {
+        Ok(_) => Ok(false),
+        Err(e)
+            if matches!(
+                e.downcast_ref::<sluice_repo::Error>(),
+                Some(sluice_repo::Error::RepositoryNotFound { .. })
+            ) =>
+        {
+            let backend = repo_open::backend(g)?;
+            let location = backend.location();
+            match sluice_repo::Repository::init(
+                backend,
+                &repo_open::password(g)?,
+                repo_open::options(g),
+            ) {
+                Ok(repo) => {
+                    tracing::info!(%location, id = %repo.config().id, "created the repository");
+                    Ok(true)
+                }
+                // Another source sharing the repository created it first.
+                Err(sluice_repo::Error::RepositoryExists { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs another command exactly as the CLI would, with the job's global
 /// settings, so jobs and people share one code path and one set of checks.
 fn run_command(g: &Global, argv: Vec<String>) -> Result<()> {
@@ -221,7 +257,10 @@ fn select(g: &Global, cfg: &JobConfig) -> Result<Option<SnapshotEntry>> {
         let t: jiff::Timestamp = as_of
             .parse()
             .with_context(|| format!("invalid {}={as_of:?}: use RFC 3339", env::RESTORE_AS_OF))?;
-        snaps.retain(|e| e.snapshot.timestamp() <= t);
+        // Kubernetes times have whole seconds, so `restoreAsOf` copied from
+        // a status field names the second a snapshot was taken in; that
+        // snapshot counts as at or before it.
+        snaps.retain(|e| e.snapshot.timestamp().as_second() <= t.as_second());
     }
     let previous: usize = match var(env::RESTORE_PREVIOUS) {
         Some(p) => p.parse().with_context(|| {

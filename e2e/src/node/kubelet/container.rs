@@ -10,7 +10,9 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,19 +37,34 @@ pub(super) struct Launch {
     pub working_dir: Option<PathBuf>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups: the Pod's `fsGroup` and `supplementalGroups`.
+    pub groups: Vec<u32>,
     pub log: PathBuf,
 }
 
+/// Where the container's volume sources are opened while it mounts them,
+/// far above any descriptor the process inherits.
+const FIRST_SOURCE_FD: libc::c_int = 900;
+
 pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
+    // Inside the new mount namespace every source is opened before any
+    // mount and bound through /proc/self/fd, so a mount over a parent of a
+    // later source (an emptyDir at /tmp, with the node's files under /tmp)
+    // cannot hide that source. The descriptor numbers, and so the paths, are
+    // fixed before the fork: pre_exec must not allocate.
     let mut mounts = Vec::new();
-    for mount in &launch.mounts {
+    for (index, mount) in launch.mounts.iter().enumerate() {
         create_mount_point(mount)?;
+        let fd = FIRST_SOURCE_FD + index as libc::c_int;
         mounts.push((
             c_path(&mount.source)?,
+            fd,
+            c_path(Path::new(&format!("/proc/self/fd/{fd}")))?,
             c_path(&mount.target)?,
             mount.read_only,
         ));
     }
+    let groups: Vec<libc::gid_t> = launch.groups.clone();
     let working_dir = launch.working_dir.as_deref().map(c_path).transpose()?;
     let (uid, gid) = (launch.uid, launch.gid);
     let log = OpenOptions::new()
@@ -55,8 +72,18 @@ pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
         .append(true)
         .open(&launch.log)
         .with_context(|| format!("cannot open {}", launch.log.display()))?;
-    let mut command = std::process::Command::new(&launch.program);
+    // Executed through a descriptor opened here, as root: a Pod that runs
+    // as another user could not search the directories on the way to a
+    // stand-in program under /root, and a kubelet's image layers have no
+    // such problem.
+    let program = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&launch.program)
+        .with_context(|| format!("cannot open {}", launch.program.display()))?;
+    let mut command = std::process::Command::new(format!("/proc/self/fd/{}", program.as_raw_fd()));
     command
+        .arg0(&launch.program)
         .args(&launch.args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
@@ -80,7 +107,13 @@ pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
-                for (source, target, read_only) in &mounts {
+                for (source, fd, _, _, _) in &mounts {
+                    let opened = libc::open(source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                    check(opened)?;
+                    check(libc::dup2(opened, *fd))?;
+                    check(libc::close(opened))?;
+                }
+                for (_, fd, source, target, read_only) in &mounts {
                     let bind = libc::MS_BIND | libc::MS_REC;
                     check(libc::mount(
                         source.as_ptr(),
@@ -89,6 +122,7 @@ pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
                         bind,
                         std::ptr::null(),
                     ))?;
+                    check(libc::close(*fd))?;
                     if *read_only {
                         let remount = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
                         check(libc::mount(
@@ -104,8 +138,10 @@ pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
             if let Some(dir) = &working_dir {
                 check(libc::chdir(dir.as_ptr()))?;
             }
+            if gid.is_some() || !groups.is_empty() {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            }
             if let Some(gid) = gid {
-                check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setgid(gid))?;
             }
             if let Some(uid) = uid {
@@ -114,10 +150,12 @@ pub(super) fn spawn(launch: &Launch) -> anyhow::Result<tokio::process::Child> {
             Ok(())
         });
     }
-    tokio::process::Command::from(command)
+    let child = tokio::process::Command::from(command)
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("cannot start {}", launch.program.display()))
+        .with_context(|| format!("cannot start {}", launch.program.display()));
+    drop(program);
+    child
 }
 
 /// Sends `signal` to the container's process group.
@@ -148,8 +186,9 @@ fn c_path(path: &Path) -> anyhow::Result<CString> {
         .with_context(|| format!("path {} contains a NUL byte", path.display()))
 }
 
+/// A system call's result as an error when it reports failure (-1).
 fn check(result: libc::c_int) -> io::Result<()> {
-    if result == 0 {
+    if result >= 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

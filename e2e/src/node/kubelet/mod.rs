@@ -270,7 +270,13 @@ impl PodRun {
                 .last()
                 .map(|m| m.source.clone())
                 .expect("launch always mounts the termination log");
+            // World-writable, as the kubelet makes it: the container may
+            // run as any user.
             let _ = std::fs::write(&termination_log, "");
+            let _ = std::fs::set_permissions(
+                &termination_log,
+                std::os::unix::fs::PermissionsExt::from_mode(0o666),
+            );
             let started = jiff::Timestamp::now();
             let mut child = match container::spawn(&launch) {
                 Ok(child) => child,
@@ -433,6 +439,15 @@ impl PodRun {
                 .and_then(|s| s.run_as_group)
                 .or(pod_security.and_then(|s| s.run_as_group))
                 .map(|g| g as u32),
+            groups: pod_security
+                .into_iter()
+                .flat_map(|s| {
+                    s.fs_group
+                        .into_iter()
+                        .chain(s.supplemental_groups.iter().flatten().copied())
+                })
+                .map(|g| g as u32)
+                .collect(),
             log: self.log_path(container),
         })
     }

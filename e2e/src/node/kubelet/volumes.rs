@@ -47,9 +47,56 @@ pub(super) async fn prepare(
             fill(client, pod, volume, &dir).await?;
             dir
         };
+        if let Some(group) = fs_group(pod)
+            && owned_by_fs_group(volume)
+        {
+            give_to_group(&dir, group)
+                .with_context(|| format!("cannot apply fsGroup {group} to {}", dir.display()))?;
+        }
         dirs.insert(volume.name.clone(), dir);
     }
     Ok(dirs)
+}
+
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .fs_group
+        .map(|g| g as u32)
+}
+
+/// Whether the kubelet hands `volume` to the Pod's fsGroup: writable PVCs
+/// (of a driver whose fsGroupPolicy is `File`, as the emulated one is) and
+/// emptyDirs. Read-only claims keep their ownership.
+fn owned_by_fs_group(volume: &Volume) -> bool {
+    match &volume.persistent_volume_claim {
+        Some(claim) => claim.read_only != Some(true),
+        None => volume.empty_dir.is_some(),
+    }
+}
+
+/// What the kubelet does for `fsGroup`: every file and directory under
+/// `dir` gets group `group` and the owner's permissions for the group, and
+/// directories get the setgid bit so new files inherit the group.
+fn give_to_group(dir: &Path, group: u32) -> std::io::Result<()> {
+    let metadata = std::fs::symlink_metadata(dir)?;
+    std::os::unix::fs::lchown(dir, None, Some(group))?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = metadata.permissions().mode();
+    let group_bits = (mode & 0o700) >> 3 | 0o060;
+    if metadata.is_dir() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o2070))?;
+        for entry in std::fs::read_dir(dir)? {
+            give_to_group(&entry?.path(), group)?;
+        }
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | group_bits))?;
+    }
+    Ok(())
 }
 
 async fn fill(client: &kube::Client, pod: &Pod, volume: &Volume, dir: &Path) -> anyhow::Result<()> {

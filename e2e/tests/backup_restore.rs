@@ -1,0 +1,279 @@
+//! Sluice's main job, end to end: install and leader Lease, manual backups
+//! with each copy method, restores of the latest, an as-of and a previous
+//! snapshot into new PVCs and into a VolumeSnapshot, a restore that finds no
+//! snapshot, a standby replica, and cleanup by garbage collection.
+//!
+//! One [`Stack`] serves every scenario; each has its own namespace and
+//! repository, and they run side by side.
+
+mod scenario;
+
+use std::process::Command;
+use std::time::Duration;
+
+use scenario::{
+    OWNED, SYNC, assert_same_tree, destination, event_reasons, manual_sync, source, write_sample,
+};
+use sluice_e2e::Stack;
+
+#[test]
+fn backup_and_restore_scenarios() {
+    let stack = Stack::start();
+    install_takes_the_leader_lease(&stack);
+    std::thread::scope(|scope| {
+        scope.spawn(|| manual_backup_direct_then_restore_latest(&stack));
+        scope.spawn(|| clone_and_snapshot_copies_are_removed_after_the_sync(&stack));
+        scope.spawn(|| restore_as_of_and_previous_pick_their_snapshots(&stack));
+        scope.spawn(|| no_matching_snapshot_fails_instead_of_publishing_an_empty_volume(&stack));
+    });
+    deleting_the_objects_removes_everything_they_made(&stack);
+    standby_operator_waits_for_the_lease(&stack);
+}
+
+fn install_takes_the_leader_lease(stack: &Stack) {
+    assert_eq!(stack.leader().as_deref(), Some("operator-1"));
+    assert_eq!(stack.http("/healthz").trim(), "ok");
+    assert_eq!(stack.http("/readyz").trim(), "ok");
+}
+
+fn manual_backup_direct_then_restore_latest(stack: &Stack) {
+    let ns = "direct";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "direct/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, "first");
+    // No `restic init`: the first backup creates the repository.
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+    assert_eq!(
+        snapshot.len(),
+        64,
+        "lastSync.snapshotID is a full id: {snapshot:?}"
+    );
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    assert_eq!(
+        stack.condition(ns, object, "Synchronizing"),
+        "False/WaitingForManual"
+    );
+    assert_eq!(
+        stack.get(ns, object, "{.status.latestMoverStatus.result}"),
+        "Successful"
+    );
+    assert_ne!(stack.get(ns, object, "{.status.lastSync.bytesAdded}"), "0");
+    assert_ne!(stack.get(ns, object, "{.status.lastSyncDuration}"), "");
+    let listed = stack.run_restic("direct/repo", &["snapshots", "--json"]);
+    assert!(
+        listed.contains(&snapshot),
+        "restic lists {snapshot}: {listed}"
+    );
+    stack.run_restic("direct/repo", &["check", "--read-data"]);
+
+    stack
+        .cluster
+        .apply(&destination(ns, "restored", "Direct", ""));
+    let restored = "replicationdestination/restored";
+    stack.wait_field(ns, restored, "{.status.lastManualSync}", SYNC, |v| {
+        v == "one"
+    });
+    let image = stack.get(
+        ns,
+        restored,
+        "{.status.latestImage.kind}/{.status.latestImage.name}",
+    );
+    let (kind, claim) = image.split_once('/').expect("kind/name");
+    assert_eq!(kind, "PersistentVolumeClaim");
+    assert_same_tree(&source_dir, &stack.wait_claim_dir(ns, claim));
+    assert_eq!(
+        stack.get(ns, restored, "{.status.restoredSnapshot.id}"),
+        snapshot
+    );
+    assert_eq!(stack.condition(ns, restored, "Ready"), "True/SyncSucceeded");
+
+    let metrics = stack.metrics();
+    for family in [
+        "sluice_sync_last_success_timestamp_seconds",
+        "sluice_sync_duration_seconds_count",
+        "sluice_sync_bytes_added_total",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(family) && l.contains("namespace=\"direct\"")),
+            "{family} for direct/data missing from /metrics:\n{metrics}"
+        );
+    }
+}
+
+fn clone_and_snapshot_copies_are_removed_after_the_sync(stack: &Stack) {
+    let ns = "copies";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "copies/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, "copies");
+    stack.run_restic("copies/repo", &["init"]);
+    for (name, method) in [("by-clone", "Clone"), ("by-snapshot", "Snapshot")] {
+        stack.cluster.apply(&source(ns, name, method, ""));
+    }
+    for name in ["by-clone", "by-snapshot"] {
+        let object = format!("replicationsource/{name}");
+        stack.wait_field(ns, &object, "{.status.lastManualSync}", SYNC, |v| {
+            v == "one"
+        });
+        assert_eq!(stack.condition(ns, &object, "Ready"), "True/SyncSucceeded");
+    }
+    // Both backed up the same content, from their point-in-time copies.
+    let snapshots = stack.run_restic("copies/repo", &["snapshots", "--json"]);
+    assert_eq!(snapshots.matches("\"id\"").count(), 2, "{snapshots}");
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().to_string_lossy().into_owned();
+    stack.run_restic("copies/repo", &["restore", "latest", "--target", &target]);
+    assert_same_tree(&source_dir, restored.path());
+    // The clones, the snapshot and the Jobs are gone; the source claim stays.
+    stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(60), |v| {
+        v == "data"
+    });
+}
+
+fn restore_as_of_and_previous_pick_their_snapshots(stack: &Stack) {
+    let ns = "history";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "history/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    let kept = tempfile::tempdir().unwrap();
+    let mut times = Vec::new();
+    write_sample(&source_dir, "g0");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    stack.wait_field(
+        ns,
+        "replicationsource/data",
+        "{.status.lastManualSync}",
+        SYNC,
+        |v| v == "one",
+    );
+    for generation in ["g1", "g2", "g3"] {
+        // Snapshots in different seconds, so an as-of time names one.
+        std::thread::sleep(Duration::from_millis(1100));
+        write_sample(&source_dir, generation);
+        let copy = kept.path().join(generation);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&source_dir)
+            .arg(&copy)
+            .status();
+        assert!(copied.unwrap().success());
+        manual_sync(stack, ns, "data", generation);
+        times.push(stack.get(
+            ns,
+            "replicationsource/data",
+            "{.status.lastSync.snapshotTime}",
+        ));
+    }
+    let restores = [
+        (
+            "as-of-first",
+            format!("    restoreAsOf: \"{}\"\n", times[0]),
+            "g1",
+            "Direct",
+        ),
+        (
+            "previous-one",
+            "    previous: 1\n".to_string(),
+            "g2",
+            "Direct",
+        ),
+        ("latest-image", String::new(), "g3", "Snapshot"),
+    ];
+    for (name, selector, _, copy_method) in &restores {
+        stack
+            .cluster
+            .apply(&destination(ns, name, copy_method, selector));
+    }
+    for (name, _, generation, _) in &restores {
+        let object = format!("replicationdestination/{name}");
+        stack.wait_field(ns, &object, "{.status.lastManualSync}", SYNC, |v| {
+            v == "one"
+        });
+        let image = stack.get(
+            ns,
+            &object,
+            "{.status.latestImage.kind}/{.status.latestImage.name}",
+        );
+        let (kind, image_name) = image.split_once('/').expect("kind/name");
+        let restored = if *name == "latest-image" {
+            assert_eq!(kind, "VolumeSnapshot", "{name}: latestImage {image}");
+            let snapshot = format!("volumesnapshot/{image_name}");
+            assert_eq!(stack.get(ns, &snapshot, "{.status.readyToUse}"), "true");
+            // Restore the image into a claim, as a user would, and look inside.
+            stack.cluster.apply(&format!(
+                "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: from-image, namespace: {ns}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {image_name}}}
+  resources: {{requests: {{storage: 1Gi}}}}
+",
+                class = sluice_e2e::node::STORAGE_CLASS
+            ));
+            stack.wait_claim_dir(ns, "from-image")
+        } else {
+            assert_eq!(kind, "PersistentVolumeClaim", "{name}: latestImage {image}");
+            stack.wait_claim_dir(ns, image_name)
+        };
+        assert_same_tree(&kept.path().join(generation), &restored);
+    }
+}
+
+fn no_matching_snapshot_fails_instead_of_publishing_an_empty_volume(stack: &Stack) {
+    let ns = "nothing";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "nothing/repo", None);
+    stack.run_restic("nothing/repo", &["init"]);
+    stack.cluster.apply(&destination(ns, "empty", "Direct", ""));
+    let object = "replicationdestination/empty";
+    let ready_reason = "{.status.conditions[?(@.type==\"Ready\")].reason}";
+    stack.wait_field(ns, object, ready_reason, SYNC, |v| v == "NoSnapshot");
+    assert_eq!(stack.condition(ns, object, "Ready"), "False/NoSnapshot");
+    assert_eq!(stack.get(ns, object, "{.status.latestImage}"), "");
+    assert_eq!(stack.get(ns, object, "{.status.lastManualSync}"), "");
+    let events = event_reasons(stack, ns);
+    assert!(
+        events.contains("NoSnapshot"),
+        "no NoSnapshot event: {events}"
+    );
+}
+
+fn deleting_the_objects_removes_everything_they_made(stack: &Stack) {
+    for ns in ["direct", "history"] {
+        stack.cluster.kubectl(&[
+            "delete",
+            "replicationsources,replicationdestinations",
+            "--all",
+            "-n",
+            ns,
+        ]);
+    }
+    // Left is what the test made itself: the source claims, and the claim
+    // restored from the latestImage snapshot.
+    let gone = Duration::from_secs(60);
+    stack.wait_field("direct", OWNED.0, OWNED.1, gone, |v| v == "data");
+    stack.wait_field("history", OWNED.0, OWNED.1, gone, |v| {
+        v == "data from-image"
+    });
+}
+
+fn standby_operator_waits_for_the_lease(stack: &Stack) {
+    let binary = sluice_e2e::stack::workspace_binary("sluice-operator");
+    let mut standby = stack.spawn_operator(&binary, "operator-2");
+    std::thread::sleep(Duration::from_secs(5));
+    let log = standby.log_tail(20);
+    assert!(standby.is_running(), "the standby exited:\n{log}");
+    assert_eq!(stack.leader().as_deref(), Some("operator-1"));
+    assert!(
+        log.contains("waiting for the leader Lease") && !log.contains("starting controllers"),
+        "the standby must wait while operator-1 holds the Lease:\n{log}"
+    );
+}
