@@ -1,0 +1,212 @@
+//! What goes wrong in production, end to end: a wrong password, a Secret
+//! missing keys, a mover killed mid-backup (leaving its lock behind), and
+//! object storage going down during a sync. Each must end in a clear
+//! condition, bounded retries, and a repository `restic check` accepts.
+
+mod scenario;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use scenario::{OWNED, SYNC, event_reasons, manual_sync, source, trigger, write_sample};
+use sluice_e2e::Stack;
+
+#[test]
+fn failure_scenarios() {
+    let mut stack = Stack::start();
+    std::thread::scope(|scope| {
+        let stack = &stack;
+        scope.spawn(|| wrong_password_waits_for_a_fix_without_retrying(stack));
+        scope.spawn(|| missing_secret_keys_are_reported_before_any_job(stack));
+        scope.spawn(|| killed_mover_leaves_a_lock_the_next_sync_clears(stack));
+    });
+    object_storage_down_during_a_sync_is_retried_until_it_is_back(&mut stack);
+}
+
+const READY_REASON: &str = "{.status.conditions[?(@.type==\"Ready\")].reason}";
+
+fn wrong_password_waits_for_a_fix_without_retrying(stack: &Stack) {
+    let ns = "wrong-password";
+    stack.namespace(ns);
+    stack.run_restic("wrong-password/repo", &["init"]);
+    stack.repository_secret(ns, "repo", "wrong-password/repo", Some("not-the-password"));
+    write_sample(&stack.claim(ns, "data"), "secret");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, READY_REASON, SYNC, |v| v == "WrongPassword");
+    assert_eq!(stack.condition(ns, object, "Ready"), "False/WrongPassword");
+    assert_eq!(
+        stack.condition(ns, object, "Degraded"),
+        "True/WrongPassword"
+    );
+    assert_eq!(
+        stack.get(ns, object, "{.status.latestMoverStatus.result}"),
+        "Failed"
+    );
+    let events = event_reasons(stack, ns);
+    assert!(
+        events.contains("WrongPassword"),
+        "no WrongPassword event: {events}"
+    );
+    // Retrying cannot help: no next sync is planned and no Job starts.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(stack.get(ns, object, "{.status.consecutiveFailures}"), "1");
+    assert_eq!(stack.get(ns, object, "{.status.nextSyncTime}"), "");
+    stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(30), |v| {
+        v == "data"
+    });
+
+    // Fixing the Secret and asking again works.
+    stack.repository_secret(ns, "repo", "wrong-password/repo", None);
+    let snapshot = manual_sync(stack, ns, "data", "two");
+    assert_eq!(snapshot.len(), 64);
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    assert_eq!(
+        stack.condition(ns, object, "Degraded"),
+        "False/SyncSucceeded"
+    );
+}
+
+fn missing_secret_keys_are_reported_before_any_job(stack: &Stack) {
+    let ns = "secret-keys";
+    stack.namespace(ns);
+    stack.cluster.apply(
+        "apiVersion: v1
+kind: Secret
+metadata: {name: repo, namespace: secret-keys}
+stringData: {RESTIC_REPOSITORY: s3:http://127.0.0.1:9/bucket}
+",
+    );
+    stack.claim(ns, "data");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, READY_REASON, SYNC, |v| v == "SecretInvalid");
+    let message = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    );
+    assert!(
+        message.contains("RESTIC_PASSWORD"),
+        "the message names the key: {message}"
+    );
+    let jobs = stack
+        .cluster
+        .kubectl(&["get", "jobs", "-n", ns, "-o", "name"]);
+    assert_eq!(jobs.trim(), "", "no Job may start with an invalid Secret");
+}
+
+fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
+    let ns = "killed";
+    let bucket = "killed/repo";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", bucket, None);
+    stack.run_restic(bucket, &["init"]);
+    let data = stack.claim(ns, "data");
+    write_sample(&data, "killed");
+    // Enough incompressible data that the backup is still running when killed.
+    let mut noise = vec![0u8; 64 << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in noise.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    for i in 0..4 {
+        fs::write(
+            data.join(format!("noise-{i}.bin")),
+            &noise[i << 24..(i + 1) << 24],
+        )
+        .unwrap();
+    }
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+
+    let locks = stack.minio.data_dir().join(bucket).join("locks");
+    let mover = wait_for_mover_holding_lock(bucket, &locks);
+    // SAFETY: plain kill(2) of a process this test found by its environment.
+    unsafe { libc::kill(mover, libc::SIGKILL) };
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, READY_REASON, SYNC, |v| v == "MoverFailed");
+    assert_eq!(stack.get(ns, object, "{.status.consecutiveFailures}"), "1");
+    assert_ne!(
+        stack.get(ns, object, "{.status.nextSyncTime}"),
+        "",
+        "a retry is planned"
+    );
+    let left = stack.run_restic(bucket, &["list", "locks", "--no-lock"]);
+    assert_eq!(
+        left.lines().count(),
+        1,
+        "the killed mover's lock stays: {left}"
+    );
+
+    // The retry (after the first backoff) removes the stale lock and backs up.
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    let left = stack.run_restic(bucket, &["list", "locks", "--no-lock"]);
+    assert_eq!(left.trim(), "", "stale lock not removed");
+    stack.run_restic(bucket, &["check", "--read-data"]);
+}
+
+/// The pid of the `sluice-mover job` process whose repository is `bucket`,
+/// once it holds a lock in the repository.
+fn wait_for_mover_holding_lock(bucket: &str, locks: &Path) -> i32 {
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let has_lock = fs::read_dir(locks).is_ok_and(|mut d| d.next().is_some());
+        if has_lock && let Some(pid) = mover_pid(bucket) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mover for {bucket} held a lock within {SYNC:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mover_pid(bucket: &str) -> Option<i32> {
+    let wanted = format!("/{bucket}");
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+        let environ = fs::read(entry.path().join("environ")).ok()?;
+        let is_job = cmdline.split(|b| *b == 0).any(|arg| arg == b"job");
+        let environ = String::from_utf8_lossy(&environ);
+        let repository = environ
+            .split('\0')
+            .find_map(|var| var.strip_prefix("RESTIC_REPOSITORY="))?;
+        (is_job && repository.ends_with(&wanted)).then_some(pid)
+    })
+}
+
+fn object_storage_down_during_a_sync_is_retried_until_it_is_back(stack: &mut Stack) {
+    let ns = "outage";
+    let bucket = "outage/repo";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", bucket, None);
+    stack.run_restic(bucket, &["init"]);
+    write_sample(&stack.claim(ns, "data"), "outage");
+    stack.minio.stop();
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Synchronizing\")].reason}",
+        SYNC,
+        |v| v == "MoverRunning",
+    );
+    // The mover keeps retrying while MinIO is down...
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(stack.get(ns, object, "{.status.lastManualSync}"), "");
+    stack.minio.start_again();
+    // ...and the same sync finishes once it is back.
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    stack.run_restic(bucket, &["check", "--read-data"]);
+    trigger(stack, ns, object, "two");
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "two");
+}
