@@ -190,16 +190,16 @@ fn bump(c: &AtomicU64, n: u64) {
 /// Bytes read from a file per system call.
 const READ_SIZE: usize = 1 << 20;
 
-/// Files at least this large are chunked on every core when the shared
-/// window is free: below it, several files in flight already keep the
-/// cores busy.
+/// Files with at least this many bytes allocated are chunked on every core
+/// when the large-file buffers are free: below it, several files in flight
+/// already keep the cores busy.
 const LARGE_FILE: u64 = 32 << 20;
 
-/// The shared window for large files: room for the unfinished chunk plus
-/// one region of at least the parallel search's minimum per thread, capped
-/// so memory stays bounded on machines with many cores.
-fn window_size(cpus: usize) -> usize {
-    MAX_SIZE + cpus.clamp(1, 4) * 2 * MAX_SIZE
+/// Fresh bytes per large-file buffer: one region of the parallel search's
+/// minimum per core, capped so memory stays bounded on machines with many
+/// cores. Each buffer also has room for the unfinished chunk in front.
+fn large_read_size(cpus: usize) -> usize {
+    cpus.clamp(2, 4) * MAX_SIZE
 }
 
 struct Archiver<'a> {
@@ -215,11 +215,12 @@ struct Archiver<'a> {
     warnings: Mutex<Vec<String>>,
     users: Mutex<HashMap<u32, String>>,
     groups: Mutex<HashMap<u32, String>>,
-    /// The one read buffer for large files (allocated on first use), so
-    /// that a single large file uses every core while memory stays bounded
-    /// whatever the number of readers.
-    window: Mutex<Vec<u8>>,
-    window_size: usize,
+    /// The two read buffers for large files (allocated on first use): one
+    /// is read into while the other is chunked. One set, so that a single
+    /// large file uses every core while memory stays bounded whatever the
+    /// number of readers.
+    large_buffers: Mutex<[Vec<u8>; 2]>,
+    large_read_size: usize,
     cpus: usize,
     /// The id of a chunk of MIN_SIZE zero bytes, computed on first use.
     zero_chunk_id: OnceLock<Id>,
@@ -254,8 +255,8 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         users: Mutex::new(HashMap::new()),
         groups: Mutex::new(HashMap::new()),
-        window: Mutex::new(Vec::new()),
-        window_size: window_size(cpus),
+        large_buffers: Mutex::new([Vec::new(), Vec::new()]),
+        large_read_size: large_read_size(cpus),
         cpus,
         zero_chunk_id: OnceLock::new(),
     };
@@ -526,10 +527,9 @@ impl Archiver<'_> {
     ///
     /// The chunks go out as they are cut, so hashing, compression,
     /// encryption and upload of a file's early chunks run while later ones
-    /// are read. A large file that gets the shared [`Archiver::window`] is
-    /// read in big windows and its cut points searched on every core
-    /// ([`Chunker::parallel_next_boundaries`], identical to the sequential
-    /// cuts); other files are read through the reader's own buffer.
+    /// are read. A large file that gets the shared large-file buffers goes
+    /// through [`Archiver::read_large`]; other files are read through the
+    /// reader's own buffer, skipping holes.
     fn read_file(
         &self,
         path: &Path,
@@ -555,25 +555,19 @@ impl Archiver<'_> {
             }
         };
         let meta = file.metadata().ok();
-        // Allocated bytes, not the length: holes cost no chunking.
-        let large = meta
-            .as_ref()
-            .is_some_and(|m| m.blocks().saturating_mul(512).min(m.len()) >= LARGE_FILE);
         // Only files with fewer blocks than bytes have holes worth looking
         // for; the others are read without the extra seeks.
-        let mut holes = meta
+        let sparse = meta
             .as_ref()
-            .filter(|m| m.blocks().saturating_mul(512) < m.len())
-            .map(|m| Holes::new(&file, m.len()));
-        let mut window = if large {
-            self.window.try_lock().ok()
-        } else {
-            None
-        };
-        let (buf, capacity, threads) = match window.as_deref_mut() {
-            Some(w) => (w, self.window_size, self.cpus),
-            None => (buf, MAX_SIZE + READ_SIZE, 1),
-        };
+            .is_some_and(|m| m.blocks().saturating_mul(512) < m.len());
+        if !sparse
+            && meta.as_ref().is_some_and(|m| m.len() >= LARGE_FILE)
+            && let Ok(mut buffers) = self.large_buffers.try_lock()
+        {
+            return self.read_large(path, &file, &mut buffers, blobs);
+        }
+        let mut holes = meta.filter(|_| sparse).map(|m| Holes::new(&file, m.len()));
+        let capacity = MAX_SIZE + READ_SIZE;
         let mut chunker = self.chunker.clone();
         chunker.reset();
         let mut content = Vec::new();
@@ -627,7 +621,7 @@ impl Archiver<'_> {
                 break;
             }
             pos += n as u64;
-            let cuts = chunker.parallel_next_boundaries(&buf[filled..filled + n], threads);
+            let cuts = chunker.parallel_next_boundaries(&buf[filled..filled + n], 1);
             let mut start = 0;
             for cut in cuts {
                 let end = filled + cut;
@@ -645,6 +639,91 @@ impl Archiver<'_> {
         }
         bump(&self.progress.files_done, 1);
         Ok(Some((content, size)))
+    }
+
+    /// Reads a large file on a helper thread while this one searches the
+    /// cut points of what was read before on every core
+    /// ([`Chunker::parallel_next_boundaries`], identical to the sequential
+    /// cuts) and queues the chunks. The two buffers take turns; each keeps
+    /// `MAX_SIZE` bytes in front of its fresh data, where the previous
+    /// buffer's unfinished chunk is copied so that chunks stay contiguous.
+    fn read_large(
+        &self,
+        path: &Path,
+        file: &File,
+        buffers: &mut [Vec<u8>; 2],
+        blobs: &Sender<BlobJob>,
+    ) -> Result<FileContent> {
+        let total = MAX_SIZE + self.large_read_size;
+        for b in buffers.iter_mut() {
+            b.resize(total, 0);
+        }
+        let [first, second] = buffers;
+        std::thread::scope(|s| {
+            // Both channels live in this closure: returning early drops
+            // them, which stops the helper.
+            let (free_tx, free_rx) = bounded::<&mut Vec<u8>>(2);
+            let (full_tx, full_rx) = bounded::<std::io::Result<(&mut Vec<u8>, usize)>>(2);
+            let _ = free_tx.send(first);
+            let _ = free_tx.send(second);
+            s.spawn(move || {
+                let mut pos = 0u64;
+                for buf in free_rx {
+                    let read = read_full_at(file, &mut buf[MAX_SIZE..], pos);
+                    let more = matches!(read, Ok(n) if n > 0);
+                    if let Ok(n) = read {
+                        pos += n as u64;
+                    }
+                    if full_tx.send(read.map(|n| (buf, n))).is_err() || !more {
+                        break;
+                    }
+                }
+            });
+            let mut chunker = self.chunker.clone();
+            chunker.reset();
+            let mut content = Vec::new();
+            let mut size = 0u64;
+            // The buffer read last and its unfinished chunk: buf[from..to].
+            let mut last: Option<(&mut Vec<u8>, usize, usize)> = None;
+            for read in full_rx {
+                if self.failed.load(Ordering::Relaxed) {
+                    return Err(self.stopped());
+                }
+                let (buf, n) = match read {
+                    Ok(got) => got,
+                    Err(e) => {
+                        self.warn(format!("skipped {}: read failed: {e}", path.display()));
+                        return Ok(None);
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                let mut from = MAX_SIZE;
+                if let Some((prev, prev_from, prev_to)) = last.take() {
+                    from -= prev_to - prev_from;
+                    buf[from..MAX_SIZE].copy_from_slice(&prev[prev_from..prev_to]);
+                    let _ = free_tx.send(prev);
+                }
+                let cuts =
+                    chunker.parallel_next_boundaries(&buf[MAX_SIZE..MAX_SIZE + n], self.cpus);
+                for cut in cuts {
+                    let end = MAX_SIZE + cut;
+                    content.push(self.queue_chunk(&buf[from..end], blobs)?);
+                    size += (end - from) as u64;
+                    from = end;
+                }
+                last = Some((buf, from, MAX_SIZE + n));
+            }
+            if let Some((buf, from, to)) = last
+                && to > from
+            {
+                content.push(self.queue_chunk(&buf[from..to], blobs)?);
+                size += (to - from) as u64;
+            }
+            bump(&self.progress.files_done, 1);
+            Ok(Some((content, size)))
+        })
     }
 
     /// A whole chunk of zeros from a hole: its id is known without reading
