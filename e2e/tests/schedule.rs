@@ -1,0 +1,164 @@
+//! Syncs over time: a cron schedule that fires at the right minutes with a
+//! correct `nextSyncTime`, retention that leaves exactly what the policy
+//! keeps (as restic sees it), prune stamped only when it ran, and pausing.
+
+mod scenario;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use scenario::{OWNED, SYNC, manual_sync, source, trigger, write_sample};
+use sluice_e2e::Stack;
+
+#[test]
+fn schedule_scenarios() {
+    let stack = Stack::start();
+    std::thread::scope(|scope| {
+        scope.spawn(|| minute_schedule_syncs_twice_on_time(&stack));
+        scope.spawn(|| retention_keeps_what_the_policy_says_and_prune_runs_on_its_interval(&stack));
+        scope.spawn(|| paused_source_starts_nothing_until_resumed(&stack));
+    });
+}
+
+fn time(value: &str) -> Timestamp {
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{value:?} is not a time: {e}"))
+}
+
+fn minute_schedule_syncs_twice_on_time(stack: &Stack) {
+    let ns = "scheduled";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "scheduled/repo", None);
+    write_sample(&stack.claim(ns, "data"), "scheduled");
+    stack.cluster.apply(
+        "apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {name: data, namespace: scheduled}
+spec:
+  sourcePVC: data
+  trigger: {schedule: '* * * * *', timeZone: Europe/Berlin}
+  restic:
+    repository: repo
+    copyMethod: Snapshot
+    retain: {last: 5}
+",
+    );
+    let object = "replicationsource/data";
+    let next = stack.wait_field(ns, object, "{.status.nextSyncTime}", SYNC, |v| {
+        !v.is_empty()
+    });
+    let first_due = time(&next);
+    assert_eq!(
+        first_due.as_second() % 60,
+        0,
+        "nextSyncTime on a minute: {next}"
+    );
+    let mut syncs = Vec::new();
+    let two_minutes = Duration::from_secs(200);
+    for round in 0..2 {
+        let previous = syncs.last().cloned().unwrap_or_default();
+        let finished = stack.wait_field(ns, object, "{.status.lastSyncTime}", two_minutes, |v| {
+            !v.is_empty() && v != previous
+        });
+        let started = time(&stack.get(ns, object, "{.status.lastSyncStartTime}"));
+        let due = first_due.as_second() + 60 * round;
+        assert!(
+            (due..due + 10).contains(&started.as_second()),
+            "sync {round} started at {started}, due at {}",
+            Timestamp::from_second(due).unwrap()
+        );
+        let next = time(&stack.get(ns, object, "{.status.nextSyncTime}"));
+        assert_eq!(
+            next.as_second() % 60,
+            0,
+            "nextSyncTime {next} is on a minute"
+        );
+        assert!(next > time(&finished), "nextSyncTime {next} after the sync");
+        syncs.push(finished);
+    }
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    assert_eq!(stack.get(ns, object, "{.status.missedSyncs}"), "0");
+    let snapshots = stack.run_restic("scheduled/repo", &["snapshots", "--json"]);
+    assert!(snapshots.matches("\"id\"").count() >= 2, "{snapshots}");
+    let metrics = stack.metrics();
+    assert!(
+        metrics.lines().any(|l| {
+            l.starts_with("sluice_sync_duration_seconds_count")
+                && l.contains("namespace=\"scheduled\"")
+                && !l.ends_with(" 0")
+        }),
+        "no sync durations for scheduled/data:\n{metrics}"
+    );
+}
+
+fn retention_keeps_what_the_policy_says_and_prune_runs_on_its_interval(stack: &Stack) {
+    let ns = "retention";
+    let bucket = "retention/repo";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", bucket, None);
+    let data = stack.claim(ns, "data");
+    write_sample(&data, "r0");
+    stack.cluster.apply(
+        &source(ns, "data", "Direct", "    pruneIntervalDays: 1\n")
+            .replace("retain: {last: 10}", "retain: {last: 2}"),
+    );
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let first_prune = stack.get(ns, object, "{.status.restic.lastPruned}");
+    assert!(!first_prune.is_empty(), "the first sync prunes");
+    let mut ids = Vec::new();
+    for round in ["r1", "r2", "r3"] {
+        std::thread::sleep(Duration::from_millis(1100));
+        write_sample(&data, round);
+        ids.push(manual_sync(stack, ns, "data", round));
+        // Pruned a moment ago; not due again for a day.
+        assert_eq!(
+            stack.get(ns, object, "{.status.restic.lastPruned}"),
+            first_prune
+        );
+    }
+    let listed = stack.run_restic(bucket, &["snapshots", "--json"]);
+    let kept: Vec<&str> = ids[1..].iter().map(String::as_str).collect();
+    for id in &ids {
+        // By its own "id" field: a kept snapshot names a forgotten one as its parent.
+        assert_eq!(
+            listed.contains(&format!("\"id\":\"{id}\"")),
+            kept.contains(&id.as_str()),
+            "retain last 2 keeps exactly {kept:?}: {listed}"
+        );
+    }
+    assert_eq!(listed.matches("\"id\"").count(), 2, "{listed}");
+    stack.run_restic(bucket, &["check", "--read-data"]);
+}
+
+fn paused_source_starts_nothing_until_resumed(stack: &Stack) {
+    let ns = "paused";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "paused/repo", None);
+    write_sample(&stack.claim(ns, "data"), "paused");
+    stack.cluster.apply(
+        &source(ns, "data", "Direct", "")
+            .replace("  sourcePVC: data\n", "  sourcePVC: data\n  paused: true\n"),
+    );
+    let object = "replicationsource/data";
+    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    stack.wait_field(ns, object, reason, SYNC, |v| v == "Paused");
+    trigger(stack, ns, object, "two");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(stack.get(ns, object, "{.status.lastManualSync}"), "");
+    assert_eq!(stack.get(ns, object, "{.status.nextSyncTime}"), "");
+    stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(5), |v| {
+        v == "data"
+    });
+    stack.cluster.kubectl(&[
+        "patch",
+        object,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"paused\":false}}",
+    ]);
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "two");
+}
