@@ -81,7 +81,8 @@ pub enum ErrorClass {
     WrongPassword,
     /// Nothing at `RESTIC_REPOSITORY` looks like a repository.
     RepositoryNotFound,
-    /// Another live process holds an exclusive lock.
+    /// Another live process held a conflicting lock for the whole lock-retry window
+    /// (`SLUICE_RETRY_LOCK`): waiting longer is a person's decision, not a retry loop's.
     Locked,
     /// A restore found no snapshot matching the request.
     NoSnapshot,
@@ -99,7 +100,7 @@ impl ErrorClass {
     /// Whether running the same Job again, unchanged, can succeed. Non-retryable failures wait for
     /// a change of spec or Secret instead of a retry storm.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Locked | Self::Network | Self::Internal)
+        matches!(self, Self::Network | Self::Internal)
     }
 
     /// The condition reason the operator reports for this failure.
@@ -172,6 +173,7 @@ mod tests {
             bytes_added: 4,
             total_bytes: 5,
             duration_seconds: 6.5,
+            initialized: true,
             unlocked: true,
             forgot: true,
             pruned: true,
@@ -265,6 +267,7 @@ mod tests {
             assert!(reason.starts_with(char::is_uppercase), "{reason}");
         }
         assert!(!WrongPassword.is_retryable());
+        assert!(!Locked.is_retryable());
         assert!(Network.is_retryable());
     }
 }

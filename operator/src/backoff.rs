@@ -2,8 +2,9 @@
 //!
 //! Transient failures (network, a lock held by a live process, an unexpected mover error) are
 //! retried with capped exponential backoff so a broken bucket does not become a Job storm.
-//! Failures that the same Job cannot fix (wrong password, missing Secret keys, no repository)
-//! wait for the user to change the spec or the Secret.
+//! Failures that the same Job cannot fix (wrong password, missing Secret keys, no repository, a
+//! lock a live process held past the mover's lock-retry window) wait for the user to change the
+//! spec or the Secret.
 
 use std::time::Duration;
 
@@ -52,11 +53,7 @@ mod tests {
 
     #[test]
     fn transient_failures_retry() {
-        for class in [
-            ErrorClass::Network,
-            ErrorClass::Locked,
-            ErrorClass::Internal,
-        ] {
+        for class in [ErrorClass::Network, ErrorClass::Internal] {
             assert_eq!(
                 after_failure(class, 2),
                 Retry::After(Duration::from_secs(60))
@@ -72,6 +69,7 @@ mod tests {
             ErrorClass::Config,
             ErrorClass::Corrupt,
             ErrorClass::NoSnapshot,
+            ErrorClass::Locked,
         ] {
             assert_eq!(after_failure(class, 1), Retry::WaitForChange, "{class:?}");
         }

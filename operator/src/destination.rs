@@ -46,9 +46,6 @@ pub const KIND: &str = "ReplicationDestination";
 
 const POLL: Duration = Duration::from_secs(10);
 
-/// How often a destination blocked on a permanent failure looks at its Secret again.
-const SECRET_RECHECK: Duration = Duration::from_secs(300);
-
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -191,7 +188,7 @@ async fn idle(
     let degraded_generation = status::condition(&status.conditions, conditions::DEGRADED)
         .and_then(|c| c.observed_generation);
     if blocked && degraded_generation == generation && !secret_changed {
-        return Ok(Action::requeue(SECRET_RECHECK));
+        return Ok(Action::requeue(secret::RECHECK));
     }
     let unblocked = blocked;
     let due = retry_due
@@ -224,7 +221,7 @@ async fn idle(
             return Ok(Action::await_change());
         }
         // Blocked on a permanent failure: look at the Secret again later.
-        return Ok(Action::requeue(SECRET_RECHECK));
+        return Ok(Action::requeue(secret::RECHECK));
     }
 
     let secret = secrets.get_opt(&restic.repository).await?;
@@ -260,7 +257,7 @@ async fn idle(
             message,
         )
         .await;
-        return Ok(Action::requeue(SECRET_RECHECK));
+        return Ok(Action::requeue(secret::RECHECK));
     }
 
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -4,6 +4,11 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
+/// How often an object blocked on a failure retrying cannot fix (wrong password, missing keys)
+/// reads its repository Secret again, so fixing the Secret unblocks it within this time.
+/// Polling one Secret needs only `get`; a watch would need `list` on every Secret in the cluster.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keys the mover cannot start without.
 pub const REQUIRED_KEYS: [&str; 2] = ["RESTIC_REPOSITORY", "RESTIC_PASSWORD"];
 

@@ -44,10 +44,6 @@ pub const KIND: &str = "ReplicationSource";
 /// A VolumeSnapshot not ready after this long gets a warning event (the sync keeps waiting).
 const SNAPSHOT_READY_WARNING: SignedDuration = SignedDuration::from_mins(5);
 
-/// How often a source blocked on a permanent failure looks at its Secret again. Polling one
-/// Secret is cheaper than watching every Secret in the cluster, and needs only `get`.
-const SECRET_RECHECK: Duration = Duration::from_secs(300);
-
 /// How often a running sync is looked at even without a watch event.
 const POLL: Duration = Duration::from_secs(10);
 
@@ -172,7 +168,7 @@ async fn idle(
             None => false,
         };
         if degraded_generation == generation && !secret_changed {
-            return Ok(Action::requeue(SECRET_RECHECK));
+            return Ok(Action::requeue(secret::RECHECK));
         }
     }
 
@@ -281,7 +277,7 @@ async fn idle(
             message,
         )
         .await;
-        return Ok(Action::requeue(SECRET_RECHECK));
+        return Ok(Action::requeue(secret::RECHECK));
     }
 
     let plan = plan::source_plan(source, now);
@@ -625,7 +621,10 @@ async fn finish(
                     status::failed(
                         &mut status.conditions,
                         failure_reason,
-                        &format!("{message}; fix the spec or the Secret to retry"),
+                        &format!(
+                            "{message}; retrying cannot help: fix the cause, then change the \
+                             Secret or the spec (e.g. spec.trigger.manual)"
+                        ),
                         false,
                         generation,
                         now,
