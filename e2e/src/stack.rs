@@ -148,6 +148,12 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Where the operator's log is written, for someone exploring a running
+    /// stack (the demo prints it).
+    pub fn operator_log_path(&self) -> Option<&Path> {
+        self.operator.as_ref().map(Daemon::log_path)
+    }
+
     /// Creates `namespace` and waits for its default ServiceAccount (Pods
     /// cannot be created before it exists).
     pub fn namespace(&self, namespace: &str) {
