@@ -34,6 +34,11 @@ crds:
 e2e: tools
 	cargo test -p sluice-e2e --no-fail-fast
 
+## demo: Sluice end to end on a local cluster: back a PVC up, restore it, compare; Ctrl-C stops (SLUICE_DEMO_EXIT=1 exits at the end)
+demo: tools
+	cargo build -p sluice-mover -p sluice-operator -p sluice-e2e
+	$(CARGO_TARGET_DIR)/debug/sluice-e2e-demo
+
 ## bench: Sluice vs restic benchmark (BENCH_SCALE=0.02 for a quick run); writes bench/results.md
 bench:
 	python3 bench/bench.py
