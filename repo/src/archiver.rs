@@ -567,7 +567,6 @@ impl Archiver<'_> {
             return self.read_large(path, &file, &mut buffers, blobs);
         }
         let mut holes = meta.filter(|_| sparse).map(|m| Holes::new(&file, m.len()));
-        let capacity = MAX_SIZE + READ_SIZE;
         let mut chunker = self.chunker.clone();
         chunker.reset();
         let mut content = Vec::new();
@@ -580,10 +579,12 @@ impl Archiver<'_> {
             if self.failed.load(Ordering::Relaxed) {
                 return Err(self.stopped());
             }
-            if buf.len() < capacity {
-                buf.resize(capacity, 0);
+            // The buffer grows to what the longest unfinished chunk needs
+            // (at most MAX_SIZE + READ_SIZE), so small files keep it small.
+            let room = READ_SIZE;
+            if buf.len() < filled + room {
+                buf.resize(filled + room, 0);
             }
-            let room = capacity - filled;
             let n = match holes.as_mut().map_or(Region::Data(u64::MAX), |h| h.at(pos)) {
                 Region::Hole(end) => {
                     let hole = end - pos;
