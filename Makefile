@@ -30,8 +30,9 @@ lint:
 crds:
 	cargo run -q -p sluice-api --features crd --bin crdgen
 
-## e2e: the end-to-end scenarios against the local control plane
+## e2e: the end-to-end scenarios against the local control plane (they run the built binaries)
 e2e: tools
+	cargo build -p sluice-mover -p sluice-operator
 	cargo test -p sluice-e2e --no-fail-fast
 
 ## demo: Sluice end to end on a local cluster: back a PVC up, restore it, compare; Ctrl-C stops (SLUICE_DEMO_EXIT=1 exits at the end)

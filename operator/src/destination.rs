@@ -36,7 +36,7 @@ use crate::{
     mover, plan,
     schedule::Schedule,
     secret,
-    source::{create_or_existing, ignore_not_found},
+    source::{create_or_existing, ignore_not_found, is_current},
     status,
     volume::{self, PvcShape},
 };
@@ -102,7 +102,9 @@ pub async fn reconcile(
         Some(plan) => continue_restore(&destination, plan, &mut status, &ctx, now).await?,
         None => idle(&destination, &mut status, &ctx, now).await?,
     };
-    if destination.status.as_ref() != Some(&status) {
+    // Compared with the default for a missing status: a reconcile that decided to write
+    // nothing hands back the cached status, and an empty apply would clear our fields.
+    if destination.status.clone().unwrap_or_default() != status {
         let api: Api<ReplicationDestination> = Api::namespaced(
             ctx.client.clone(),
             &destination.namespace().unwrap_or_default(),
@@ -285,6 +287,11 @@ async fn idle(
         .await?;
     }
 
+    if !is_current(destination, &ctx.client).await? {
+        // The cache may be behind a restore that just started or ended; decide on a current copy.
+        *status = destination.status.clone().unwrap_or_default();
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let plan = plan::destination_plan(destination, now);
     tracing::info!(
         namespace = %namespace,
@@ -342,6 +349,11 @@ async fn continue_restore(
     let target = target_pvc_name(destination);
 
     let Some(job) = jobs.get_opt(&plan.job_name).await? else {
+        if !is_current(destination, &client).await? {
+            // The cache may be behind a restore that already ended; write nothing from it.
+            *status = destination.status.clone().unwrap_or_default();
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         let params = MoverJobParams {
             image: ctx.mover_image.clone(),
             owner: owner.clone(),

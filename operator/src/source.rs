@@ -91,7 +91,9 @@ pub async fn reconcile(source: Arc<ReplicationSource>, ctx: Arc<Context>) -> Res
         Some(plan) => continue_sync(&source, plan, &mut status, &ctx, now).await?,
         None => idle(&source, &mut status, &ctx, now).await?,
     };
-    if source.status.as_ref() != Some(&status) {
+    // Compared with the default for a missing status: a reconcile that decided to write
+    // nothing hands back the cached status, and an empty apply would clear our fields.
+    if source.status.clone().unwrap_or_default() != status {
         apply_status(&ctx, &source, &status).await?;
     }
     Ok(action)
@@ -280,6 +282,11 @@ async fn idle(
         return Ok(Action::requeue(secret::RECHECK));
     }
 
+    if !is_current(source, &ctx.client).await? {
+        // The cache may be behind a sync that just started or ended; decide on a current copy.
+        *status = source.status.clone().unwrap_or_default();
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let plan = plan::source_plan(source, now);
     let missed = due.as_ref().map_or(0, |due| due.missed);
     ctx.metrics.missed(&object_labels(source), missed);
@@ -344,6 +351,11 @@ async fn continue_sync(
 
     let job = jobs.get_opt(&plan.job_name).await?;
     if job.is_none() {
+        if !is_current(source, &client).await? {
+            // The cache may be behind a sync that already ended; write nothing from it.
+            *status = source.status.clone().unwrap_or_default();
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         let (claim, node_name) = match restic.copy_method {
             CopyMethod::Direct => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -509,6 +521,23 @@ fn owned_labels(source: &ReplicationSource) -> std::collections::BTreeMap<String
         ),
         (labels::REPLICATION_SOURCE.to_string(), source.name_any()),
     ])
+}
+
+/// Whether the controller's cached `object` is the API server's current version. A reconcile
+/// woken by a Job event can read an object from before the last status write: from before a
+/// sync ended (its Job then looks "missing"), or before one started (so it looks due again).
+/// Acting on that would run a sync twice, so Jobs and plans are only created from a current
+/// object; otherwise the reconcile waits for the watch to catch up.
+pub(crate) async fn is_current<K>(object: &K, client: &kube::Client) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let fresh = api.get_opt(&object.name_any()).await?;
+    Ok(fresh.is_some_and(|fresh| fresh.meta().resource_version == object.meta().resource_version))
 }
 
 /// Creates `object`, or returns the one already there (a reconcile that raced itself).

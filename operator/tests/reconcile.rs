@@ -11,7 +11,10 @@ use kube::{
     runtime::events::Recorder,
 };
 use serde_json::json;
-use sluice_api::{ReplicationSource, conditions, labels, mover_env, mover_result::MoverResult};
+use sluice_api::{
+    ReplicationSource, conditions, labels, mover_env,
+    mover_result::{ErrorClass, MoverResult},
+};
 use sluice_e2e::Cluster;
 use sluice_operator::{context::Context, metrics::Metrics, source};
 
@@ -190,18 +193,6 @@ async fn source_sync_flow_against_the_api_server() {
     assert_eq!(mover_jobs(&client).await.len(), 1);
 
     // The real Job controller makes the Pod; play the kubelet's part and end it with a result.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let selector =
-        ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", plan.job_name));
-    let mut pod = None;
-    for _ in 0..150 {
-        pod = pods.list(&selector).await.unwrap().items.into_iter().next();
-        if pod.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let pod = pod.expect("kube-controller-manager created the mover Pod");
     let result = MoverResult {
         snapshot_id: Some("ab".repeat(32)),
         snapshot_time: Some("2026-11-22T10:00:00Z".into()),
@@ -213,20 +204,7 @@ async fn source_sync_flow_against_the_api_server() {
         pruned: true,
         ..Default::default()
     };
-    let terminated = json!({"status": {
-        "phase": "Succeeded",
-        "containerStatuses": [{
-            "name": "mover", "image": "sluice-mover:test", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": result.to_termination_message()}},
-        }],
-    }});
-    pods.patch_status(
-        &pod.metadata.name.clone().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(&terminated),
-    )
-    .await
-    .unwrap();
+    terminate_mover_pod(&client, &plan.job_name, 0, &result).await;
 
     let done = reconcile(&api, &ctx).await;
     let status = done.status.clone().unwrap();
@@ -279,4 +257,88 @@ async fn source_sync_flow_against_the_api_server() {
     let text = ctx.metrics.encode();
     assert!(text.contains(r#"sluice_sync_bytes_added_total{kind="ReplicationSource",namespace="apps",name="db"} 4096"#), "{text}");
     assert!(text.contains(r#"reason="SecretInvalid""#), "{text}");
+
+    // A failure that retrying can fix, on a manual trigger, retries on the backoff only: a
+    // reconcile before the retry time starts nothing, however often it runs.
+    cluster.kubectl(&[
+        "patch",
+        "replicationsource",
+        "db",
+        "-n",
+        NAMESPACE,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"trigger":{"manual":"second"}}}"#,
+    ]);
+    let started = reconcile(&api, &ctx).await;
+    let plan = started
+        .status
+        .unwrap()
+        .sync_plan
+        .expect("second sync planned");
+    let failed = MoverResult {
+        error_class: Some(ErrorClass::Network),
+        message: Some("connection refused".into()),
+        ..Default::default()
+    };
+    terminate_mover_pod(&client, &plan.job_name, 1, &failed).await;
+    let failed = reconcile(&api, &ctx).await;
+    let status = failed.status.clone().unwrap();
+    assert_eq!(
+        condition(&failed, conditions::READY),
+        ("False".into(), "NetworkError".into())
+    );
+    assert_eq!(status.consecutive_failures, Some(1));
+    let retry_at = status.next_sync_time.clone().expect("a retry is planned").0;
+    let wait = retry_at
+        .duration_since(jiff::Timestamp::now())
+        .as_secs_f64();
+    assert!(
+        (20.0..=31.0).contains(&wait),
+        "first retry after ~30 s, not {wait} s"
+    );
+    for _ in 0..3 {
+        let again = reconcile(&api, &ctx).await;
+        assert_eq!(
+            again.status.as_ref().unwrap().sync_plan,
+            None,
+            "no sync before {retry_at}"
+        );
+        assert_eq!(again.status.unwrap().consecutive_failures, Some(1));
+    }
+}
+
+/// Plays the kubelet: waits for the Job controller to create the mover Pod of `job`, then
+/// writes its container's termination with `result` as the message.
+async fn terminate_mover_pod(client: &Client, job: &str, exit_code: i32, result: &MoverResult) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let selector = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let mut pod = None;
+    for _ in 0..150 {
+        pod = pods.list(&selector).await.unwrap().items.into_iter().next();
+        if pod.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pod = pod.expect("kube-controller-manager created the mover Pod");
+    let phase = if exit_code == 0 {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let terminated = json!({"status": {
+        "phase": phase,
+        "containerStatuses": [{
+            "name": "mover", "image": "sluice-mover:test", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit_code, "reason": "Completed", "message": result.to_termination_message()}},
+        }],
+    }});
+    pods.patch_status(
+        &pod.metadata.name.clone().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&terminated),
+    )
+    .await
+    .unwrap();
 }
