@@ -201,14 +201,33 @@ impl Cluster {
         for crd in VOLUME_SNAPSHOT_CRDS {
             self.apply(crd);
         }
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
-            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-            "crd/volumesnapshots.snapshot.storage.k8s.io",
+        self.wait_established(&[
+            "volumesnapshotclasses.snapshot.storage.k8s.io",
+            "volumesnapshotcontents.snapshot.storage.k8s.io",
+            "volumesnapshots.snapshot.storage.k8s.io",
         ]);
+    }
+
+    /// Waits until each CustomResourceDefinition in `crds` is Established.
+    /// Polls rather than `kubectl wait`, which fails outright when it looks
+    /// at a CRD the API server has not given any status yet.
+    pub fn wait_established(&self, crds: &[&str]) {
+        for crd in crds {
+            self.wait_for(
+                &format!("CRD {crd} to be Established"),
+                Duration::from_secs(60),
+                || {
+                    self.try_kubectl(&[
+                        "get",
+                        "crd",
+                        crd,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                    ])
+                    .is_ok_and(|status| status == "True")
+                },
+            );
+        }
     }
 
     /// The admin kubeconfig (client certificate in `system:masters`).

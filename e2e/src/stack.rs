@@ -348,17 +348,10 @@ fn install(cluster: &Cluster) {
         SYSTEM_NAMESPACE,
         "--replicas=0",
     ]);
-    for crd in [
+    cluster.wait_established(&[
         "replicationsources.sluice.dev",
         "replicationdestinations.sluice.dev",
-    ] {
-        cluster.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{crd}"),
-            "--timeout=60s",
-        ]);
-    }
+    ]);
 }
 
 /// A kubeconfig that authenticates as the `sluice-operator` ServiceAccount.

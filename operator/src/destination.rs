@@ -7,7 +7,6 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -16,10 +15,9 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    api::{DeleteParams, DynamicObject, ListParams},
+    runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 use sluice_api::{
     DestinationCopyMethod, MoverOutcome, MoverStatus, OnMissingSnapshot, ReplicationDestination,
     ReplicationDestinationStatus, RestoredSnapshot, SyncPlan,
@@ -31,13 +29,11 @@ use sluice_api::{
 use crate::{
     backoff::{self, Retry},
     context::{Context, Result},
+    controller::{self, create_or_existing, ignore_not_found, is_current},
     job::{self, MoverJobParams},
-    metrics::ObjectLabels,
     mover, plan,
     schedule::Schedule,
-    secret,
-    source::{create_or_existing, ignore_not_found, is_current},
-    status,
+    secret, status,
     volume::{self, PvcShape},
 };
 
@@ -48,36 +44,7 @@ const POLL: Duration = Duration::from_secs(10);
 
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE
-    ));
-    Controller::new(
-        Api::<ReplicationDestination>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Job>::all(client.clone()), owned.clone())
-    .owns(Api::<PersistentVolumeClaim>::all(client), owned)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::warn!(%error, "ReplicationDestination reconcile failed");
-        }
-    })
-    .await;
-}
-
-/// Retries a reconcile that failed on an API error.
-pub fn error_policy(
-    destination: Arc<ReplicationDestination>,
-    error: &kube::Error,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.metrics.reconcile_failed(KIND);
-    tracing::warn!(%error, name = %destination.name_any(), "reconcile error; retrying in 15s");
-    Action::requeue(Duration::from_secs(15))
+    controller::run::<ReplicationDestination, _, _>(ctx, reconcile).await;
 }
 
 /// Name of the PVC a destination without `destinationPVC` restores into.
@@ -102,30 +69,14 @@ pub async fn reconcile(
         Some(plan) => continue_restore(&destination, plan, &mut status, &ctx, now).await?,
         None => idle(&destination, &mut status, &ctx, now).await?,
     };
-    // Compared with the default for a missing status: a reconcile that decided to write
-    // nothing hands back the cached status, and an empty apply would clear our fields.
-    if destination.status.clone().unwrap_or_default() != status {
-        let api: Api<ReplicationDestination> = Api::namespaced(
-            ctx.client.clone(),
-            &destination.namespace().unwrap_or_default(),
-        );
-        let patch = json!({"apiVersion": ReplicationDestination::api_version(&()), "kind": KIND, "status": status});
-        api.patch_status(
-            &destination.name_any(),
-            &PatchParams::apply(labels::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    }
+    controller::write_status(
+        &ctx,
+        destination.as_ref(),
+        destination.status.as_ref(),
+        &status,
+    )
+    .await?;
     Ok(action)
-}
-
-fn object_labels(destination: &ReplicationDestination) -> ObjectLabels {
-    ObjectLabels {
-        kind: KIND.to_string(),
-        namespace: destination.namespace().unwrap_or_default(),
-        name: destination.name_any(),
-    }
 }
 
 async fn idle(
@@ -247,7 +198,7 @@ async fn idle(
             now,
         );
         ctx.metrics.sync_failed(
-            &object_labels(destination),
+            &controller::object_labels(destination),
             now.as_second() as f64,
             reason::SECRET_INVALID,
         );
@@ -471,7 +422,7 @@ async fn finish(
 ) -> Result<Action> {
     let namespace = destination.namespace().unwrap_or_default();
     let generation = destination.metadata.generation;
-    let object = object_labels(destination);
+    let object = controller::object_labels(destination);
     status.observed_generation = generation;
     status.sync_plan = None;
     status.latest_mover_status = Some(MoverStatus {

@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod context;
+pub mod controller;
 pub mod destination;
 pub mod http;
 pub mod job;

@@ -7,7 +7,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -16,10 +15,9 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    api::{DeleteParams, ListParams},
+    runtime::{controller::Action, events::EventType},
 };
-use serde_json::json;
 use sluice_api::{
     CopyMethod, ReplicationSource, ReplicationSourceStatus, SyncPlan,
     conditions::{self, reason},
@@ -30,8 +28,8 @@ use sluice_api::{
 use crate::{
     backoff::{self, Retry},
     context::{Context, Result},
+    controller::{self, create_or_existing, ignore_not_found, is_current},
     job::{self, MoverJobParams},
-    metrics::ObjectLabels,
     mover, plan,
     schedule::Schedule,
     secret, status,
@@ -49,37 +47,7 @@ const POLL: Duration = Duration::from_secs(10);
 
 /// Runs the controller until the stream ends (shutdown).
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE
-    ));
-    let controller = Controller::new(
-        Api::<ReplicationSource>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    controller
-        .owns(Api::<Job>::all(client.clone()), owned.clone())
-        .owns(Api::<PersistentVolumeClaim>::all(client), owned)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "ReplicationSource reconcile failed");
-            }
-        })
-        .await;
-}
-
-/// Retries a reconcile that failed on an API error.
-pub fn error_policy(
-    source: Arc<ReplicationSource>,
-    error: &kube::Error,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.metrics.reconcile_failed(KIND);
-    tracing::warn!(%error, name = %source.name_any(), namespace = ?source.namespace(), "reconcile error; retrying in 15s");
-    Action::requeue(Duration::from_secs(15))
+    controller::run::<ReplicationSource, _, _>(ctx, reconcile).await;
 }
 
 /// Takes the next step for one ReplicationSource.
@@ -91,41 +59,8 @@ pub async fn reconcile(source: Arc<ReplicationSource>, ctx: Arc<Context>) -> Res
         Some(plan) => continue_sync(&source, plan, &mut status, &ctx, now).await?,
         None => idle(&source, &mut status, &ctx, now).await?,
     };
-    // Compared with the default for a missing status: a reconcile that decided to write
-    // nothing hands back the cached status, and an empty apply would clear our fields.
-    if source.status.clone().unwrap_or_default() != status {
-        apply_status(&ctx, &source, &status).await?;
-    }
+    controller::write_status(&ctx, source.as_ref(), source.status.as_ref(), &status).await?;
     Ok(action)
-}
-
-fn object_labels(source: &ReplicationSource) -> ObjectLabels {
-    ObjectLabels {
-        kind: KIND.to_string(),
-        namespace: source.namespace().unwrap_or_default(),
-        name: source.name_any(),
-    }
-}
-
-async fn apply_status(
-    ctx: &Context,
-    source: &ReplicationSource,
-    status: &ReplicationSourceStatus,
-) -> Result<()> {
-    let api: Api<ReplicationSource> =
-        Api::namespaced(ctx.client.clone(), &source.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": ReplicationSource::api_version(&()),
-        "kind": KIND,
-        "status": status,
-    });
-    api.patch_status(
-        &source.name_any(),
-        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 fn until(next: Timestamp, now: Timestamp) -> Duration {
@@ -267,7 +202,7 @@ async fn idle(
             now,
         );
         ctx.metrics.sync_failed(
-            &object_labels(source),
+            &controller::object_labels(source),
             now.as_second() as f64,
             reason::SECRET_INVALID,
         );
@@ -289,7 +224,8 @@ async fn idle(
     }
     let plan = plan::source_plan(source, now);
     let missed = due.as_ref().map_or(0, |due| due.missed);
-    ctx.metrics.missed(&object_labels(source), missed);
+    ctx.metrics
+        .missed(&controller::object_labels(source), missed);
     status.missed_syncs = Some(status.missed_syncs.unwrap_or(0) + missed as i64);
     status.last_sync_start_time = Some(plan.started_at.clone());
     status.next_sync_time = due.map(|due| Time(due.next));
@@ -301,8 +237,8 @@ async fn idle(
         generation,
         now,
     );
-    // The plan is stored before anything is created, so the Job derives from it alone.
-    apply_status(ctx, source, status).await?;
+    // The plan is stored (by reconcile) before anything is created, so the Job derives from it
+    // alone; the next reconcile, woken by that write, creates the copy and the Job.
     tracing::info!(
         namespace = %namespace,
         name = %source.name_any(),
@@ -323,7 +259,7 @@ async fn idle(
         ),
     )
     .await;
-    continue_sync(source, plan, status, ctx, now).await
+    Ok(Action::requeue(Duration::from_secs(1)))
 }
 
 fn invalid_spec(message: String) -> kube::Error {
@@ -523,38 +459,6 @@ fn owned_labels(source: &ReplicationSource) -> std::collections::BTreeMap<String
     ])
 }
 
-/// Whether the controller's cached `object` is the API server's current version. A reconcile
-/// woken by a Job event can read an object from before the last status write: from before a
-/// sync ended (its Job then looks "missing"), or before one started (so it looks due again).
-/// Acting on that would run a sync twice, so Jobs and plans are only created from a current
-/// object; otherwise the reconcile waits for the watch to catch up.
-pub(crate) async fn is_current<K>(object: &K, client: &kube::Client) -> Result<bool>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
-    let fresh = api.get_opt(&object.name_any()).await?;
-    Ok(fresh.is_some_and(|fresh| fresh.meta().resource_version == object.meta().resource_version))
-}
-
-/// Creates `object`, or returns the one already there (a reconcile that raced itself).
-pub(crate) async fn create_or_existing<K>(api: &Api<K>, object: &K) -> Result<K>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.create(&PostParams::default(), object).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(&object.meta().name.clone().unwrap_or_default())
-                .await
-        }
-        Err(error) => Err(error),
-    }
-}
-
 /// Records the result, sets conditions, events and metrics, removes the sync's temporary
 /// objects and ends the sync.
 async fn finish(
@@ -567,7 +471,7 @@ async fn finish(
     failure_reason: &str,
 ) -> Result<Action> {
     let generation = source.metadata.generation;
-    let object = object_labels(source);
+    let object = controller::object_labels(source);
     status::record_source_result(status, &plan, &result, now);
     status.observed_generation = generation;
     let schedule = source.spec.trigger.as_ref().and_then(|t| {
@@ -731,12 +635,4 @@ async fn cleanup(source: &ReplicationSource, plan: &SyncPlan, ctx: &Context) -> 
         }
     }
     Ok(())
-}
-
-/// Treats "already gone" as success.
-pub fn ignore_not_found(result: Result<()>) -> Result<()> {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        other => other,
-    }
 }

@@ -23,12 +23,7 @@ const NAMESPACE: &str = "apps";
 fn install(cluster: &Cluster) {
     let crds = format!("{}/../config/crd", env!("CARGO_MANIFEST_DIR"));
     cluster.kubectl(&["apply", "-k", &crds]);
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/replicationsources.sluice.dev",
-        "--timeout=60s",
-    ]);
+    cluster.wait_established(&["replicationsources.sluice.dev"]);
     cluster.kubectl(&["create", "namespace", NAMESPACE]);
 }
 
@@ -121,6 +116,8 @@ async fn source_sync_flow_against_the_api_server() {
     // metav1.Time has second precision; the fix must land in a later second than the attempt.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     cluster.apply(&secret(Some("pw")));
+    // The first reconcile records the plan, the next one (woken by that write) makes the Job.
+    reconcile(&api, &ctx).await;
     let source = reconcile(&api, &ctx).await;
     let plan = source
         .status
@@ -276,6 +273,7 @@ async fn source_sync_flow_against_the_api_server() {
         .unwrap()
         .sync_plan
         .expect("second sync planned");
+    reconcile(&api, &ctx).await;
     let failed = MoverResult {
         error_class: Some(ErrorClass::Network),
         message: Some("connection refused".into()),

@@ -1,0 +1,165 @@
+//! What the ReplicationSource and ReplicationDestination controllers share around their
+//! reconcile logic: running a kube `Controller` that owns the Jobs and PVCs it makes, writing
+//! status by server-side apply, retrying API errors, and the guards on creating and deleting
+//! objects (a stale cache, a create that raced itself, a delete that finds nothing).
+
+use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{batch::v1::Job, core::v1::PersistentVolumeClaim};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    core::NamespaceResourceScope,
+    runtime::{
+        controller::{Action, Controller},
+        watcher,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use sluice_api::labels;
+
+use crate::{context::Context, metrics::ObjectLabels};
+
+/// The kinds the controllers reconcile: namespaced, statically typed custom resources.
+pub trait Synced:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Synced for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// How long after an API error a reconcile is tried again.
+const API_ERROR_RETRY: Duration = Duration::from_secs(15);
+
+/// Runs the controller for `K` until the stream ends (shutdown): every object of `K` in the
+/// cluster, and the Jobs and PVCs Sluice made (by label) for their owners.
+pub async fn run<K, F, Fut>(ctx: Arc<Context>, reconcile: F)
+where
+    K: Synced,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = kube::Result<Action>> + Send + 'static,
+{
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    ));
+    Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Job>::all(client.clone()), owned.clone())
+        .owns(Api::<PersistentVolumeClaim>::all(client), owned)
+        .run(reconcile, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Retries a reconcile that failed on an API error.
+fn error_policy<K: Synced>(object: Arc<K>, error: &kube::Error, ctx: Arc<Context>) -> Action {
+    let kind = K::kind(&());
+    ctx.metrics.reconcile_failed(&kind);
+    tracing::warn!(
+        %error,
+        %kind,
+        name = %object.name_any(),
+        namespace = ?object.namespace(),
+        "reconcile error; retrying in {}s",
+        API_ERROR_RETRY.as_secs()
+    );
+    Action::requeue(API_ERROR_RETRY)
+}
+
+/// Writes `status` by server-side apply under Sluice's field manager, unless it equals
+/// `current`, what the object already has. A missing status compares as the default one: a
+/// reconcile that decided to write nothing hands back the cached status, and applying an empty
+/// status would clear the fields Sluice owns.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> kube::Result<()>
+where
+    K: Synced,
+    S: Serialize + PartialEq + Default + Clone,
+{
+    if current.cloned().unwrap_or_default() == *status {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The labels of `object`'s per-object metrics.
+pub fn object_labels<K: Synced>(object: &K) -> ObjectLabels {
+    ObjectLabels {
+        kind: K::kind(&()).into_owned(),
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+    }
+}
+
+/// Whether the controller's cached `object` is the API server's current version. A reconcile
+/// woken by a Job event can read an object from before the last status write: from before a
+/// sync ended (its Job then looks "missing"), or before one started (so it looks due again).
+/// Acting on that would run a sync twice, so Jobs and plans are only created from a current
+/// object; otherwise the reconcile waits for the watch to catch up.
+pub async fn is_current<K: Synced>(object: &K, client: &kube::Client) -> kube::Result<bool> {
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let fresh = api.get_opt(&object.name_any()).await?;
+    Ok(fresh.is_some_and(|fresh| fresh.meta().resource_version == object.meta().resource_version))
+}
+
+/// Creates `object`, or returns the one already there (a reconcile that raced itself).
+pub async fn create_or_existing<K>(api: &Api<K>, object: &K) -> kube::Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&object.meta().name.clone().unwrap_or_default())
+                .await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Treats "already gone" as success.
+pub fn ignore_not_found(result: kube::Result<()>) -> kube::Result<()> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other,
+    }
+}
