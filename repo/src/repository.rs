@@ -240,7 +240,7 @@ impl Repository {
             && (self.options.compression != Compression::Off || blob_type == BlobType::Tree);
         if compress {
             let level = self.options.compression.level();
-            let z = zstd::bulk::compress(plain, level).expect("zstd compression of a buffer");
+            let z = zstd_context::compress(plain, level);
             (self.key.seal(&z), plain.len() as u32)
         } else {
             (self.key.seal(plain), 0)
@@ -256,7 +256,7 @@ impl Repository {
             .open_in_place(sealed)
             .map_err(|e| Error::corrupt(what(), e.to_string()))?;
         let data = if blob.uncompressed_length != 0 {
-            zstd::bulk::decompress(plain, blob.uncompressed_length as usize)
+            zstd_context::decompress(plain, blob.uncompressed_length as usize)
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
         } else {
             plain.to_vec()
@@ -395,5 +395,48 @@ fn decode_unpacked(plain: &[u8]) -> std::result::Result<Vec<u8>, String> {
         Some(2) => zstd::stream::decode_all(&plain[1..]).map_err(|e| format!("zstd: {e}")),
         Some(v) => Err(format!("unknown encoding version byte {v}")),
         None => Err("empty file".into()),
+    }
+}
+
+/// One zstd context per thread, reused for every blob. Creating a context costs more than
+/// compressing a small blob: it was a quarter of the CPU of backing up small files, and of a
+/// no-change backup's tree reads. Each context holds a few MiB, bounded by the thread count.
+mod zstd_context {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { RefCell::new(None) };
+        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+
+    /// `plain` compressed at `level`.
+    pub fn compress(plain: &[u8], level: i32) -> Vec<u8> {
+        COMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+                let compressor =
+                    zstd::bulk::Compressor::new(level).expect("a zstd compression context");
+                *cell = Some((level, compressor));
+            }
+            let (_, compressor) = cell.as_mut().expect("set above");
+            compressor
+                .compress(plain)
+                .expect("zstd compression of a buffer")
+        })
+    }
+
+    /// `compressed` decompressed, failing when it is invalid or longer than `capacity`.
+    pub fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+        DECOMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new()?);
+            }
+            cell.as_mut()
+                .expect("set above")
+                .decompress(compressed, capacity)
+        })
     }
 }
