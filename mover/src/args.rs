@@ -46,6 +46,10 @@ pub struct Global {
     /// CA certificate file for TLS to object storage.
     #[arg(long, env = "RESTIC_CACERT", global = true)]
     pub cacert: Option<PathBuf>,
+    /// Print only errors and what a command is asked for (snapshot lists, JSON): no progress,
+    /// no summaries, as restic's `-q`.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// Log more (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -29,10 +29,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode for this process: a bar on a TTY, JSON with `--json`, log
-    /// lines when SLUICE_PROGRESS_LOG is set (mover Pods), else nothing.
-    pub fn detect(json: bool) -> Mode {
-        if json {
+    /// The mode for this process: nothing with `--quiet`, JSON with
+    /// `--json`, a bar on a TTY, log lines when SLUICE_PROGRESS_LOG is set
+    /// (mover Pods), else nothing.
+    pub fn detect(json: bool, quiet: bool) -> Mode {
+        if quiet {
+            Mode::Off
+        } else if json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
             Mode::Bar

@@ -56,7 +56,7 @@ pub fn run_backup(g: &Global, opts: &BackupOptions) -> Result<archiver::BackupRe
     repo.load_index()?;
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
-    let ticker = Ticker::start(Mode::detect(g.json), "backup", move || Sample {
+    let ticker = Ticker::start(Mode::detect(g.json, g.quiet), "backup", move || Sample {
         files_done: p.files_done.load(Ordering::Relaxed),
         files_total: p.files_seen.load(Ordering::Relaxed),
         bytes_done: p.bytes_done.load(Ordering::Relaxed),
@@ -92,7 +92,7 @@ pub fn run_backup(g: &Global, opts: &BackupOptions) -> Result<archiver::BackupRe
             "backup_end": s.backup_end,
             "snapshot_id": result.id.to_hex(),
         }));
-    } else {
+    } else if !g.quiet {
         match &result.parent {
             Some(p) => println!("using parent snapshot {}", p.short()),
             None => println!("no parent snapshot found, will read all files"),

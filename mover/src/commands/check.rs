@@ -15,7 +15,7 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<i32> {
     let mut repo = repo_open::open(g)?;
     let _lock = super::lock(&repo, g, false)?;
     let say = |line: &str| {
-        if !g.json {
+        if !g.json && !g.quiet {
             println!("{line}");
         }
     };

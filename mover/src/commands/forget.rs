@@ -136,7 +136,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
                 "remove": go_list(outcome.remove.iter().map(|c| snap(c)).collect()),
                 "reasons": go_list(reasons),
             }));
-        } else {
+        } else if !g.quiet {
             let mut title = Vec::new();
             if !key.host.is_empty() {
                 title.push(format!("host [{}]", key.host));
@@ -179,7 +179,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
     for id in &doomed {
         repo.backend().remove(FileKind::Snapshot, &id.to_hex())?;
     }
-    if !g.json {
+    if !g.json && !g.quiet {
         println!("removed {} snapshots", doomed.len());
     }
     if a.prune && !doomed.is_empty() {

@@ -18,7 +18,7 @@ pub fn run(g: &Global) -> Result<i32> {
             "id": id,
             "repository": location,
         }));
-    } else {
+    } else if !g.quiet {
         println!("created restic repository {} at {location}", &id[..10]);
         println!();
         println!("Please note that knowledge of your password is required to access");

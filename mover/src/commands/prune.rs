@@ -29,7 +29,7 @@ pub fn prune_locked(
     dry_run: bool,
 ) -> Result<()> {
     let say = |line: &str| {
-        if !g.json {
+        if !g.json && !g.quiet {
             println!("{line}");
         }
     };
@@ -63,7 +63,7 @@ pub fn prune_locked(
                 "unused_size_after_prune": s.unused_after,
             })
         );
-    } else {
+    } else if !g.quiet {
         println!("used:                 {}", amount(s.used));
         println!("unused:               {}", amount(s.unused));
         println!();

@@ -37,7 +37,7 @@ pub fn run_restore(
     let _lock = super::lock(&repo, g, false)?;
     let snap = repo.find_snapshot(spec, filter)?;
     repo.load_index()?;
-    if !g.json {
+    if !g.json && !g.quiet {
         println!(
             "restoring snapshot {} of {:?} at {} to {}",
             snap.id.short(),
@@ -48,7 +48,7 @@ pub fn run_restore(
     }
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
-    let ticker = Ticker::start(Mode::detect(g.json), "restore", move || Sample {
+    let ticker = Ticker::start(Mode::detect(g.json, g.quiet), "restore", move || Sample {
         files_done: 0,
         files_total: p.files_total.load(Ordering::Relaxed),
         bytes_done: p.bytes_done.load(Ordering::Relaxed),
@@ -76,7 +76,7 @@ pub fn run_restore(
             "errors": result.errors.len(),
             "snapshot_id": snap.id.to_hex(),
         }));
-    } else {
+    } else if !g.quiet {
         println!(
             "Summary: Restored {} files/dirs ({}) in {}",
             result.files + result.dirs,

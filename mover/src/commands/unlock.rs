@@ -14,7 +14,7 @@ pub fn run(g: &Global, a: &UnlockArgs) -> Result<i32> {
             "{}",
             serde_json::json!({"message_type": "summary", "removed_locks": removed})
         );
-    } else {
+    } else if !g.quiet {
         println!("successfully removed {removed} locks");
     }
     Ok(0)
