@@ -5,6 +5,9 @@
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
 use futures::StreamExt;
 use k8s_openapi::api::{batch::v1::Job, core::v1::PersistentVolumeClaim};
 use kube::{
@@ -13,6 +16,7 @@ use kube::{
     core::NamespaceResourceScope,
     runtime::{
         controller::{Action, Controller},
+        events::EventType,
         watcher,
     },
 };
@@ -20,7 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sluice_api::labels;
 
-use crate::{context::Context, metrics::ObjectLabels};
+use crate::{backoff::Retry, context::Context, metrics::ObjectLabels, status};
 
 /// The kinds the controllers reconcile: namespaced, statically typed custom resources.
 pub trait Synced:
@@ -162,4 +166,75 @@ pub fn ignore_not_found(result: kube::Result<()>) -> kube::Result<()> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         other => other,
     }
+}
+
+/// A sync or restore that failed, before it is reported.
+pub struct Failure<'a> {
+    /// The condition and event reason, e.g. `WrongPassword`.
+    pub reason: &'a str,
+    /// What failed and what to do, one line.
+    pub message: String,
+    /// The event's action: `Sync`, `Restore` or `Validate`.
+    pub action: &'a str,
+    /// Whether and when to try again.
+    pub retry: Retry,
+    /// Failures in a row, this one included.
+    pub failures: u32,
+}
+
+/// Reports `failure` of `object` everywhere someone looks at 3 a.m.: the Ready and Degraded
+/// conditions (saying when the retry is, or that only a change helps), `next_sync_time`, the
+/// failure metric, a Warning event and a log line.
+pub async fn report_failure<K: Synced>(
+    ctx: &Context,
+    object: &K,
+    failure: Failure<'_>,
+    conditions: &mut Vec<Condition>,
+    next_sync_time: &mut Option<Time>,
+    now: Timestamp,
+) {
+    let Failure {
+        reason,
+        message,
+        action,
+        retry,
+        failures,
+    } = failure;
+    let (detail, retrying) = match retry {
+        Retry::After(delay) => {
+            let next = now + SignedDuration::try_from(delay).unwrap_or_default();
+            *next_sync_time = Some(Time(next));
+            (format!("{message}; retry {failures} at {next}"), true)
+        }
+        Retry::WaitForChange => {
+            *next_sync_time = None;
+            (
+                format!(
+                    "{message}; retrying cannot help: fix the cause, then change the Secret or \
+                     the spec (e.g. spec.trigger.manual)"
+                ),
+                false,
+            )
+        }
+    };
+    status::failed(
+        conditions,
+        reason,
+        &detail,
+        retrying,
+        object.meta().generation,
+        now,
+    );
+    tracing::warn!(
+        kind = %K::kind(&()),
+        namespace = %object.namespace().unwrap_or_default(),
+        name = %object.name_any(),
+        reason,
+        failures,
+        "{action} failed: {detail}"
+    );
+    ctx.metrics
+        .sync_failed(&object_labels(object), now.as_second() as f64, reason);
+    ctx.event(object, EventType::Warning, reason, action, message)
+        .await;
 }

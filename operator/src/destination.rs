@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{PersistentVolumeClaim, Pod, Secret, TypedLocalObjectReference},
@@ -186,28 +186,23 @@ async fn idle(
             missing.as_deref().unwrap_or_default(),
         );
         status.last_sync_start_time = Some(Time(now));
-        status.consecutive_failures = Some(status.consecutive_failures.unwrap_or(0) + 1);
-        status.next_sync_time = None;
+        let failures = status.consecutive_failures.unwrap_or(0) + 1;
+        status.consecutive_failures = Some(failures);
         status.observed_generation = generation;
-        status::failed(
-            &mut status.conditions,
-            reason::SECRET_INVALID,
-            &message,
-            false,
-            generation,
-            now,
-        );
-        ctx.metrics.sync_failed(
-            &controller::object_labels(destination),
-            now.as_second() as f64,
-            reason::SECRET_INVALID,
-        );
-        ctx.event(
-            destination,
-            EventType::Warning,
-            reason::SECRET_INVALID,
-            "Validate",
+        let failure = controller::Failure {
+            reason: reason::SECRET_INVALID,
             message,
+            action: "Validate",
+            retry: Retry::WaitForChange,
+            failures: failures as u32,
+        };
+        controller::report_failure(
+            ctx,
+            destination,
+            failure,
+            &mut status.conditions,
+            &mut status.next_sync_time,
+            now,
         )
         .await;
         return Ok(Action::requeue(secret::RECHECK));
@@ -511,48 +506,26 @@ async fn finish(
         Some(class) => {
             let failures = status.consecutive_failures.unwrap_or(0).saturating_add(1);
             status.consecutive_failures = Some(failures);
-            let reason = class.condition_reason();
             let message = result
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("restore failed: {class:?}"));
-            match backoff::after_failure(class, failures as u32) {
-                Retry::After(delay) => {
-                    let next = now + SignedDuration::try_from(delay).unwrap_or_default();
-                    status.next_sync_time = Some(Time(next));
-                    status::failed(
-                        &mut status.conditions,
-                        reason,
-                        &message,
-                        true,
-                        generation,
-                        now,
-                    );
-                }
-                Retry::WaitForChange => {
-                    status.next_sync_time = None;
-                    status::failed(
-                        &mut status.conditions,
-                        reason,
-                        &message,
-                        false,
-                        generation,
-                        now,
-                    );
-                }
-            }
-            tracing::warn!(
-                namespace = %namespace,
-                name = %destination.name_any(),
-                job = %plan.job_name,
-                reason,
-                failures,
-                "restore failed: {message}"
-            );
-            ctx.metrics
-                .sync_failed(&object, now.as_second() as f64, reason);
-            ctx.event(destination, EventType::Warning, reason, "Restore", message)
-                .await;
+            let failure = controller::Failure {
+                reason: class.condition_reason(),
+                message: format!("{message} (Job {})", plan.job_name),
+                action: "Restore",
+                retry: backoff::after_failure(class, failures as u32),
+                failures: failures as u32,
+            };
+            controller::report_failure(
+                ctx,
+                destination,
+                failure,
+                &mut status.conditions,
+                &mut status.next_sync_time,
+                now,
+            )
+            .await;
         }
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);

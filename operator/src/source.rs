@@ -191,27 +191,22 @@ async fn idle(
             missing.as_deref().unwrap_or_default(),
         );
         status.last_sync_start_time = Some(Time(now));
-        status.consecutive_failures = Some(status.consecutive_failures.unwrap_or(0) + 1);
-        status.next_sync_time = None;
-        status::failed(
-            &mut status.conditions,
-            reason::SECRET_INVALID,
-            &message,
-            false,
-            generation,
-            now,
-        );
-        ctx.metrics.sync_failed(
-            &controller::object_labels(source),
-            now.as_second() as f64,
-            reason::SECRET_INVALID,
-        );
-        ctx.event(
-            source,
-            EventType::Warning,
-            reason::SECRET_INVALID,
-            "Validate",
+        let failures = status.consecutive_failures.unwrap_or(0) + 1;
+        status.consecutive_failures = Some(failures);
+        let failure = controller::Failure {
+            reason: reason::SECRET_INVALID,
             message,
+            action: "Validate",
+            retry: Retry::WaitForChange,
+            failures: failures as u32,
+        };
+        controller::report_failure(
+            ctx,
+            source,
+            failure,
+            &mut status.conditions,
+            &mut status.next_sync_time,
+            now,
         )
         .await;
         return Ok(Action::requeue(secret::RECHECK));
@@ -536,47 +531,22 @@ async fn finish(
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("mover failed: {class:?}"));
-            match backoff::after_failure(class, failures) {
-                Retry::After(delay) => {
-                    let next = now + SignedDuration::try_from(delay).unwrap_or_default();
-                    status.next_sync_time = Some(Time(next));
-                    status::failed(
-                        &mut status.conditions,
-                        failure_reason,
-                        &format!("{message}; retry {failures} at {next}"),
-                        true,
-                        generation,
-                        now,
-                    );
-                }
-                Retry::WaitForChange => {
-                    status.next_sync_time = None;
-                    status::failed(
-                        &mut status.conditions,
-                        failure_reason,
-                        &format!(
-                            "{message}; retrying cannot help: fix the cause, then change the \
-                             Secret or the spec (e.g. spec.trigger.manual)"
-                        ),
-                        false,
-                        generation,
-                        now,
-                    );
-                }
-            }
-            tracing::warn!(
-                namespace = %source.namespace().unwrap_or_default(),
-                name = %source.name_any(),
-                job = %plan.job_name,
-                reason = failure_reason,
+            let failure = controller::Failure {
+                reason: failure_reason,
+                message: format!("{message} (Job {})", plan.job_name),
+                action: "Sync",
+                retry: backoff::after_failure(class, failures),
                 failures,
-                next = ?status.next_sync_time.as_ref().map(|t| t.0.to_string()),
-                "sync failed: {message}"
-            );
-            ctx.metrics
-                .sync_failed(&object, now.as_second() as f64, failure_reason);
-            ctx.event(source, EventType::Warning, failure_reason, "Sync", message)
-                .await;
+            };
+            controller::report_failure(
+                ctx,
+                source,
+                failure,
+                &mut status.conditions,
+                &mut status.next_sync_time,
+                now,
+            )
+            .await;
         }
     }
     let restic = status.restic.clone().unwrap_or_default();
