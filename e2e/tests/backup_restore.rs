@@ -1,7 +1,8 @@
 //! Sluice's main job, end to end: install and leader Lease, manual backups
 //! with each copy method, restores of the latest, an as-of and a previous
 //! snapshot into new PVCs and into a VolumeSnapshot, a restore that finds no
-//! snapshot, a standby replica, and cleanup by garbage collection.
+//! snapshot, a copy that never binds, a standby replica, and cleanup by
+//! garbage collection.
 //!
 //! One [`Stack`] serves every scenario; each has its own namespace and
 //! repository, and they run side by side.
@@ -25,6 +26,7 @@ fn backup_and_restore_scenarios() {
         scope.spawn(|| clone_and_snapshot_copies_are_removed_after_the_sync(&stack));
         scope.spawn(|| restore_as_of_and_previous_pick_their_snapshots(&stack));
         scope.spawn(|| no_matching_snapshot_fails_instead_of_publishing_an_empty_volume(&stack));
+        scope.spawn(|| copy_that_never_binds_says_so(&stack));
     });
     deleting_the_objects_removes_everything_they_made(&stack);
     standby_operator_waits_for_the_lease(&stack);
@@ -244,6 +246,24 @@ fn no_matching_snapshot_fails_instead_of_publishing_an_empty_volume(stack: &Stac
         events.contains("NoSnapshot"),
         "no NoSnapshot event: {events}"
     );
+}
+
+fn copy_that_never_binds_says_so(stack: &Stack) {
+    let ns = "unbound";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "unbound/repo", None);
+    stack.claim(ns, "data");
+    let extra = "    storageClassName: no-such-class\n";
+    stack.cluster.apply(&source(ns, "data", "Clone", extra));
+    let object = "replicationsource/data";
+    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    stack.wait_field(ns, object, reason, SYNC, |v| v == "WaitingForPVC");
+    let message = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Synchronizing\")].message}",
+    );
+    assert!(message.contains("to be bound"), "{message}");
 }
 
 fn deleting_the_objects_removes_everything_they_made(stack: &Stack) {

@@ -39,8 +39,9 @@ use crate::{
 /// Kind name used in metrics and logs.
 pub const KIND: &str = "ReplicationSource";
 
-/// A VolumeSnapshot not ready after this long gets a warning event (the sync keeps waiting).
-const SNAPSHOT_READY_WARNING: SignedDuration = SignedDuration::from_mins(5);
+/// A VolumeSnapshot or copy PVC not ready after this long gets a warning event (the sync keeps
+/// waiting).
+const READY_WARNING: SignedDuration = SignedDuration::from_mins(5);
 
 /// How often a running sync is looked at even without a watch event.
 const POLL: Duration = Duration::from_secs(10);
@@ -353,7 +354,7 @@ async fn continue_sync(
                             generation,
                             now,
                         );
-                        if now.duration_since(plan.started_at.0) > SNAPSHOT_READY_WARNING {
+                        if now.duration_since(plan.started_at.0) > READY_WARNING {
                             let detail = volume::snapshot_error(&snapshot)
                                 .unwrap_or_else(|| "not readyToUse yet".to_string());
                             ctx.event(
@@ -417,6 +418,44 @@ async fn continue_sync(
         .or_else(|| mover::result_from_failed_job(&job));
     match result {
         None => {
+            // A copy that never binds leaves the mover Pod pending: say so, not "running".
+            let unbound_copy = match restic.copy_method {
+                CopyMethod::Direct => None,
+                CopyMethod::Clone | CopyMethod::Snapshot => pvcs
+                    .get_opt(&plan.job_name)
+                    .await?
+                    .filter(|claim| !volume::is_bound(claim)),
+            };
+            if unbound_copy.is_some() {
+                let message = format!(
+                    "waiting for PVC {} (the point-in-time copy) to be bound",
+                    plan.job_name
+                );
+                status::synchronizing(
+                    &mut status.conditions,
+                    reason::WAITING_FOR_PVC,
+                    &message,
+                    generation,
+                    now,
+                );
+                if now.duration_since(plan.started_at.0) > READY_WARNING {
+                    let note = format!(
+                        "PVC {} not bound after {}s: check its StorageClass and that its \
+                         provisioner runs",
+                        plan.job_name,
+                        READY_WARNING.as_secs()
+                    );
+                    ctx.event(
+                        source,
+                        EventType::Warning,
+                        reason::WAITING_FOR_PVC,
+                        "Copy",
+                        note,
+                    )
+                    .await;
+                }
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             status::synchronizing(
                 &mut status.conditions,
                 reason::MOVER_RUNNING,

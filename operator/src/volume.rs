@@ -173,6 +173,15 @@ pub fn pvc_bound(pvc: &PersistentVolumeClaim) -> bool {
         == Some("Bound")
 }
 
+/// Whether `claim` is bound to a volume.
+pub fn is_bound(claim: &PersistentVolumeClaim) -> bool {
+    claim
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+        == Some("Bound")
+}
+
 /// The node of a live Pod that mounts `claim`, where a `Direct` mover must run to share the
 /// volume. Finished Pods no longer hold the volume and are skipped.
 pub fn node_mounting(pods: &[Pod], claim: &str) -> Option<String> {
