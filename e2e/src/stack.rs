@@ -74,7 +74,8 @@ impl Stack {
             minio,
             dir,
         };
-        stack.operator = Some(stack.spawn_operator(&operator, "operator-1"));
+        let first = stack.spawn_operator_on(&operator, "operator-1", stack.http_port);
+        stack.operator = Some(first);
         stack.wait_for_leader("operator-1");
         stack
     }
@@ -82,11 +83,11 @@ impl Stack {
     /// Starts one more operator process with `identity`; it waits for the
     /// leader Lease like a second replica would.
     pub fn spawn_operator(&self, binary: &Path, identity: &str) -> Daemon {
-        let port = if identity == "operator-1" {
-            self.http_port
-        } else {
-            free_port()
-        };
+        self.spawn_operator_on(binary, identity, free_port())
+    }
+
+    /// An operator process with `identity` serving HTTP on `port`.
+    fn spawn_operator_on(&self, binary: &Path, identity: &str, port: u16) -> Daemon {
         let mut command = Command::new(binary);
         command
             .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])

@@ -15,7 +15,7 @@ use clap::Parser as _;
 use sluice_api::mover_env as env;
 use sluice_api::mover_result::{ErrorClass, MoverResult, TERMINATION_LOG_PATH};
 use sluice_repo::archiver::BackupOptions;
-use sluice_repo::backend::BackendErrorKind;
+use sluice_repo::backend::{BackendErrorKind, FileKind};
 use sluice_repo::lock::{self, LockOptions};
 use sluice_repo::restorer::RestoreOptions;
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
@@ -194,31 +194,23 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
 /// `init`. Only a missing `config` counts: a wrong password or an
 /// unreachable bucket stays an error. Restores never create repositories.
 fn initialize_if_missing(g: &Global) -> Result<bool> {
-    match repo_open::open(g) {
-        Ok(_) => Ok(false),
-        Err(e)
-            if matches!(
-                e.downcast_ref::<sluice_repo::Error>(),
-                Some(sluice_repo::Error::RepositoryNotFound { .. })
-            ) =>
-        {
-            let backend = repo_open::backend(g)?;
-            let location = backend.location();
-            match sluice_repo::Repository::init(
-                backend,
-                &repo_open::password(g)?,
-                repo_open::options(g),
-            ) {
-                Ok(repo) => {
-                    tracing::info!(%location, id = %repo.config().id, "created the repository");
-                    Ok(true)
-                }
-                // Another source sharing the repository created it first.
-                Err(sluice_repo::Error::RepositoryExists { .. }) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
+    // A stat of `config`, not a full open: deriving the key here would
+    // repeat the scrypt work every later step does anyway.
+    let backend = repo_open::backend(g)?;
+    match backend.stat(FileKind::Config, "config") {
+        Ok(_) => return Ok(false),
+        Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {}
+        Err(e) => return Err(sluice_repo::Error::from(e).into()),
+    }
+    let location = backend.location();
+    match sluice_repo::Repository::init(backend, &repo_open::password(g)?, repo_open::options(g)) {
+        Ok(repo) => {
+            tracing::info!(%location, id = %repo.config().id, "created the repository");
+            Ok(true)
         }
-        Err(e) => Err(e),
+        // Another source sharing the repository created it first.
+        Err(sluice_repo::Error::RepositoryExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
