@@ -2,12 +2,20 @@
 # never in the tree.
 CACHE ?= $(HOME)/.cache/sluice
 export CARGO_TARGET_DIR ?= $(CACHE)/target
+# The workspace version, which tags the image.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: build test lint crds tools e2e demo quickstart bench
+.PHONY: build image test lint crds tools e2e demo quickstart bench
 
 ## build: release binaries (sluice-mover, sluice-operator, crdgen)
 build:
 	cargo build --release --workspace
+
+## image: the Sluice image as an OCI archive, built without a Docker engine from the Dockerfile's final stage; the last line is the archive's path
+image:
+	cargo build --release -p sluice-mover -p sluice-operator -p sluice-image
+	$(CARGO_TARGET_DIR)/release/sluice-image --dockerfile Dockerfile --binaries $(CARGO_TARGET_DIR)/release \
+		--name localhost/sluice:$(VERSION) --out $(CARGO_TARGET_DIR)/image/sluice-$(VERSION).oci.tar
 
 ## quickstart: back up and restore a sample directory to a local repository
 quickstart:

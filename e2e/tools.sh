@@ -2,7 +2,8 @@
 # Builds the real components Sluice's tests run against, from their Go modules
 # at pinned versions, into ~/.cache/sluice/bin (outside the work tree).
 #
-#   e2e/tools.sh [restic|minio|etcd|kube]...   build (all when none is named)
+#   e2e/tools.sh [restic|minio|etcd|kube|snapshotter|csi-driver]...
+#                                              build (all when none is named)
 #   e2e/tools.sh --print-path NAME             print the path of a built binary
 #   e2e/tools.sh --env                         print `export SLUICE_...=` lines
 #
@@ -18,9 +19,14 @@ RESTIC_VERSION=v0.19.1
 # (2026-02-12), the newest MinIO there is, and it builds with Go 1.26.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 ETCD_VERSION=v3.6.16
-# kube-apiserver, kube-controller-manager and kubectl; the staging modules
-# (k8s.io/api, ...) are pinned to the matching v0.MINOR.PATCH.
+# kube-apiserver, kube-controller-manager, kubectl and the node's kubelet,
+# kube-scheduler and kube-proxy; the staging modules (k8s.io/api, ...) are
+# pinned to the matching v0.MINOR.PATCH.
 KUBE_VERSION=v1.34.4
+# The snapshot-controller and csi-snapshotter sidecar, and the VolumeSnapshot
+# CRDs of the same release; v8.4.0 is the newest built on Kubernetes 0.34
+# libraries, like the pins above.
+SNAPSHOTTER_VERSION=v8.4.0
 
 # --- Locations --------------------------------------------------------------
 CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
@@ -33,7 +39,8 @@ export GOFLAGS="-buildvcs=false"
 # Two cores shared with other builds; more parallel compiles only cost memory.
 GO_PARALLEL="${SLUICE_GO_PARALLEL:-2}"
 
-ALL_COMPONENTS=(restic minio etcd kube)
+ALL_COMPONENTS=(restic minio etcd kube snapshotter csi-driver)
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
 
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'e2e/tools.sh: %s\n' "$*" >&2; exit 1; }
@@ -120,7 +127,7 @@ build_etcd() { build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"; }
 # them with its published v0.MINOR.PATCH release.
 build_kube() {
     local v=$KUBE_VERSION staging_v="v0.${KUBE_VERSION#v1.}"
-    local names=(kube-apiserver kube-controller-manager kubectl) missing=()
+    local names=("${KUBE_BINARIES[@]}") missing=()
     local n
     for n in "${names[@]}"; do fresh "$n" "$v" || missing+=("$n"); done
     if ((${#missing[@]} == 0)); then
@@ -155,11 +162,75 @@ build_kube() {
     for n in "${names[@]}"; do link "$n" "$v"; done
 }
 
+build_snapshotter() {
+    local v=$SNAPSHOTTER_VERSION names=(snapshot-controller csi-snapshotter) missing=() n
+    for n in "${names[@]}"; do fresh "$n" "$v" || missing+=("$n"); done
+    if ((${#missing[@]} == 0)) && [[ -d "$BIN/snapshot-crds-${v#v}" ]]; then
+        log "snapshotter $v is up to date"
+    else
+        local mod upstream
+        mod=$(module_dir snapshotter "$v")
+        new_module "$mod"
+        # The release pins its Kubernetes libraries with replace directives,
+        # which a consumer module ignores: carry them over, with the nested
+        # client module taken at the same release.
+        upstream=$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/v8@$v" |
+            sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+        [[ -f "$upstream" ]] || die "could not download external-snapshotter $v: is the Go module proxy reachable?"
+        {
+            echo
+            sed -n 's#^replace \(.*\) => \([^.][^ ]*\) \(v.*\)#replace \1 => \2 \3#p' "$upstream"
+            echo "replace github.com/kubernetes-csi/external-snapshotter/client/v8 => github.com/kubernetes-csi/external-snapshotter/client/v8 $v"
+        } >>"$mod/go.mod"
+        for n in "${missing[@]}"; do
+            log "building $n $v"
+            local start=$SECONDS
+            go_build "$mod" "github.com/kubernetes-csi/external-snapshotter/v8/cmd/$n" "$v" "$BIN/$n-${v#v}" \
+                "-s -w -X main.version=$v"
+            log "built $n $v in $((SECONDS - start))s"
+        done
+        # The CRDs live in the release's client module (a nested module of
+        # the same repository, tagged with the same release).
+        local crds
+        crds=$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$v" |
+            sed -n 's/.*"Dir": "\(.*\)",/\1/p')/config/crd
+        [[ -d "$crds" ]] || die "no CRDs in external-snapshotter client $v: is the Go module proxy reachable?"
+        local out="$BIN/snapshot-crds-${v#v}"
+        rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+        cp "$crds"/snapshot.storage.k8s.io_*.yaml "$out.tmp/"
+        chmod -R u+w "$out.tmp"
+        rm -rf "$out" && mv "$out.tmp" "$out"
+    fi
+    for n in "${names[@]}"; do link "$n" "$v"; done
+    link snapshot-crds "$v"
+}
+
+# The CSI test driver is the project's own Go program (e2e/csi-driver); its
+# version is a hash of its sources, so an edit rebuilds it.
+build_csi_driver() {
+    local src v
+    src="$(cd "$(dirname "$0")" && pwd)/csi-driver"
+    v=$(cd "$src" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-12)
+    if fresh sluice-csi-driver "$v"; then
+        log "sluice-csi-driver $v is up to date"
+    else
+        log "building sluice-csi-driver $v from e2e/csi-driver"
+        local start=$SECONDS out="$BIN/sluice-csi-driver-$v"
+        (cd "$src" && go build -v -p "$GO_PARALLEL" -trimpath -ldflags="-s -w" -o "$out.tmp" . 2>&1) |
+            progress sluice-csi-driver
+        mv "$out.tmp" "$out"
+        log "built sluice-csi-driver $v in $((SECONDS - start))s"
+    fi
+    link sluice-csi-driver "$v"
+}
+
 # Binary names each component provides, for --print-path and --env.
 binaries_of() {
     case $1 in
         restic | minio | etcd) echo "$1" ;;
-        kube) echo kube-apiserver kube-controller-manager kubectl ;;
+        kube) echo "${KUBE_BINARIES[@]}" ;;
+        snapshotter) echo snapshot-controller csi-snapshotter snapshot-crds ;;
+        csi-driver) echo sluice-csi-driver ;;
         *) die "unknown component '$1' (known: ${ALL_COMPONENTS[*]})" ;;
     esac
 }
@@ -167,8 +238,10 @@ binaries_of() {
 component_of() {
     case $1 in
         restic | minio | etcd) echo "$1" ;;
-        kube-apiserver | kube-controller-manager | kubectl) echo kube ;;
-        *) die "unknown binary '$1' (known: restic minio etcd kube-apiserver kube-controller-manager kubectl)" ;;
+        kube-apiserver | kube-controller-manager | kubectl | kubelet | kube-scheduler | kube-proxy) echo kube ;;
+        snapshot-controller | csi-snapshotter | snapshot-crds) echo snapshotter ;;
+        sluice-csi-driver) echo csi-driver ;;
+        *) die "unknown binary '$1' (known: restic minio etcd ${KUBE_BINARIES[*]} snapshot-controller csi-snapshotter snapshot-crds sluice-csi-driver)" ;;
     esac
 }
 
@@ -201,7 +274,7 @@ main() {
             return
             ;;
         -h | --help)
-            sed -n '2,10s/^# \{0,1\}//p' "$0"
+            sed -n '2,11s/^# \{0,1\}//p' "$0"
             return
             ;;
     esac
@@ -212,7 +285,7 @@ main() {
     local c start=$SECONDS
     for c in "${components[@]}"; do
         binaries_of "$c" >/dev/null
-        with_lock "$c" "build_$c"
+        with_lock "$c" "build_${c//-/_}"
     done
     log "done in $((SECONDS - start))s; binaries in $BIN"
 }

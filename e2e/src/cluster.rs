@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::pki::Pki;
-use crate::probe::http_get;
-use crate::process::{Daemon, free_port};
-use crate::tools::Tool;
+use sluice_testkit::pki::Pki;
+use sluice_testkit::probe::http_get;
+use sluice_testkit::process::{Daemon, free_port};
+use sluice_testkit::tools::Tool;
 
 /// The VolumeSnapshot CRDs (`snapshot.storage.k8s.io/v1`) that real clusters
 /// install next to a CSI snapshotter; see `e2e/crds/README.md`.

@@ -22,10 +22,10 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::cluster::Cluster;
-use crate::minio::MinIo;
 use crate::node::NodeEmulator;
-use crate::probe::http_get;
-use crate::process::{Daemon, free_port};
+use sluice_testkit::minio::MinIo;
+use sluice_testkit::probe::http_get;
+use sluice_testkit::process::{Daemon, free_port};
 
 /// The namespace `config/default` installs into.
 pub const SYSTEM_NAMESPACE: &str = "sluice-system";

@@ -76,6 +76,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Remove stale locks (or all locks).
     Unlock(UnlockArgs),
+    /// Print version information, as `restic version` does.
+    Version,
 }
 
 #[derive(Args, Debug)]

@@ -50,14 +50,7 @@ fn backup_then_restore_jobs_report_their_results() {
         .env("SLUICE_RESULT_FILE", &log));
     let r = result(&log);
     assert_eq!(r["snapshotId"], id.as_str());
-    assert_same_tree(
-        &data,
-        &target,
-        Compare {
-            dir_times: true,
-            ownership: true,
-        },
-    );
+    assert_same_tree(&data, &target, Compare::EXACT);
 }
 
 #[test]

@@ -12,7 +12,7 @@ fn repo_with_two_snapshots(root: &Path) -> (Repo, Vec<String>) {
     ok(repo.sluice().arg("init"));
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("big.bin"), noise(7, 2 << 20)).unwrap();
+    std::fs::write(src.join("big.bin"), random_bytes(7, 2 << 20)).unwrap();
     ok(repo.sluice().arg("backup").arg(&src));
     std::fs::write(src.join("other.txt"), "x").unwrap();
     ok(repo.restic().arg("backup").arg(&src));

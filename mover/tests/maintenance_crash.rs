@@ -17,7 +17,7 @@ fn killed_backups_never_damage_the_repository() {
 
     let write = |g: u64| {
         for i in 0..4 {
-            std::fs::write(src.join(format!("f{i}")), noise(g * 10 + i, 3 << 20)).unwrap();
+            std::fs::write(src.join(format!("f{i}")), random_bytes(g * 10 + i, 3 << 20)).unwrap();
         }
     };
     write(0);

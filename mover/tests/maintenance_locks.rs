@@ -51,7 +51,7 @@ fn leave_stale_lock(repo: &Repo, root: &std::path::Path) {
     let src = root.join("big");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..8 {
-        std::fs::write(src.join(format!("f{i}")), noise(i + 50, 8 << 20)).unwrap();
+        std::fs::write(src.join(format!("f{i}")), random_bytes(i + 50, 8 << 20)).unwrap();
     }
     let mut child = repo
         .sluice()

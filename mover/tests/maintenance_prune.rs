@@ -14,8 +14,12 @@ use common::*;
 /// go, so snapshots share part of their data.
 fn write_generation(src: &Path, g: u64) {
     std::fs::create_dir_all(src.join("sub")).unwrap();
-    std::fs::write(src.join("stable.bin"), noise(1, 3 << 20)).unwrap();
-    std::fs::write(src.join(format!("gen{g}.bin")), noise(100 + g, 1 << 20)).unwrap();
+    std::fs::write(src.join("stable.bin"), random_bytes(1, 3 << 20)).unwrap();
+    std::fs::write(
+        src.join(format!("gen{g}.bin")),
+        random_bytes(100 + g, 1 << 20),
+    )
+    .unwrap();
     if g > 0 {
         let _ = std::fs::remove_file(src.join(format!("gen{}.bin", g - 1)));
     }

@@ -8,10 +8,7 @@ use std::path::Path;
 
 use support::*;
 
-const FULL: Compare = Compare {
-    dir_times: true,
-    ownership: true,
-};
+const FULL: Compare = Compare::EXACT;
 
 fn init_sluice(repo: &Repo) {
     ok(repo.sluice().arg("init"));
@@ -307,8 +304,8 @@ fn restic_test_repositories_restore_like_restic() {
                 &a,
                 &b,
                 Compare {
-                    dir_times: true,
                     ownership: is_root(),
+                    ..Compare::EXACT
                 },
             );
         }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sluice_e2e::MinIo;
+use sluice_testkit::MinIo;
 
 const PASSWORD: &str = "s3-interop-password";
 

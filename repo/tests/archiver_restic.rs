@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use sluice_e2e::Tool;
 use sluice_repo::Repository;
 use sluice_repo::archiver::{self, BackupOptions, ParentChoice, Progress};
 use sluice_repo::backend;
 use sluice_repo::chunker::MIN_SIZE;
 use sluice_repo::repository::Options;
 use sluice_repo::restorer::{self, RestoreOptions, RestoreProgress};
+use sluice_testkit::Tool;
 
 const PASSWORD: &str = "archiver-restic";
 const MIB: usize = 1 << 20;

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 use sluice_repo::chunker::{Chunker, MAX_SIZE, MIN_SIZE, Polynomial};
+use sluice_testkit::data::random_bytes;
 
 /// The polynomial restic's chunker tests use.
 const TEST_POL: Polynomial = Polynomial::from_bits(0x3DA3358B4DC173);
@@ -210,20 +211,6 @@ fn restic_test_data() -> &'static [u8] {
     })
 }
 
-/// Deterministic pseudo-random bytes for tests that need no Go stream.
-fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -324,7 +311,7 @@ fn caps_chunks_at_max_size() {
 
 #[test]
 fn reset_starts_a_new_chunk() {
-    let data = xorshift_bytes(7, 3 * MAX_SIZE);
+    let data = random_bytes(7, 3 * MAX_SIZE);
     let mut chunker = Chunker::new(TEST_POL);
     assert_eq!(chunker.next_boundary(&data[..1000]), None);
     assert_eq!(chunker.chunk_len(), 1000);
@@ -337,7 +324,7 @@ fn reset_starts_a_new_chunk() {
 #[test]
 fn no_chunk_outside_size_limits_on_random_data() {
     for seed in 0..4 {
-        let data = xorshift_bytes(seed, 40 * 1024 * 1024);
+        let data = random_bytes(seed, 40 * 1024 * 1024);
         let ends = Chunker::new(TEST_POL).boundaries(&data);
         let mut start = 0;
         for (i, &end) in ends.iter().enumerate() {

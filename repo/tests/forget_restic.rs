@@ -12,11 +12,11 @@ use std::process::Command;
 
 use jiff::{Timestamp, ToSpan, Zoned};
 use serde::Deserialize;
-use sluice_e2e::Tool;
 use sluice_repo::forget::{
     ForgetCandidate, GroupBy, GroupKey, KeepDuration, RetainPolicy, apply_policy, group_snapshots,
     parse_keep_count,
 };
+use sluice_testkit::Tool;
 
 #[derive(Deserialize, Debug, Clone)]
 struct ResticSnapshot {

@@ -8,10 +8,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use sluice_e2e::MinIo;
 use sluice_repo::backend::retry::{RetryBackend, RetryPolicy};
 use sluice_repo::backend::s3::{S3Backend, S3Options};
 use sluice_repo::backend::{Backend, BackendErrorKind, FileKind, ListedFile, Payload};
+use sluice_testkit::MinIo;
 
 fn options() -> S3Options {
     S3Options {

@@ -10,10 +10,11 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sluice_e2e::MinIo;
 use sluice_repo::backend::retry::{RetryBackend, RetryPolicy};
 use sluice_repo::backend::s3::{S3Backend, S3Options};
 use sluice_repo::backend::{Backend, FileKind, Payload};
+use sluice_testkit::MinIo;
+use sluice_testkit::data::RandomBytes;
 
 const MIB: u64 = 1 << 20;
 
@@ -40,16 +41,14 @@ fn reset_peak() {
 fn random_file(len: u64) -> File {
     let file = tempfile::tempfile().unwrap();
     let mut out = BufWriter::with_capacity(MIB as usize, file.try_clone().unwrap());
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut stream = RandomBytes::new(1);
+    let mut buf = vec![0u8; MIB as usize];
     let mut left = len;
     while left > 0 {
-        // xorshift64
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = left.min(8);
-        out.write_all(&x.to_le_bytes()[..n as usize]).unwrap();
-        left -= n;
+        let n = left.min(MIB) as usize;
+        stream.fill(&mut buf[..n]);
+        out.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
     }
     out.flush().unwrap();
     file

@@ -3,8 +3,8 @@
 //!
 //! Alone in its test binary because it sets process environment variables.
 
-use sluice_e2e::MinIo;
 use sluice_repo::backend::{self, FileKind, Payload};
+use sluice_testkit::MinIo;
 
 #[test]
 fn open_reads_restics_environment() {

@@ -5,12 +5,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_e2e::pki::Pki;
-use sluice_e2e::process::{Daemon, free_port};
-use sluice_e2e::{MinIo, Tool};
 use sluice_repo::backend::retry::{RetryBackend, RetryPolicy};
 use sluice_repo::backend::s3::{S3Backend, S3Options};
 use sluice_repo::backend::{Backend, BackendErrorKind, FileKind, Payload};
+use sluice_testkit::pki::Pki;
+use sluice_testkit::process::{Daemon, free_port};
+use sluice_testkit::{MinIo, Tool};
 
 /// MinIO serving HTTPS with the PKI's server certificate (valid for 127.0.0.1).
 fn start_tls_minio(dir: &std::path::Path, pki: &Pki) -> (Daemon, u16) {

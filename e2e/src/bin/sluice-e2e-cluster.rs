@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sluice_e2e::{Cluster, MinIo, NodeEmulator};
+use sluice_e2e::{Cluster, NodeEmulator};
+use sluice_testkit::MinIo;
 
 /// What the command line asks for.
 struct Args {

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use sluice_e2e::{MinIo, Stack, Tool, stack::PASSWORD};
+use sluice_e2e::{Stack, stack::PASSWORD};
+use sluice_testkit::{MinIo, Tool};
 
 const NAMESPACE: &str = "demo";
 const SECRET: &str = "restic-repo";
@@ -301,18 +302,10 @@ fn write_sample_data(root: &Path) {
             );
         }
     }
-    // Incompressible, deterministic bytes (xorshift), so the backup has
-    // real data to chunk and upload.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    // Incompressible, deterministic bytes, so the backup has real data to
+    // chunk and upload.
     for photo in 0..4 {
-        let bytes: Vec<u8> = (0..512 * 1024)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let bytes = sluice_testkit::data::random_bytes(photo, 512 * 1024);
         write(&format!("images/photo-{photo}.jpg"), &bytes);
     }
     write(

@@ -29,7 +29,22 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(g, &a),
         Command::Check(a) => check::run(g, &a),
         Command::Unlock(a) => unlock::run(g, &a),
+        Command::Version => {
+            println!("{}", version_line());
+            Ok(0)
+        }
     }
+}
+
+/// What `version` prints: which build this is and which repositories it
+/// reads, for bug reports and for checking an image's contents.
+fn version_line() -> String {
+    format!(
+        "sluice-mover {} (restic repository format 1 and 2) on {}/{}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 /// Takes the lock a command needs, unless `--no-lock`.

@@ -1,7 +1,7 @@
 //! Helpers shared by the maintenance tests: repositories driven by both
 //! sluice-mover and the real restic, and tree comparison.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -34,7 +34,7 @@ impl Repo {
 
     /// The real restic with the repository and password set.
     pub fn restic(&self) -> Command {
-        let mut c = Command::new(sluice_e2e::tools::Tool::Restic.path());
+        let mut c = Command::new(sluice_testkit::tools::Tool::Restic.path());
         c.env("RESTIC_REPOSITORY", &self.path)
             .env("RESTIC_PASSWORD", PASSWORD)
             .env_remove("RESTIC_PASSWORD_FILE")
@@ -112,20 +112,7 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Deterministic pseudo-random bytes (xorshift), incompressible enough to
-/// give the chunker real work.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+pub use sluice_testkit::data::random_bytes;
 
 /// Everything a restore must reproduce of a tree: for each relative path,
 /// its kind, permission bits and content.

@@ -1,9 +1,9 @@
 //! Shared helpers of the restic-compatibility tests: running sluice-mover
 //! and restic, building awkward trees, and comparing trees exactly.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -11,7 +11,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sluice_e2e::tools::Tool;
+pub use sluice_testkit::data::random_bytes;
+use sluice_testkit::tools::Tool;
+pub use sluice_testkit::tree::{Compare, assert_same_tree};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -96,21 +98,6 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so data sets are the same
-/// on every run without a random number crate.
-pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn c_path(p: &Path) -> CString {
@@ -264,184 +251,6 @@ pub fn xattr_set(p: &Path, key: &str, value: &[u8]) {
         p.display(),
         std::io::Error::last_os_error()
     );
-}
-
-fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let cp = c_path(p);
-    let mut names = vec![0u8; 4096];
-    let n = unsafe { libc::llistxattr(cp.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return out;
-    }
-    for key in names[..n as usize]
-        .split(|&b| b == 0)
-        .filter(|k| !k.is_empty())
-    {
-        let ks = String::from_utf8_lossy(key).into_owned();
-        if !ks.starts_with("user.") {
-            continue;
-        }
-        let k = CString::new(key).unwrap();
-        let mut val = vec![0u8; 65536];
-        let m =
-            unsafe { libc::lgetxattr(cp.as_ptr(), k.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
-        if m >= 0 {
-            val.truncate(m as usize);
-            out.insert(ks, val);
-        }
-    }
-    out
-}
-
-/// What the comparison looks at for one entry.
-#[derive(Debug, PartialEq)]
-pub struct Entry {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: (i64, i64),
-    content: Option<Vec<u8>>,
-    link: Option<Vec<u8>>,
-    xattrs: BTreeMap<String, Vec<u8>>,
-    /// Index of the hard-link group (first path of the same inode).
-    hardlink_of: Option<Vec<u8>>,
-}
-
-/// Options for [`snapshot_tree`].
-#[derive(Clone, Copy)]
-pub struct Compare {
-    /// Compare directory mtimes (restic restores them too).
-    pub dir_times: bool,
-    pub ownership: bool,
-}
-
-/// Reads a tree into comparable form: relative raw path → entry.
-pub fn snapshot_tree(root: &Path, how: Compare) -> BTreeMap<Vec<u8>, Entry> {
-    let mut out = BTreeMap::new();
-    let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    walk(root, root, how, &mut out, &mut inodes);
-    out
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    how: Compare,
-    out: &mut BTreeMap<Vec<u8>, Entry>,
-    inodes: &mut HashMap<(u64, u64), Vec<u8>>,
-) {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for n in names {
-        let p = dir.join(&n);
-        let rel = p
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let m = fs::symlink_metadata(&p).unwrap();
-        let ft = m.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_file() {
-            "file"
-        } else {
-            "other"
-        };
-        let hardlink_of = if kind == "file" && m.nlink() > 1 {
-            Some(
-                inodes
-                    .entry((m.dev(), m.ino()))
-                    .or_insert_with(|| rel.clone())
-                    .clone(),
-            )
-        } else {
-            None
-        };
-        let e = Entry {
-            kind,
-            mode: if kind == "symlink" {
-                0
-            } else {
-                m.mode() & 0o7777
-            },
-            uid: if how.ownership { m.uid() } else { 0 },
-            gid: if how.ownership { m.gid() } else { 0 },
-            size: if kind == "file" { m.len() } else { 0 },
-            mtime: if kind == "dir" && !how.dir_times {
-                (0, 0)
-            } else {
-                (m.mtime(), m.mtime_nsec())
-            },
-            content: (kind == "file").then(|| fs::read(&p).unwrap()),
-            link: (kind == "symlink")
-                .then(|| fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
-            xattrs: xattrs(&p),
-            hardlink_of,
-        };
-        out.insert(rel, e);
-        if kind == "dir" {
-            walk(root, &p, how, out, inodes);
-        }
-    }
-}
-
-/// Asserts two trees are equal, naming the first differing path.
-pub fn assert_same_tree(expected: &Path, actual: &Path, how: Compare) {
-    let a = snapshot_tree(expected, how);
-    let b = snapshot_tree(actual, how);
-    for (path, ea) in &a {
-        let p = String::from_utf8_lossy(path);
-        let eb = b
-            .get(path)
-            .unwrap_or_else(|| panic!("{p:?} missing from {}", actual.display()));
-        if ea != eb {
-            let strip = |e: &Entry| Entry {
-                content: e.content.as_ref().map(|c| c.len().to_le_bytes().to_vec()),
-                ..clone_entry(e)
-            };
-            panic!(
-                "{p:?} differs:\nexpected {:?}\nactual   {:?}",
-                strip(ea),
-                strip(eb)
-            );
-        }
-    }
-    for path in b.keys() {
-        assert!(
-            a.contains_key(path),
-            "{:?} should not exist in {}",
-            String::from_utf8_lossy(path),
-            actual.display()
-        );
-    }
-}
-
-fn clone_entry(e: &Entry) -> Entry {
-    Entry {
-        kind: e.kind,
-        mode: e.mode,
-        uid: e.uid,
-        gid: e.gid,
-        size: e.size,
-        mtime: e.mtime,
-        content: e.content.clone(),
-        link: e.link.clone(),
-        xattrs: e.xattrs.clone(),
-        hardlink_of: e.hardlink_of.clone(),
-    }
 }
 
 /// Allocated bytes of a file (to check sparseness).

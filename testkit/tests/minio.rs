@@ -5,7 +5,7 @@ use std::fs;
 use std::net::TcpStream;
 use std::process::Command;
 
-use sluice_e2e::MinIo;
+use sluice_testkit::MinIo;
 
 const PASSWORD: &str = "e2e-password";
 

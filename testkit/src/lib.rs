@@ -1,0 +1,20 @@
+//! What every crate's tests share, without a Kubernetes client: the pinned
+//! component binaries ([`tools::Tool`]), a real MinIO ([`minio::MinIo`]),
+//! certificates ([`pki::Pki`]), child processes that die with their owner
+//! ([`process::Daemon`]), deterministic data ([`data`]) and exact tree
+//! comparison ([`tree`]).
+//!
+//! The cluster harness (control plane, real node, Sluice installed) lives in
+//! `sluice-e2e`, which builds on this crate; `cargo test -p sluice-repo`
+//! compiles only this one.
+
+pub mod data;
+pub mod minio;
+pub mod pki;
+pub mod probe;
+pub mod process;
+pub mod tools;
+pub mod tree;
+
+pub use minio::MinIo;
+pub use tools::Tool;
