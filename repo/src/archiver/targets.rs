@@ -1,0 +1,79 @@
+//! How the paths given to a backup become the snapshot's `paths` and the
+//! layout of its tree (`backup .` stores the contents at the root).
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Where each target goes in the snapshot tree.
+pub(super) enum Layout {
+    /// `backup .` (or one directory given as `.`): its contents are the root.
+    Contents(PathBuf),
+    /// Targets placed at their path components (below `/`, or below the
+    /// current directory when all are relative) under a virtual root:
+    /// (components, real path).
+    Nested(PathBuf, Vec<(Vec<Vec<u8>>, PathBuf)>),
+}
+
+/// Absolute, cleaned form of the targets (the snapshot's `paths`) and
+/// their layout in the tree.
+pub(super) fn plan_targets(targets: &[PathBuf]) -> Result<(Vec<String>, Layout)> {
+    if targets.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut abs = Vec::new();
+    let mut nested = Vec::new();
+    let mut contents = None;
+    let any_absolute = targets.iter().any(|t| t.is_absolute());
+    for t in targets {
+        fs::symlink_metadata(t).map_err(|e| Error::io("cannot back up", t, e))?;
+        let a = clean(&std::path::absolute(t).map_err(|e| Error::io("resolve", t, e))?);
+        abs.push(a.to_string_lossy().into_owned());
+        let base = if any_absolute { a.clone() } else { clean(t) };
+        let comps: Vec<Vec<u8>> = base
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        if comps.is_empty() {
+            contents = Some(a);
+        } else {
+            nested.push((comps, a));
+        }
+    }
+    abs.sort();
+    abs.dedup();
+    match contents {
+        Some(dir) if nested.is_empty() => Ok((abs, Layout::Contents(dir))),
+        Some(_) => Err(Error::Invalid(
+            "`.` (or /) cannot be combined with other paths in one backup".into(),
+        )),
+        None => {
+            let prefix = if any_absolute { "/" } else { "." };
+            Ok((abs, Layout::Nested(PathBuf::from(prefix), nested)))
+        }
+    }
+}
+
+/// Lexically cleans a path (`a/./b/../c` → `a/c`), as Go's filepath.Clean.
+fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !p.is_absolute() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
