@@ -4,9 +4,26 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The exit codes, as restic's, shown at the end of `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   failure (the error line says what failed and what to do)
+  2   usage error: unknown command or flag, invalid value
+  3   backup saved, but some files could not be read
+  10  no repository at the location
+  11  the repository is locked
+  12  wrong password";
+
 /// Back up directories into restic-format repositories, and restore them.
 #[derive(Parser, Debug)]
-#[command(name = "sluice-mover", version, about, propagate_version = true)]
+#[command(
+    name = "sluice-mover",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -50,6 +67,21 @@ pub struct Global {
     /// no summaries, as restic's `-q`.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// New keys derive with a weak scrypt cost instead of the calibrated one: for
+    /// tests that create many repositories, never for a real password.
+    #[arg(
+        long,
+        env = "SLUICE_INSECURE_TEST_KDF",
+        global = true,
+        hide = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure_test_kdf: bool,
+    /// The hostname written into the locks this run takes; the machine's when unset. A
+    /// mover Job sets it to `SLUICE_HOSTNAME`, the identity its unlock step compares,
+    /// because a Pod's own hostname changes with every Job.
+    #[arg(skip)]
+    pub lock_hostname: Option<String>,
     /// Log more (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -78,6 +110,31 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Print version information, as `restic version` does.
     Version,
+    /// Repair a damaged repository: rebuild the index, or rewrite broken snapshots.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// What `repair` repairs, as restic's `repair` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' headers (after an index file was lost or damaged).
+    Index,
+    /// Rewrite snapshots whose trees or data are missing, so they restore and check again.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Remove the original snapshots after saving the repaired ones, and remove the
+    /// unreadable snapshot files named on the command line.
+    #[arg(long)]
+    pub forget: bool,
+    /// Only show what would be done.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Snapshot ids (or unique prefixes) to repair; all snapshots when none is given.
+    pub ids: Vec<String>,
 }
 
 #[derive(Args, Debug)]

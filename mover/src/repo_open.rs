@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_repo::backend::{self, Backend};
+use sluice_repo::key::{CALIBRATION_TARGET, KdfParams};
 use sluice_repo::repository::{DEFAULT_PACK_SIZE, Options};
 
 use crate::args::Global;
@@ -22,7 +23,14 @@ pub fn password(g: &Global) -> Result<String> {
     if let Some(f) = &g.password_file {
         let s = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read password file {}", f.display()))?;
-        return Ok(s.trim().to_string());
+        let p = s.trim();
+        if p.is_empty() {
+            bail!(
+                "password file {} is empty: an empty password is not allowed, put the repository password in it",
+                f.display()
+            );
+        }
+        return Ok(p.to_string());
     }
     match std::env::var("RESTIC_PASSWORD") {
         Ok(p) if !p.is_empty() => Ok(p),
@@ -37,6 +45,16 @@ pub fn options(g: &Global) -> Options {
     Options {
         compression: g.compression,
         pack_size: g.pack_size.map(|m| m << 20).unwrap_or(DEFAULT_PACK_SIZE),
+    }
+}
+
+/// The scrypt cost of keys this run creates: calibrated like restic's (about 0.5 s here),
+/// unless a test asked for the weak one.
+pub fn kdf(g: &Global) -> KdfParams {
+    if g.insecure_test_kdf {
+        KdfParams::INSECURE_FOR_TESTS
+    } else {
+        KdfParams::calibrate(CALIBRATION_TARGET)
     }
 }
 

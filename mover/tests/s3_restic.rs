@@ -20,6 +20,7 @@ fn sluice(minio: &MinIo, bucket_and_prefix: &str) -> Command {
         .env("HOME", minio.dir())
         .env("RESTIC_REPOSITORY", minio.repository(bucket_and_prefix))
         .env("RESTIC_PASSWORD", PASSWORD)
+        .env("SLUICE_INSECURE_TEST_KDF", "1")
         .envs(minio.env());
     c
 }

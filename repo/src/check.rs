@@ -12,11 +12,14 @@
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
+
 use crate::backend::FileKind;
-use crate::id::{IdMap, IdSet};
+use crate::id::IdMap;
 use crate::index::IndexBlob;
 use crate::pack::{HEADER_TAIL_GUESS, PackedBlob, parse_tail};
 use crate::prune::expected_pack_size;
+use crate::tree::name_problems;
 use crate::{Error, Id, Repository, Result};
 
 /// Which packs to read whole.
@@ -145,11 +148,6 @@ pub fn check(
         }
     }
     let unindexed = present.keys().filter(|id| !packs.contains_key(id)).count();
-    if unindexed > 0 {
-        report.notes.push(format!(
-            "{unindexed} packs are not referenced by any index (left by interrupted backups); `sluice-mover prune` removes them"
-        ));
-    }
     for (id, blobs) in &packs {
         let ids: Vec<Id> = blobs.iter().map(|b| b.id).collect();
         let Some(&size) = present.get(id) else {
@@ -206,13 +204,17 @@ pub fn check(
                 continue;
             }
             report.packs_read += 1;
-            match repo.backend().load(FileKind::Pack, &id.to_hex()) {
+            let blobs = &packs[&id];
+            let mut damaged: Vec<(Id, String)> = Vec::new();
+            match read_pack(repo, &id, present[&id], blobs, &mut |b, why| {
+                damaged.push((b.id, format!("{} blob damaged: {why}", b.blob_type)));
+            }) {
                 Err(e) => {
-                    let ids: Vec<Id> = packs[&id].iter().map(|b| b.id).collect();
+                    let ids: Vec<Id> = blobs.iter().map(|b| b.id).collect();
                     add(&mut report, Some(id), &ids, format!("cannot read: {e}"));
                 }
-                Ok(data) => {
-                    if Id::hash(&data) != id {
+                Ok(hash_matches) => {
+                    if !hash_matches {
                         report.errors.push(Problem {
                             pack: Some(id),
                             blob: None,
@@ -220,26 +222,8 @@ pub fn check(
                             snapshots: Vec::new(),
                         });
                     }
-                    for b in &packs[&id] {
-                        let range = b.offset as usize..b.offset as usize + b.length as usize;
-                        let outcome = match data.get(range) {
-                            Some(sealed) => {
-                                repo.open_blob(&id, b, &mut sealed.to_vec()).map(|_| ())
-                            }
-                            None => Err(Error::corrupt("blob", "beyond the end of the pack")),
-                        };
-                        if let Err(e) = outcome {
-                            let why = match e {
-                                Error::Corrupt { reason, .. } => reason,
-                                e => e.to_string(),
-                            };
-                            add(
-                                &mut report,
-                                Some(id),
-                                &[b.id],
-                                format!("{} blob damaged: {why}", b.blob_type),
-                            );
-                        }
+                    for (blob, message) in damaged {
+                        add(&mut report, Some(id), &[blob], message);
                     }
                 }
             }
@@ -251,7 +235,7 @@ pub fn check(
         repo,
         memo: IdMap::default(),
         bad: &bad,
-        missing: IdSet::default(),
+        missing: IdMap::default(),
         problems: Vec::new(),
     };
     let mut affected: Vec<(Found, Id)> = Vec::new();
@@ -260,18 +244,17 @@ pub fn check(
         let Ok(sid) = f.name.parse::<Id>() else {
             continue;
         };
-        let snapshot: crate::snapshot::Snapshot = match repo
-            .load_unpacked(FileKind::Snapshot, &f.name)
-            .and_then(|p| {
-                serde_json::from_slice(&p)
-                    .map_err(|e| Error::corrupt(format!("snapshots/{}", f.name), e.to_string()))
-            }) {
+        let snapshot = match repo.load_snapshot(&f.name) {
             Ok(s) => s,
             Err(e) => {
                 report.errors.push(Problem {
                     pack: None,
                     blob: None,
-                    message: format!("snapshot {}: {e}", sid.short()),
+                    message: format!(
+                        "snapshot {} cannot be read: {e}; other commands skip it, `sluice-mover repair snapshots --forget {}` removes it",
+                        sid.short(),
+                        sid.short()
+                    ),
                     snapshots: vec![sid],
                 });
                 continue;
@@ -280,6 +263,18 @@ pub fn check(
         for problem in walker.tree(&snapshot.tree) {
             affected.push((problem, sid));
         }
+    }
+    let missing_from_index = walker.missing.len();
+    if unindexed > 0 {
+        report.notes.push(if missing_from_index > 0 {
+            format!(
+                "{unindexed} packs are not referenced by any index while {missing_from_index} blobs that snapshots need are missing from it: an index file is probably lost and those packs may hold the only copy. Run `sluice-mover repair index` to rebuild the index from the packs, then check again; do not prune before that"
+            )
+        } else {
+            format!(
+                "{unindexed} packs are not referenced by any index (left by interrupted backups); `sluice-mover prune` removes them"
+            )
+        });
     }
     // Problems the walk itself found (missing or unreadable trees, blobs
     // not in the index) are numbered after the pack problems.
@@ -312,46 +307,105 @@ struct Walker<'a> {
     repo: &'a Repository,
     memo: IdMap<Vec<Found>>,
     bad: &'a IdMap<Vec<usize>>,
-    missing: IdSet,
+    /// Blobs no index lists, each with its problem's number.
+    missing: IdMap<usize>,
     problems: Vec<Problem>,
 }
 
+/// A tree being walked: the problems found so far at and below it, and the subtrees still
+/// to visit.
+struct Frame {
+    id: Id,
+    found: Vec<Found>,
+    subtrees: Vec<Id>,
+}
+
 impl Walker<'_> {
-    fn tree(&mut self, id: &Id) -> Vec<Found> {
-        if let Some(found) = self.memo.get(id) {
+    /// The problems at and below tree `root`. The walk uses an explicit stack, so a chain of
+    /// trees of any depth cannot overflow the thread's stack.
+    fn tree(&mut self, root: &Id) -> Vec<Found> {
+        if let Some(found) = self.memo.get(root) {
             return found.clone();
         }
-        let mut found: Vec<Found> = self.blob(id);
-        if found.is_empty() {
-            match self.repo.load_tree(id) {
-                Ok(tree) => {
-                    for node in &tree.nodes {
-                        for blob in node.content() {
-                            found.extend(self.blob(blob));
-                        }
-                        if let Some(sub) = &node.subtree {
-                            found.extend(self.tree(sub));
-                        }
+        let mut stack = vec![self.enter(root)];
+        loop {
+            let top = stack.last_mut().expect("a frame");
+            if let Some(sub) = top.subtrees.pop() {
+                match self.memo.get(&sub) {
+                    Some(found) => top.found.extend(found.iter().copied()),
+                    None => {
+                        let frame = self.enter(&sub);
+                        stack.push(frame);
                     }
                 }
-                Err(e) => {
-                    self.problems.push(Problem {
-                        pack: None,
-                        blob: Some(*id),
-                        message: format!("tree cannot be loaded: {e}"),
-                        snapshots: Vec::new(),
-                    });
-                    found.push(Found::Walk(self.problems.len() - 1));
-                }
+                continue;
+            }
+            let mut done = stack.pop().expect("a frame");
+            done.found.sort_by_key(|f| match f {
+                Found::Pack(i) => (0, *i),
+                Found::Walk(i) => (1, *i),
+            });
+            done.found.dedup();
+            self.memo.insert(done.id, done.found.clone());
+            match stack.last_mut() {
+                Some(parent) => parent.found.extend(done.found),
+                None => return done.found,
             }
         }
-        found.sort_by_key(|f| match f {
-            Found::Pack(i) => (0, *i),
-            Found::Walk(i) => (1, *i),
-        });
-        found.dedup();
-        self.memo.insert(*id, found.clone());
-        found
+    }
+
+    /// Loads one tree and checks what it holds itself: its own blob, its names and the data
+    /// blobs of its files. Its subtrees are left to the caller.
+    fn enter(&mut self, id: &Id) -> Frame {
+        let mut frame = Frame {
+            id: *id,
+            found: self.blob(id),
+            subtrees: Vec::new(),
+        };
+        // Marked before its subtrees are visited: a tree can never contain itself (ids are
+        // content hashes), but a hostile index must not be able to make the walk loop.
+        self.memo.insert(*id, Vec::new());
+        if !frame.found.is_empty() {
+            return frame;
+        }
+        let tree = match self.repo.load_tree(id) {
+            Ok(tree) => tree,
+            Err(e) => {
+                self.problems.push(Problem {
+                    pack: None,
+                    blob: Some(*id),
+                    message: format!("tree cannot be loaded: {e}"),
+                    snapshots: Vec::new(),
+                });
+                frame.found.push(Found::Walk(self.problems.len() - 1));
+                return frame;
+            }
+        };
+        let mut reported = std::collections::HashSet::new();
+        for (i, problem) in name_problems(&tree.nodes) {
+            let quoted = &tree.nodes[i].quoted_name;
+            if reported.insert(quoted.clone()) {
+                self.problems.push(Problem {
+                    pack: None,
+                    blob: Some(*id),
+                    message: format!(
+                        "tree entry {quoted:?}: {problem}; restore refuses it (a damaged or hostile tree)"
+                    ),
+                    snapshots: Vec::new(),
+                });
+                frame.found.push(Found::Walk(self.problems.len() - 1));
+            }
+        }
+        for node in &tree.nodes {
+            for blob in node.content() {
+                let found = self.blob(blob);
+                frame.found.extend(found);
+            }
+            if let Some(sub) = node.subtree {
+                frame.subtrees.push(sub);
+            }
+        }
+        frame
     }
 
     /// Problems of one blob: damaged in its pack, or in no index at all.
@@ -360,23 +414,95 @@ impl Walker<'_> {
             return list.iter().map(|&i| Found::Pack(i)).collect();
         }
         if !self.repo.index().contains(id) {
-            if self.missing.insert(*id) {
-                self.problems.push(Problem {
+            let problems = &mut self.problems;
+            let at = *self.missing.entry(*id).or_insert_with(|| {
+                problems.push(Problem {
                     pack: None,
                     blob: Some(*id),
                     message: "referenced by a tree but missing from the index".into(),
                     snapshots: Vec::new(),
                 });
-            }
-            let at = self
-                .problems
-                .iter()
-                .position(|p| p.blob == Some(*id))
-                .expect("recorded");
+                problems.len() - 1
+            });
             return vec![Found::Walk(at)];
         }
         Vec::new()
     }
+}
+
+/// The most read from a pack at once by [`read_pack`] (more only for one larger blob).
+const READ_PIECE: u64 = 8 << 20;
+
+/// Reads a whole pack in pieces, hashing it on the way and opening every blob the index
+/// lists for it; memory holds a piece, or one blob when a blob is larger. Calls `damaged`
+/// for each blob that fails; returns whether the pack's content matches its name.
+fn read_pack(
+    repo: &Repository,
+    id: &Id,
+    size: u64,
+    blobs: &[PackedBlob],
+    damaged: &mut dyn FnMut(&PackedBlob, String),
+) -> Result<bool> {
+    let name = id.to_hex();
+    let mut order: Vec<&PackedBlob> = blobs.iter().collect();
+    order.sort_by_key(|b| b.offset);
+    let mut hash = Sha256::new();
+    // `buf` holds the pack's bytes from `buf_start` up to `pos`.
+    let (mut buf, mut buf_start, mut pos) = (Vec::new(), 0u64, 0u64);
+    let mut next = 0;
+    let check_blob = |b: &PackedBlob, sealed: &[u8]| -> Option<String> {
+        repo.open_blob(id, b, &mut sealed.to_vec())
+            .err()
+            .map(|e| match e {
+                Error::Corrupt { reason, .. } => reason,
+                e => e.to_string(),
+            })
+    };
+    while pos < size {
+        let n = (size - pos).min(READ_PIECE);
+        let piece = repo.backend().load_range(FileKind::Pack, &name, pos, n)?;
+        hash.update(&piece);
+        buf.extend_from_slice(&piece);
+        pos += n;
+        while let Some(b) = order.get(next) {
+            let (start, end) = (
+                u64::from(b.offset),
+                u64::from(b.offset) + u64::from(b.length),
+            );
+            if end > pos {
+                break;
+            }
+            let problem = if start >= buf_start {
+                check_blob(
+                    b,
+                    &buf[(start - buf_start) as usize..(end - buf_start) as usize],
+                )
+            } else {
+                // Overlapping index entries: only a damaged or hostile index has them.
+                match repo
+                    .backend()
+                    .load_range(FileKind::Pack, &name, start, end - start)
+                {
+                    Ok(sealed) => check_blob(b, &sealed),
+                    Err(e) => Some(e.to_string()),
+                }
+            };
+            if let Some(why) = problem {
+                damaged(b, why);
+            }
+            next += 1;
+        }
+        let keep_from = order
+            .get(next)
+            .map_or(pos, |b| u64::from(b.offset))
+            .clamp(buf_start, pos);
+        buf.drain(..(keep_from - buf_start) as usize);
+        buf_start = keep_from;
+    }
+    for b in &order[next..] {
+        damaged(b, "beyond the end of the pack".into());
+    }
+    Ok(Id(hash.finalize().into()) == *id)
 }
 
 /// The packs `read_data` selects.

@@ -17,6 +17,12 @@ pub enum Error {
     #[error("a repository already exists at {location}: refusing to overwrite it")]
     RepositoryExists { location: String },
 
+    /// `config` is missing, but the location holds a repository's other files.
+    #[error(
+        "the repository at {location} has no config file, but it holds {found}: it lost its config (deleted, or not copied). Restore the config file from a copy of the repository; `init` will not create a new repository on top, because the data there would become unreadable behind a new master key"
+    )]
+    ConfigMissing { location: String, found: String },
+
     /// No key file opens with the given password.
     #[error("wrong password for repository {location}: no key file could be opened with it")]
     WrongPassword { location: String },

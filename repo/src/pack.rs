@@ -46,7 +46,8 @@ impl PackedBlob {
         if self.uncompressed_length != 0 {
             self.uncompressed_length
         } else {
-            self.length - OVERHEAD as u32
+            // An index entry shorter than IV and MAC is damaged; opening it fails later.
+            self.length.saturating_sub(OVERHEAD as u32)
         }
     }
 }

@@ -79,7 +79,11 @@ struct FinishedPack {
 }
 
 /// What an uploader thread hands back: the packs it stored with their sizes.
-type Uploaded = Result<Vec<(IndexPack, u64)>>;
+type Uploaded = Vec<(IndexPack, u64)>;
+
+/// The error that stopped the first uploader to fail, kept for whoever meets the closed
+/// queue next, so the cause (a full disk, an HTTP status) is what the user sees.
+type Failure = std::sync::Arc<Mutex<Option<Error>>>;
 
 /// Counters of what a sink stored.
 #[derive(Default, Clone, Copy, Debug)]
@@ -95,6 +99,7 @@ pub struct PackSink<'a> {
     open: [Mutex<Option<OpenPack>>; 2],
     queue: Option<Sender<FinishedPack>>,
     uploaders: Vec<JoinHandle<Uploaded>>,
+    failure: Failure,
 }
 
 impl<'a> PackSink<'a> {
@@ -106,11 +111,13 @@ impl<'a> PackSink<'a> {
         uploaders: usize,
     ) -> PackSink<'a> {
         let (tx, rx) = bounded::<FinishedPack>(uploaders.max(1));
+        let failure = Failure::default();
         let handles = (0..uploaders.max(1))
             .map(|_| {
                 let rx: Receiver<FinishedPack> = rx.clone();
                 let backend = backend.clone();
-                std::thread::spawn(move || upload_loop(&*backend, rx))
+                let failure = failure.clone();
+                std::thread::spawn(move || upload_loop(&*backend, rx, &failure))
             })
             .collect();
         PackSink {
@@ -119,6 +126,7 @@ impl<'a> PackSink<'a> {
             open: [Mutex::new(None), Mutex::new(None)],
             queue: Some(tx),
             uploaders: handles,
+            failure,
         }
     }
 
@@ -164,7 +172,19 @@ impl<'a> PackSink<'a> {
             .as_ref()
             .expect("sink open")
             .send(finished)
-            .map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
+            .map_err(|_| self.failure())
+    }
+
+    /// Why the uploads stopped: the first uploader error itself, once; a pointer to it for
+    /// later callers.
+    fn failure(&self) -> Error {
+        self.failure
+            .lock()
+            .expect("failure")
+            .take()
+            .unwrap_or_else(|| {
+                Error::Invalid("pack upload stopped after the error reported first".into())
+            })
     }
 
     /// Flushes partly filled packs, waits for every upload, and returns the
@@ -183,18 +203,15 @@ impl<'a> PackSink<'a> {
         let mut packs = Vec::new();
         let mut stats = SinkStats::default();
         for h in self.uploaders.drain(..) {
-            match h.join().expect("uploader thread") {
-                Ok(done) => {
-                    for (p, size) in done {
-                        stats.packs += 1;
-                        stats.pack_bytes += size;
-                        packs.push(p);
-                    }
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+            for (p, size) in h.join().expect("uploader thread") {
+                stats.packs += 1;
+                stats.pack_bytes += size;
+                packs.push(p);
             }
+        }
+        if let Some(e) = self.failure.lock().expect("failure").take() {
+            // The uploader's cause comes before the closed queue it led to.
+            first_err = Some(e);
         }
         match first_err {
             Some(e) => Err(e),
@@ -203,21 +220,30 @@ impl<'a> PackSink<'a> {
     }
 }
 
-fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>) -> Uploaded {
+/// Uploads packs until the queue closes or an upload fails; a failure is kept in `failure`
+/// (the first one wins) and ends this uploader.
+fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>, failure: &Failure) -> Uploaded {
     let mut done = Vec::new();
     for mut pack in rx {
-        pack.file
-            .rewind()
-            .map_err(|e| Error::io("rewind temporary pack file in", std::env::temp_dir(), e))?;
         let name = pack.id.to_hex();
-        backend.save(
-            FileKind::Pack,
-            &name,
-            Payload::File {
-                file: &pack.file,
-                len: pack.size,
-            },
-        )?;
+        let uploaded = pack
+            .file
+            .rewind()
+            .map_err(|e| Error::io("rewind temporary pack file in", std::env::temp_dir(), e))
+            .and_then(|()| {
+                Ok(backend.save(
+                    FileKind::Pack,
+                    &name,
+                    Payload::File {
+                        file: &pack.file,
+                        len: pack.size,
+                    },
+                )?)
+            });
+        if let Err(e) = uploaded {
+            failure.lock().expect("failure").get_or_insert(e);
+            return done;
+        }
         tracing::debug!(pack = %name, size = pack.size, blobs = pack.blobs.len(), "uploaded pack");
         done.push((
             IndexPack {
@@ -227,5 +253,5 @@ fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>) -> Uploaded {
             pack.size,
         ));
     }
-    Ok(done)
+    done
 }

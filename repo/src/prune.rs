@@ -173,12 +173,23 @@ pub fn expected_pack_size(blobs: &[PackedBlob]) -> u64 {
 }
 
 /// Every blob reachable from every snapshot: trees and the data blobs they
-/// name. Needs the index loaded. Fails when a tree cannot be read, because
-/// then what is used is unknown and nothing may be deleted.
+/// name. Needs the index loaded. Fails when a snapshot or a tree cannot be
+/// read, because then what is used is unknown and nothing may be deleted
+/// (restic's prune refuses too).
 pub fn used_blobs(repo: &Repository) -> Result<IdSet> {
     let mut used = IdSet::default();
     let mut stack: Vec<Id> = Vec::new();
-    for entry in repo.list_snapshots()? {
+    let (snapshots, unreadable) = repo.read_snapshots()?;
+    if let Some(u) = unreadable.first() {
+        return Err(Error::Invalid(format!(
+            "snapshots/{} cannot be read ({}), so which data it needs is unknown; nothing was deleted. Run `sluice-mover repair snapshots --forget {}` to remove it ({} unreadable snapshots in all), then prune again",
+            u.id,
+            u.error,
+            u.id.short(),
+            unreadable.len()
+        )));
+    }
+    for entry in snapshots {
         if used.insert(entry.snapshot.tree) {
             stack.push(entry.snapshot.tree);
         }

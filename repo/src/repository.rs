@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendErrorKind, FileKind, Payload};
 use crate::config::Config;
 use crate::crypto::Key;
+use crate::id::IdSet;
 use crate::index::{Index, IndexFile, IndexPack, MAX_BLOBS_PER_FILE};
+use crate::key::KdfParams;
 use crate::pack::{BlobType, PackedBlob};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
@@ -72,32 +74,74 @@ pub struct Repository {
     config: Config,
     index: Index,
     options: Options,
+    /// Damaged snapshot files already warned about, so each is named once.
+    warned: std::sync::Mutex<IdSet>,
+}
+
+/// A snapshot file that cannot be read, and why.
+#[derive(Debug)]
+pub struct UnreadableSnapshot {
+    pub id: Id,
+    pub error: Error,
 }
 
 impl Repository {
-    /// Creates a new repository protected by `password`.
-    pub fn init(backend: Arc<dyn Backend>, password: &str, options: Options) -> Result<Repository> {
-        match backend.stat(FileKind::Config, "config") {
-            Ok(_) => {
-                return Err(Error::RepositoryExists {
-                    location: backend.location(),
-                });
-            }
-            Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {}
-            Err(e) => return Err(e.into()),
+    /// Creates a new repository protected by `password`, its key derived with `kdf`.
+    ///
+    /// Creation is atomic: the key file is written first (content-named, harmless if left
+    /// over), then `config` with create-if-absent semantics. Of two inits racing, exactly
+    /// one config lands; the loser removes its key file and gets
+    /// [`Error::RepositoryExists`], and a caller that wants a repository opens the
+    /// winner's. A location that has no `config` but holds snapshots, index files or
+    /// packs is a damaged repository, not an empty place: creating one on top would hide
+    /// that data behind a new master key, so init refuses.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &str,
+        kdf: KdfParams,
+        options: Options,
+    ) -> Result<Repository> {
+        if config_exists(&*backend)? {
+            return Err(Error::RepositoryExists {
+                location: backend.location(),
+            });
         }
         backend.create()?;
+        if let Some(e) = refuse_to_cover(&*backend)? {
+            return Err(e);
+        }
         let key = Key::random();
         let config = Config::new();
         let sealed = key.seal(&serde_json::to_vec(&config).expect("config JSON"));
-        backend.save(FileKind::Config, "config", Payload::Bytes(&sealed))?;
-        crate::key::add(&*backend, &key, password)?;
+        let key_id = crate::key::add(&*backend, &key, password, kdf)?;
+        match backend.save_new(FileKind::Config, "config", &sealed) {
+            Ok(()) => {}
+            // A retry after a lost response finds our own config: the content says so.
+            Err(e)
+                if e.kind == BackendErrorKind::AlreadyExists
+                    && backend
+                        .load(FileKind::Config, "config")
+                        .is_ok_and(|raw| key.open(&raw).is_ok()) => {}
+            Err(e) => {
+                if let Err(cleanup) = backend.remove(FileKind::Key, &key_id.to_hex()) {
+                    tracing::warn!(key = %key_id, error = %cleanup, "could not remove the key file of a repository that was not created");
+                }
+                return Err(if e.kind == BackendErrorKind::AlreadyExists {
+                    Error::RepositoryExists {
+                        location: backend.location(),
+                    }
+                } else {
+                    e.into()
+                });
+            }
+        }
         Ok(Repository {
             backend,
             key,
             config,
             index: Index::new(),
             options,
+            warned: Default::default(),
         })
     }
 
@@ -107,13 +151,16 @@ impl Repository {
         let raw = match backend.load(FileKind::Config, "config") {
             Ok(raw) => raw,
             Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {
+                if let Some(e) = config_missing(&*backend)? {
+                    return Err(e);
+                }
                 return Err(Error::RepositoryNotFound {
                     location: backend.location(),
                 });
             }
             Err(e) => return Err(e.into()),
         };
-        let key = crate::key::open(&*backend, password)?;
+        let key = crate::key::open(&*backend, password, &|master| master.open(&raw).is_ok())?;
         let plain = key
             .open(&raw)
             .map_err(|e| Error::corrupt("config", e.to_string()))?;
@@ -131,6 +178,7 @@ impl Repository {
             config,
             index: Index::new(),
             options,
+            warned: Default::default(),
         })
     }
 
@@ -256,8 +304,30 @@ impl Repository {
             .open_in_place(sealed)
             .map_err(|e| Error::corrupt(what(), e.to_string()))?;
         let data = if blob.uncompressed_length != 0 {
-            zstd_context::decompress(plain, blob.uncompressed_length as usize)
-                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
+            let claimed = blob.uncompressed_length as usize;
+            if claimed > max_expansion(plain.len()) {
+                return Err(Error::corrupt(
+                    what(),
+                    format!(
+                        "the index claims {claimed} bytes uncompressed from {}: not a real blob",
+                        plain.len()
+                    ),
+                ));
+            }
+            let data = zstd_context::decompress(plain, claimed)
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+            // Restore places blobs by their indexed lengths: a wrong one would shift
+            // every later blob of the file.
+            if data.len() != claimed {
+                return Err(Error::corrupt(
+                    what(),
+                    format!(
+                        "decompresses to {} bytes, the index says {claimed}",
+                        data.len()
+                    ),
+                ));
+            }
+            data
         } else {
             plain.to_vec()
         };
@@ -316,25 +386,63 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Every snapshot, oldest first.
-    pub fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+    /// Reads and decodes the snapshot file `name`.
+    pub fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let plain = self.load_unpacked(FileKind::Snapshot, name)?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(format!("snapshots/{name}"), e.to_string()))
+    }
+
+    /// Every snapshot that can be read, oldest first, and the snapshot files that cannot
+    /// (damaged, or not a snapshot). Failures to reach the storage are errors; a file that
+    /// vanished meanwhile (a concurrent forget) is left out.
+    pub fn read_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<UnreadableSnapshot>)> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for f in self.backend.list(FileKind::Snapshot)? {
             let Ok(id) = f.name.parse::<Id>() else {
                 continue;
             };
-            let plain = self.load_unpacked(FileKind::Snapshot, &f.name)?;
-            let snapshot: Snapshot = serde_json::from_slice(&plain)
-                .map_err(|e| Error::corrupt(format!("snapshots/{}", f.name), e.to_string()))?;
-            out.push(SnapshotEntry { id, snapshot });
+            match self.load_snapshot(&f.name) {
+                Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(error @ Error::Corrupt { .. }) => {
+                    unreadable.push(UnreadableSnapshot { id, error });
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by_key(|e| (e.snapshot.timestamp(), e.id));
-        Ok(out)
+        Ok((out, unreadable))
+    }
+
+    /// Every snapshot that can be read, oldest first. A damaged snapshot file is skipped
+    /// with a warning naming it (once per repository handle), as restic does, so one bad file
+    /// does not block every command; `check` reports it.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (snapshots, unreadable) = self.read_snapshots()?;
+        let mut warned = self.warned.lock().expect("warned snapshots");
+        for u in unreadable {
+            if warned.insert(u.id) {
+                tracing::warn!(
+                    "skipping a damaged snapshot: {}; `sluice-mover repair snapshots --forget {}` removes it",
+                    u.error,
+                    u.id.short()
+                );
+            }
+        }
+        Ok(snapshots)
     }
 
     /// Resolves `latest` or a (possibly abbreviated) snapshot id among the
     /// snapshots that pass `filter`.
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+        if spec.is_empty() {
+            return Err(Error::Invalid(
+                "no snapshot given: name a snapshot id (or a unique prefix of one) or `latest`"
+                    .into(),
+            ));
+        }
         let all: Vec<SnapshotEntry> = self
             .list_snapshots()?
             .into_iter()
@@ -366,6 +474,74 @@ impl Repository {
     }
 }
 
+/// True when the location has a `config`; a missing bucket or directory is no config.
+fn config_exists(backend: &dyn Backend) -> Result<bool> {
+    match backend.stat(FileKind::Config, "config") {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a location without `config` holds that only a repository holds (snapshots, index
+/// files, packs), e.g. "3 files in snapshots/, 12 files in data/"; `None` when it holds
+/// none of them.
+fn repository_files(backend: &dyn Backend) -> Result<Option<String>> {
+    let mut found = Vec::new();
+    for kind in [FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+        let n = match backend.list(kind) {
+            Ok(files) => files.len(),
+            Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if n > 0 {
+            found.push(format!("{n} files in {}/", kind.dir()));
+        }
+    }
+    Ok((!found.is_empty()).then(|| found.join(", ")))
+}
+
+/// The error for a location without `config` that must not be taken for empty.
+fn config_missing(backend: &dyn Backend) -> Result<Option<Error>> {
+    Ok(
+        repository_files(backend)?.map(|found| Error::ConfigMissing {
+            location: backend.location(),
+            found,
+        }),
+    )
+}
+
+/// How long a location with key files but no `config` is watched for the `config` of an
+/// init running right now to appear.
+const CONCURRENT_INIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `init` may create a repository here (`None`), or why not. Key files alone are
+/// what an init writes before its config, so such a location is watched for a while in
+/// case that init is running: a config that appears means a repository exists. Key files
+/// that stay alone were left by an init that died; they open nothing and do no harm.
+fn refuse_to_cover(backend: &dyn Backend) -> Result<Option<Error>> {
+    if let Some(e) = config_missing(backend)? {
+        return Ok(Some(e));
+    }
+    let keys = match backend.list(FileKind::Key) {
+        Ok(files) => files.len(),
+        Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if keys > 0 {
+        let deadline = std::time::Instant::now() + CONCURRENT_INIT_WAIT;
+        while std::time::Instant::now() < deadline {
+            if config_exists(backend)? {
+                return Ok(Some(Error::RepositoryExists {
+                    location: backend.location(),
+                }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    Ok(None)
+}
+
 /// Encodes an unpacked file for repository `version` (v2: a version byte
 /// and a zstd frame) and encrypts it.
 pub fn seal_unpacked(key: &Key, version: u32, plain: &[u8]) -> Vec<u8> {
@@ -387,12 +563,36 @@ pub fn open_unpacked(key: &Key, what: &str, raw: &[u8]) -> Result<Vec<u8>> {
     decode_unpacked(&plain).map_err(|e| Error::corrupt(what, e))
 }
 
+/// The most a compressed file or blob may expand to: 64 MiB, or 1024 times its stored size
+/// when that is more. Real JSON compresses a few times, a run of zeros (an 8 MiB chunk at
+/// most) to a few hundred bytes; a small file claiming gigabytes is a zstd bomb.
+pub fn max_expansion(stored: usize) -> usize {
+    (64 << 20).max(stored.saturating_mul(1024))
+}
+
 /// Decodes the plaintext of an unpacked file: v2's version byte and zstd
 /// frame, or raw JSON as v1 wrote it.
 fn decode_unpacked(plain: &[u8]) -> std::result::Result<Vec<u8>, String> {
     match plain.first() {
         Some(b'{') | Some(b'[') => Ok(plain.to_vec()),
-        Some(2) => zstd::stream::decode_all(&plain[1..]).map_err(|e| format!("zstd: {e}")),
+        Some(2) => {
+            use std::io::Read;
+            let limit = max_expansion(plain.len());
+            let decoder =
+                zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| format!("zstd: {e}"))?;
+            let mut out = Vec::new();
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("zstd: {e}"))?;
+            if out.len() > limit {
+                return Err(format!(
+                    "decompresses to more than {limit} bytes from {}: not a real repository file",
+                    plain.len()
+                ));
+            }
+            Ok(out)
+        }
         Some(v) => Err(format!("unknown encoding version byte {v}")),
         None => Err("empty file".into()),
     }

@@ -282,6 +282,50 @@ impl Tree {
     }
 }
 
+/// Why a tree entry cannot be restored under its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    /// Empty, `.`, `..`, or holding `/` or a NUL byte: a name that would leave its directory
+    /// or cannot exist.
+    Unsafe,
+    /// The tree lists the name more than once. Which entry is real cannot be known (a
+    /// directory `a` followed by a symlink `a` is how a hostile tree escapes a restore
+    /// target), so every entry of that name is refused.
+    Duplicate,
+}
+
+impl std::fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameProblem::Unsafe => "unsafe name (empty, ., .., or holding / or NUL)",
+            NameProblem::Duplicate => "name listed more than once in its directory",
+        })
+    }
+}
+
+/// The entries of `nodes` that must not be restored, by position, each with its problem.
+/// Restore skips them and check reports them.
+pub fn name_problems(nodes: &[Node]) -> Vec<(usize, NameProblem)> {
+    let names: Vec<Vec<u8>> = nodes.iter().map(Node::name_bytes).collect();
+    let mut count: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for n in &names {
+        *count.entry(n.as_slice()).or_default() += 1;
+    }
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') || n.contains(&0) {
+                Some((i, NameProblem::Unsafe))
+            } else if count[n.as_slice()] > 1 {
+                Some((i, NameProblem::Duplicate))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Escapes raw name bytes like Go's `strconv.Quote`, without the quotes.
 pub fn go_quote(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
@@ -412,6 +456,45 @@ mod tests {
             assert_eq!(go_unquote(&go_quote(name)).unwrap(), name);
         }
         assert_eq!(go_unquote("\\101\\u00e9").unwrap(), "Aé".as_bytes());
+    }
+
+    #[test]
+    fn names_that_must_not_be_restored() {
+        use NameProblem::{Duplicate, Unsafe};
+        let node = |quoted: &str| Node {
+            quoted_name: quoted.to_string(),
+            ..Node::new(b"", NodeType::File)
+        };
+        // Names as stored (Go-quoted), and the problems expected.
+        let cases: &[(&[&str], &[(usize, NameProblem)])] = &[
+            (&["a", "b"], &[]),
+            (&["...", ".hidden", "a b", "back\\slash"], &[]),
+            (&["a", "a"], &[(0, Duplicate), (1, Duplicate)]),
+            (
+                &["a", "b", "a", "a"],
+                &[(0, Duplicate), (2, Duplicate), (3, Duplicate)],
+            ),
+            // The same name spelt two ways is still one name.
+            (&["a", "\\x61"], &[(0, Duplicate), (1, Duplicate)]),
+            (
+                &["", ".", "..", "x/y", "/abs"],
+                &[
+                    (0, Unsafe),
+                    (1, Unsafe),
+                    (2, Unsafe),
+                    (3, Unsafe),
+                    (4, Unsafe),
+                ],
+            ),
+            // A NUL byte arrives escaped and is unsafe once unquoted.
+            (&["nul\\x00byte", "ok"], &[(0, Unsafe)]),
+            // Unsafe wins over duplicate.
+            (&["..", ".."], &[(0, Unsafe), (1, Unsafe)]),
+        ];
+        for (names, want) in cases {
+            let nodes: Vec<Node> = names.iter().map(|n| node(n)).collect();
+            assert_eq!(&name_problems(&nodes), want, "{names:?}");
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<i32> {
         Ok(0)
     } else {
         Err(anyhow!(
-            "repository contains {} errors (listed above): restore what you can, then repair with restic `repair index`/`repair snapshots`",
+            "repository contains {} errors (listed above): restore what you can; when blobs are missing from the index run `sluice-mover repair index`, then `sluice-mover repair snapshots` for what is still missing",
             report.errors.len()
         ))
     }

@@ -10,7 +10,7 @@ pub fn run(g: &Global) -> Result<i32> {
     let backend = repo_open::backend(g)?;
     let password = repo_open::password(g)?;
     let location = backend.location();
-    let repo = Repository::init(backend, &password, repo_open::options(g))?;
+    let repo = Repository::init(backend, &password, repo_open::kdf(g), repo_open::options(g))?;
     let id = &repo.config().id;
     if g.json {
         crate::output::json_line(&serde_json::json!({

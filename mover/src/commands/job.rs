@@ -119,6 +119,8 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         .hostname
         .clone()
         .unwrap_or_else(sluice_repo::host::hostname);
+    // Every lock of the run carries the identity the next Job's unlock step compares.
+    g.lock_hostname = Some(lock_hostname.clone());
     if cfg.has("backup") {
         result.initialized = initialize_if_missing(&g)?;
     }
@@ -203,7 +205,13 @@ fn initialize_if_missing(g: &Global) -> Result<bool> {
         Err(e) => return Err(sluice_repo::Error::from(e).into()),
     }
     let location = backend.location();
-    match sluice_repo::Repository::init(backend, &repo_open::password(g)?, repo_open::options(g)) {
+    let password = repo_open::password(g)?;
+    match sluice_repo::Repository::init(
+        backend,
+        &password,
+        repo_open::kdf(g),
+        repo_open::options(g),
+    ) {
         Ok(repo) => {
             tracing::info!(%location, id = %repo.config().id, "created the repository");
             Ok(true)
@@ -325,7 +333,9 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
         Some(E::WrongPassword { .. }) => ErrorClass::WrongPassword,
         Some(E::RepositoryNotFound { .. }) => ErrorClass::RepositoryNotFound,
         Some(E::Locked { .. }) => ErrorClass::Locked,
-        Some(E::Corrupt { .. }) | Some(E::BlobMissing { .. }) => ErrorClass::Corrupt,
+        Some(E::Corrupt { .. }) | Some(E::BlobMissing { .. }) | Some(E::ConfigMissing { .. }) => {
+            ErrorClass::Corrupt
+        }
         Some(E::Invalid(_)) => ErrorClass::Config,
         Some(E::Backend(b)) => match b.kind {
             BackendErrorKind::PermissionDenied | BackendErrorKind::NoSuchContainer => {

@@ -6,6 +6,7 @@ mod forget;
 mod init;
 mod job;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod unlock;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("{}", version_line());
             Ok(0)
         }
+        Command::Repair(c) => repair::run(g, &c),
     }
 }
 
@@ -58,5 +60,8 @@ pub fn lock(repo: &Repository, g: &Global, exclusive: bool) -> Result<Option<Loc
         LockOptions::shared()
     };
     opts.retry = g.retry_lock;
+    if let Some(hostname) = &g.lock_hostname {
+        opts.hostname = hostname.clone();
+    }
     Ok(Some(Lock::acquire(repo, &opts)?))
 }

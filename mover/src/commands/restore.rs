@@ -67,8 +67,9 @@ pub fn run_restore(
         crate::output::json_line(&json!({
             "message_type": "summary",
             "seconds_elapsed": secs as u64,
-            "total_files": result.files + result.dirs,
+            "total_files": result.files + result.files_failed + result.dirs,
             "files_restored": result.files + result.dirs,
+            "files_failed": result.files_failed,
             "total_bytes": result.bytes,
             "bytes_restored": result.bytes,
             "files_deleted": result.deleted,
@@ -83,6 +84,12 @@ pub fn run_restore(
             bytes(result.bytes),
             duration(secs)
         );
+        if result.files_failed > 0 {
+            println!(
+                "{} files could not be restored completely and were removed (listed above)",
+                result.files_failed
+            );
+        }
         if opts.delete {
             println!("Deleted {} files/dirs not in the snapshot", result.deleted);
         }
@@ -91,10 +98,20 @@ pub fn run_restore(
         }
     }
     if !result.errors.is_empty() {
+        let failed = if result.files_failed > 0 {
+            format!(
+                "{} of {} files could not be restored and were removed, ",
+                result.files_failed,
+                result.files + result.files_failed
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "restore of snapshot {} finished with {} errors (listed above); everything else was restored",
+            "restore of snapshot {} finished with {} errors (listed above): {failed}{} files restored completely; run `sluice-mover check` to see what is damaged",
             snap.id.short(),
-            result.errors.len()
+            result.errors.len(),
+            result.files
         );
     }
     Ok((snap, result))

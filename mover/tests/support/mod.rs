@@ -15,6 +15,8 @@ pub use sluice_testkit::data::random_bytes;
 use sluice_testkit::tools::Tool;
 pub use sluice_testkit::tree::{Compare, assert_same_tree};
 
+pub mod craft;
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A repository location plus the environment both tools need.
@@ -37,6 +39,8 @@ impl Repo {
         c.env("RESTIC_REPOSITORY", &self.location)
             .env("RESTIC_PASSWORD", &self.password)
             .env_remove("RESTIC_PASSWORD_FILE")
+            // New keys derive cheaply: these tests create many repositories.
+            .env("SLUICE_INSECURE_TEST_KDF", "1")
             .env(
                 "RESTIC_CACHE_DIR",
                 std::env::temp_dir().join("sluice-test-restic-cache"),
@@ -322,4 +326,49 @@ pub fn run_measuring_rss(c: &mut Command) -> (std::process::ExitStatus, u64, Str
 /// Path of a file below `root` given raw name components.
 pub fn raw(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(OsStr::from_bytes(rel))
+}
+
+/// A tmpfs mounted for a test (it needs root), unmounted when dropped.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `10m`) at `path`, creating the directory.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        assert!(
+            is_root(),
+            "this test mounts a tmpfs of {size} and needs root (run the tests as root)"
+        );
+        fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount a tmpfs at {}", path.display());
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Makes the file system read-only.
+    pub fn read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "remount {} read-only",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
 }

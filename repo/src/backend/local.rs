@@ -91,6 +91,40 @@ impl Backend for LocalBackend {
         })
     }
 
+    /// Written under a temporary name, then linked into place: `link` fails when the
+    /// name exists, so the file appears complete and only once. File systems without
+    /// hard links get an exclusive create of the final name instead.
+    fn save_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> BackendResult<()> {
+        let path = self.path(kind, name);
+        let dir = path.parent().expect("file in a directory");
+        let tmp = dir.join(format!(".{name}.new{}", std::process::id()));
+        let write = |at: &Path, exclusive: bool| -> std::io::Result<()> {
+            let mut out = if exclusive {
+                File::options().write(true).create_new(true).open(at)?
+            } else {
+                File::create(at)?
+            };
+            out.write_all(bytes)?;
+            out.sync_all()?;
+            let mut perm = out.metadata()?.permissions();
+            perm.set_readonly(true);
+            fs::set_permissions(at, perm)
+        };
+        let linked = write(&tmp, false).and_then(|()| fs::hard_link(&tmp, &path));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::EXDEV)
+                ) =>
+            {
+                write(&path, true).map_err(|e| self.err("create", &path, &e))
+            }
+            r => r.map_err(|e| self.err("create", &path, &e)),
+        }
+    }
+
     fn load(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
         let path = self.path(kind, name);
         fs::read(&path).map_err(|e| self.err("read", &path, &e))
@@ -105,6 +139,23 @@ impl Backend for LocalBackend {
     ) -> BackendResult<Vec<u8>> {
         let path = self.path(kind, name);
         let file = File::open(&path).map_err(|e| self.err("open", &path, &e))?;
+        // The length comes from an index, which is untrusted: allocate only what the
+        // file really holds.
+        let size = file
+            .metadata()
+            .map_err(|e| self.err("stat", &path, &e))?
+            .len();
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(BackendError::from_io(
+                format!("read {}", path.display()),
+                &std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{length} bytes at offset {offset} asked for, but the file has only {size}: it is shorter than the index says"
+                    ),
+                ),
+            ));
+        }
         let mut buf = vec![0u8; length as usize];
         file.read_exact_at(&mut buf, offset)
             .map_err(|e| self.err("read", &path, &e))?;

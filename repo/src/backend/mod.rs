@@ -99,6 +99,8 @@ pub enum BackendErrorKind {
     Transient,
     /// No space left, or a quota is exhausted.
     NoSpace,
+    /// A create-if-absent write found the file there already.
+    AlreadyExists,
     /// Anything else.
     Other,
 }
@@ -111,18 +113,17 @@ pub struct BackendError {
     pub context: String,
     /// The underlying cause, never containing secrets.
     pub cause: String,
+    /// What to do about it, in the terms of the storage that failed (a bucket policy
+    /// means nothing to someone whose repository is a directory).
+    pub hint: Option<&'static str>,
 }
 
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.context, self.cause)?;
-        match self.kind {
-            BackendErrorKind::PermissionDenied => {
-                f.write_str(" (check the credentials and the bucket's access policy)")
-            }
-            BackendErrorKind::NoSuchContainer => f.write_str(" (check the repository URL)"),
-            BackendErrorKind::NoSpace => f.write_str(" (free space on the target)"),
-            _ => Ok(()),
+        match self.hint {
+            Some(hint) => write!(f, " ({hint})"),
+            None => Ok(()),
         }
     }
 }
@@ -130,7 +131,8 @@ impl fmt::Display for BackendError {
 impl std::error::Error for BackendError {}
 
 impl BackendError {
-    /// Builds an error from an I/O error, classifying it by its kind.
+    /// Builds an error from an I/O error on a local file system, classifying it by its
+    /// kind.
     pub fn from_io(context: String, e: &std::io::Error) -> BackendError {
         use std::io::ErrorKind as K;
         let kind = match e.kind() {
@@ -138,12 +140,39 @@ impl BackendError {
             K::PermissionDenied | K::ReadOnlyFilesystem => BackendErrorKind::PermissionDenied,
             K::StorageFull | K::QuotaExceeded => BackendErrorKind::NoSpace,
             K::Interrupted | K::TimedOut => BackendErrorKind::Transient,
+            K::AlreadyExists => BackendErrorKind::AlreadyExists,
             _ => BackendErrorKind::Other,
+        };
+        let hint = match kind {
+            BackendErrorKind::PermissionDenied => Some(
+                "check the owner and permissions of the repository directory, and that its file system is writable",
+            ),
+            BackendErrorKind::NoSpace => Some("free space on the repository's file system"),
+            _ => None,
         };
         BackendError {
             kind,
             context,
             cause: e.to_string(),
+            hint,
+        }
+    }
+
+    /// Builds an error of an object store, with advice in its terms.
+    pub fn object_storage(kind: BackendErrorKind, context: String, cause: String) -> BackendError {
+        let hint = match kind {
+            BackendErrorKind::PermissionDenied => {
+                Some("check the credentials and the bucket's access policy")
+            }
+            BackendErrorKind::NoSuchContainer => Some("check the repository URL"),
+            BackendErrorKind::NoSpace => Some("free space or raise the quota of the bucket"),
+            _ => None,
+        };
+        BackendError {
+            kind,
+            context,
+            cause,
+            hint,
         }
     }
 
@@ -168,6 +197,12 @@ pub trait Backend: Send + Sync {
 
     /// Stores a complete file.
     fn save(&self, kind: FileKind, name: &str, payload: Payload<'_>) -> BackendResult<()>;
+
+    /// Stores a complete file only if none of that name exists, atomically: of two
+    /// writers racing, one succeeds and the other gets an `AlreadyExists` error. This is
+    /// what makes creating a repository safe when two `init`s (or two first Jobs of
+    /// sources sharing a new repository) run at once.
+    fn save_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> BackendResult<()>;
 
     /// Reads a whole file.
     fn load(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>>;

@@ -126,6 +126,14 @@ impl<B: Backend> Backend for RetryBackend<B> {
         })
     }
 
+    /// A retry after a lost response may find the file it created itself: the caller
+    /// (repository creation) tells that apart by the file's content.
+    fn save_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> BackendResult<()> {
+        self.run("save", &kind.path(name), || {
+            self.inner.save_new(kind, name, bytes)
+        })
+    }
+
     fn load(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
         self.run("load", &kind.path(name), || self.inner.load(kind, name))
     }
@@ -189,6 +197,9 @@ mod tests {
         fn save(&self, _: FileKind, _: &str, _: Payload<'_>) -> BackendResult<()> {
             Ok(())
         }
+        fn save_new(&self, _: FileKind, _: &str, _: &[u8]) -> BackendResult<()> {
+            Ok(())
+        }
         fn load(&self, _: FileKind, _: &str) -> BackendResult<Vec<u8>> {
             Ok(Vec::new())
         }
@@ -202,6 +213,7 @@ mod tests {
                     kind,
                     context: "stat config on test:failing".into(),
                     cause: "boom".into(),
+                    hint: None,
                 }),
                 None => Ok(7),
             }

@@ -26,7 +26,9 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path as ObjectPath;
-use object_store::{Certificate, ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use object_store::{
+    Certificate, ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use tokio::runtime::Runtime;
 
 use self::classify::{
@@ -64,10 +66,8 @@ impl S3Backend {
     /// A backend for the restic URL `url` (see [`S3Location::parse`]).
     /// Nothing is sent to the server yet.
     pub fn new(url: &str, options: S3Options) -> BackendResult<S3Backend> {
-        let setup_err = |cause: String| BackendError {
-            kind: BackendErrorKind::Other,
-            context: format!("open {url}"),
-            cause,
+        let setup_err = |cause: String| {
+            BackendError::object_storage(BackendErrorKind::Other, format!("open {url}"), cause)
         };
         let location = S3Location::parse(url).map_err(setup_err)?;
         let region = options
@@ -190,11 +190,7 @@ impl S3Backend {
         for secret in &self.secrets {
             cause = cause.replace(secret.as_str(), "***");
         }
-        BackendError {
-            kind,
-            context: format!("{op} {what} on {}", self.url),
-            cause,
-        }
+        BackendError::object_storage(kind, format!("{op} {what} on {}", self.url), cause)
     }
 
     fn store_error(&self, op: &str, what: &str, e: &object_store::Error) -> BackendError {
@@ -284,6 +280,32 @@ impl Backend for S3Backend {
                 .map_err(|e| self.store_error("save", &what, &e)),
             Payload::File { file, len } => self.put_file(&key, &what, file, len),
         }
+    }
+
+    /// A conditional PUT (`If-None-Match: *`), which S3 and MinIO honour atomically:
+    /// the store answers 412 to every writer but the first.
+    fn save_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> BackendResult<()> {
+        let what = kind.path(name);
+        let key = self.key(kind, name);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        self.runtime
+            .block_on(
+                self.store
+                    .put_opts(&key, PutPayload::from(bytes.to_vec()), options),
+            )
+            .map(|_| ())
+            .map_err(|e| match e {
+                object_store::Error::AlreadyExists { .. } => self.error(
+                    "create",
+                    &what,
+                    BackendErrorKind::AlreadyExists,
+                    "it exists already",
+                ),
+                e => self.store_error("create", &what, &e),
+            })
     }
 
     fn load(&self, kind: FileKind, name: &str) -> BackendResult<Vec<u8>> {
