@@ -250,3 +250,73 @@ fn kill_9_mid_upload_to_minio_loses_nothing() {
         .arg(&dst));
     assert_same_files(&src, &dst);
 }
+
+#[test]
+fn many_inits_and_first_jobs_at_once_on_minio_make_one_repository() {
+    let minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    // The bucket exists, as a shared bucket would: only the config decides.
+    ok(sluice(&minio, "shared/seed").arg("init"));
+    let spawn_all = |commands: Vec<Command>| -> Vec<Output> {
+        let children: Vec<_> = commands
+            .into_iter()
+            .map(|mut c| {
+                c.stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    };
+
+    let inits = spawn_all(
+        (0..10)
+            .map(|_| {
+                let mut c = sluice(&minio, "shared/by-init");
+                c.arg("init");
+                c
+            })
+            .collect(),
+    );
+    let won = inits.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "{won} inits succeeded");
+    for o in inits.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    ok(minio
+        .restic("shared/by-init", PASSWORD)
+        .args(["check", "--read-data"]));
+
+    let jobs = spawn_all(
+        (0..5)
+            .map(|i| {
+                let data = work.path().join(format!("data{i}"));
+                fs::create_dir_all(&data).unwrap();
+                fs::write(data.join("f"), format!("source {i}")).unwrap();
+                let mut c = sluice(&minio, "shared/by-jobs");
+                c.arg("job")
+                    .env("SLUICE_JOB_ACTIONS", "backup")
+                    .env("SLUICE_DATA_DIR", &data)
+                    .env("SLUICE_HOSTNAME", format!("ns/src-{i}"))
+                    .env("SLUICE_RESULT_FILE", work.path().join(format!("result{i}")));
+                c
+            })
+            .collect(),
+    );
+    for o in &jobs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let out = ok(minio
+        .restic("shared/by-jobs", PASSWORD)
+        .args(["snapshots", "--json"]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 5);
+    ok(minio
+        .restic("shared/by-jobs", PASSWORD)
+        .args(["check", "--read-data"]));
+}

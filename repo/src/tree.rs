@@ -465,8 +465,9 @@ mod tests {
             quoted_name: quoted.to_string(),
             ..Node::new(b"", NodeType::File)
         };
-        // Names as stored (Go-quoted), and the problems expected.
-        let cases: &[(&[&str], &[(usize, NameProblem)])] = &[
+        // Names as stored, and the problems expected at their positions.
+        type Case<'a> = (&'a [&'a str], &'a [(usize, NameProblem)]);
+        let cases: &[Case] = &[
             (&["a", "b"], &[]),
             (&["...", ".hidden", "a b", "back\\slash"], &[]),
             (&["a", "a"], &[(0, Duplicate), (1, Duplicate)]),

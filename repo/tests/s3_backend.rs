@@ -338,3 +338,40 @@ fn operations_survive_minio_restarting() {
     let _minio = restarted.join().unwrap();
     assert_eq!(b.list(FileKind::Snapshot).unwrap().len(), 5);
 }
+
+#[test]
+fn save_new_lets_exactly_one_of_many_racing_writers_create_a_file() {
+    let minio = MinIo::start();
+    let b = ready(&minio, "race/prefix");
+    let outcomes: Vec<Result<(), BackendErrorKind>> = std::thread::scope(|s| {
+        let b = &b;
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                s.spawn(move || {
+                    b.save_new(FileKind::Config, "", &[i; 100])
+                        .map_err(|e| e.kind)
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.is_err())
+            .all(|o| *o == Err(BackendErrorKind::AlreadyExists)),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        b.load(FileKind::Config, "").unwrap(),
+        vec![winners[0] as u8; 100],
+        "the winner's content stays"
+    );
+}
