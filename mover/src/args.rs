@@ -10,7 +10,7 @@ Exit codes:
   0   success
   1   failure (the error line says what failed and what to do)
   2   usage error: unknown command or flag, invalid value
-  3   backup saved, but some files could not be read
+  3   backup saved, but some files could not be read or changed while read
   10  no repository at the location
   11  the repository is locked
   12  wrong password";

@@ -545,3 +545,74 @@ fn restics_damaged_repositories_are_diagnosed_and_repaired_as_restic_would() {
     ok(repo.sluice().arg("check"));
     ok(repo.restic().args(["check", "--read-data"]));
 }
+
+#[test]
+fn a_backup_that_reuses_a_pack_that_is_gone_saves_no_snapshot() {
+    let w = workdir();
+    let src = w.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), random_bytes(5, 300_000)).unwrap();
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    ok(repo.sluice().current_dir(&src).args(["backup", "."]));
+    // The data pack goes (a prune that ignored the lock, lost storage); the index still
+    // lists it, so the next backup would reuse what is not there. The tree pack, a few
+    // hundred bytes, stays: the parent snapshot is still readable.
+    let mut removed = 0;
+    for p in files_in(&repo_dir(&repo).join("data")) {
+        if fs::metadata(&p).unwrap().len() > 100_000 {
+            fs::remove_file(p).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1);
+    fs::write(src.join("b"), b"new file").unwrap();
+    let out = fails(repo.sluice().current_dir(&src).args(["backup", "."]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("gone from the repository"), "{err}");
+    assert_eq!(
+        files_in(&repo_dir(&repo).join("snapshots")).len(),
+        1,
+        "no second snapshot"
+    );
+}
+
+#[test]
+fn a_file_that_changes_size_while_read_is_warned_about_once() {
+    assert!(is_root(), "this test bind-mounts a file and needs root");
+    let w = workdir();
+    let src = w.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // A /proc file says it is empty and reads as a line of text: a file that grew.
+    let grows = src.join("grows");
+    fs::write(&grows, b"").unwrap();
+    let mounted = Command::new("mount")
+        .args(["--bind", "/proc/version"])
+        .arg(&grows)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "bind mount");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&grows);
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    let out = repo
+        .sluice()
+        .current_dir(&src)
+        .args(["backup", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("changed size while it was read").count(),
+        1,
+        "one warning, printed once:\n{err}"
+    );
+}

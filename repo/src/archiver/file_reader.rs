@@ -41,6 +41,8 @@ impl ChunkId {
 /// A file the readers must read.
 pub(super) struct FileJob {
     pub(super) path: PathBuf,
+    /// The size the walker saw, to warn when reading finds another.
+    pub(super) size: u64,
     pub(super) reply: Sender<Result<FileContent>>,
 }
 
@@ -273,7 +275,7 @@ impl Archiver<'_> {
         let id = *self
             .zero_chunk_id
             .get_or_init(|| Id::hash(&vec![0u8; MIN_SIZE]));
-        if self.repo.index().contains(&id) || self.known.lock().expect("known").contains(&id) {
+        if self.reused.rely_on(self.repo, &id) || self.known.lock().expect("known").contains(&id) {
             bump(&self.progress.bytes_done, MIN_SIZE as u64);
             return Ok(ChunkId::Known(id));
         }

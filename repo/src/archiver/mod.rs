@@ -35,6 +35,7 @@ mod file_reader;
 mod holes;
 mod node;
 mod parent;
+mod reuse;
 mod targets;
 mod tree_saver;
 mod walker;
@@ -49,6 +50,7 @@ use crossbeam_channel::bounded;
 use self::blob_saver::BlobJob;
 use self::file_reader::{FileJob, large_read_size};
 use self::parent::find_parent;
+use self::reuse::Reused;
 use self::targets::{Layout, plan_targets};
 use self::tree_saver::DirJob;
 use self::walker::Walker;
@@ -160,6 +162,8 @@ struct Archiver<'a> {
     chunker: Chunker,
     /// Blobs stored or queued during this backup (the index has the rest).
     known: Mutex<IdSet>,
+    /// Packs of the blobs used from the index as they are.
+    reused: Reused,
     counters: Counters,
     progress: &'a Progress,
     failed: AtomicBool,
@@ -200,6 +204,7 @@ pub fn backup(
         excludes: Excludes::new(&options.excludes),
         chunker: Chunker::new(repo.config().chunker_polynomial),
         known: Mutex::new(IdSet::default()),
+        reused: Reused::default(),
         counters: Counters::default(),
         progress,
         failed: AtomicBool::new(false),
@@ -247,7 +252,9 @@ pub fn backup(
         total_bytes_processed: get(&progress.bytes_done),
     };
     let warnings = arch.warnings.into_inner().expect("warnings");
+    let reused = arch.reused;
     repo.save_index(packs)?;
+    reused.verify(repo)?;
     let snapshot = Snapshot {
         time: crate::time::format_local(options.time.unwrap_or(start)),
         parent: parent.as_ref().map(|p| p.id),
@@ -297,6 +304,15 @@ impl Archiver<'_> {
                     let mut buf = Vec::new();
                     for job in rx {
                         let res = self.read_file(&job.path, &mut buf, &tx);
+                        if let Ok(Some((_, read))) = &res
+                            && *read != job.size
+                        {
+                            self.warn(format!(
+                                "{} changed size while it was read ({} bytes when listed, {read} read): the snapshot holds what was read",
+                                job.path.display(),
+                                job.size
+                            ));
+                        }
                         let _ = job.reply.send(res);
                     }
                 });
@@ -340,8 +356,8 @@ impl Archiver<'_> {
         self.first_error.lock().expect("error").get_or_insert(e);
     }
 
+    /// Records a warning for the caller to show, once; it also makes the exit code 3.
     fn warn(&self, msg: String) {
-        tracing::warn!("{msg}");
         self.warnings.lock().expect("warnings").push(msg);
     }
 }

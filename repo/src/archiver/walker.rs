@@ -65,7 +65,7 @@ impl Walker<'_, '_> {
                 bump(&a.progress.bytes_seen, node.size);
                 if let Some(old) = old
                     && unchanged(&node, old)
-                    && old.content().iter().all(|id| a.repo.index().contains(id))
+                    && old.content().iter().all(|id| a.reused.rely_on(a.repo, id))
                 {
                     node.content = old.content.clone();
                     bump(&a.counters.files_unmodified, 1);
@@ -85,6 +85,7 @@ impl Walker<'_, '_> {
                 self.files
                     .send(FileJob {
                         path: path.to_path_buf(),
+                        size: node.size,
                         reply: tx,
                     })
                     .map_err(|_| a.stopped())?;
