@@ -425,7 +425,8 @@ fn a_backup_into_a_full_repository_says_why_the_upload_failed() {
     let mnt = Tmpfs::mount(&w.path().join("mnt"), "3m");
     let src = w.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(3, 12 << 20)).unwrap();
+    // Many packs: uploads fail while more are queued behind them.
+    fs::write(src.join("big"), random_bytes(3, 60 << 20)).unwrap();
     let repo = Repo::local(&mnt.path.join("repo"));
     ok(repo.sluice().arg("init"));
     let out = fails(
