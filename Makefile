@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # The workspace version, which tags the image.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: build image test lint crds tools e2e demo quickstart bench
+.PHONY: build image test lint crds tools e2e demo cluster quickstart bench
 
 ## build: release binaries (sluice-mover, sluice-operator, crdgen)
 build:
@@ -21,7 +21,7 @@ image:
 quickstart:
 	hack/quickstart.sh
 
-## tools: build the pinned restic, MinIO, etcd and Kubernetes binaries
+## tools: build the pinned restic, MinIO, etcd, Kubernetes and snapshotter binaries and the CSI test driver
 tools:
 	e2e/tools.sh
 
@@ -38,10 +38,15 @@ lint:
 crds:
 	cargo run -q -p sluice-api --features crd --bin crdgen
 
-## e2e: the end-to-end scenarios against the local control plane (they run the built binaries)
+## e2e: the end-to-end scenarios on the local cluster with a real node (they run the image of the built binaries)
 e2e: tools
 	cargo build -p sluice-mover -p sluice-operator
 	cargo test -p sluice-e2e --no-fail-fast
+
+## cluster: MinIO, the control plane, a real node and Sluice from this tree, up until Ctrl-C/SIGTERM; export lines go to $$SLUICE_ENV_FILE
+cluster: tools
+	cargo build -p sluice-mover -p sluice-operator -p sluice-e2e
+	$(CARGO_TARGET_DIR)/debug/sluice-e2e-cluster
 
 ## demo: Sluice end to end on a local cluster: back a PVC up, restore it, compare; Ctrl-C stops (SLUICE_DEMO_EXIT=1 exits at the end)
 demo: tools

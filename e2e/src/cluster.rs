@@ -1,33 +1,31 @@
-//! A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver and
+//! A real Kubernetes control plane: etcd, kube-apiserver and
 //! kube-controller-manager, built by `e2e/tools.sh kube etcd`.
 //!
-//! There is no kubelet, scheduler or CSI driver; the node emulator plays
-//! those. Everything the API server and the controller-manager do (validation,
-//! RBAC, the Job controller, garbage collection, PV binding) is the real thing.
+//! [`Cluster::start`] listens on 127.0.0.1 only, for tests that need the API
+//! server but no node (API validation, reconcile tests, the operator's scale
+//! benchmark). [`Cluster::start_at`] listens on the test bridge's address
+//! instead, advertised as the `kubernetes` Service's endpoint, so Pods on the
+//! real node ([`crate::node`]) reach it through kube-proxy. Validation, RBAC
+//! and the Node authorizer, the Job controller, garbage collection and PV
+//! binding are all the real thing.
 
 use std::fs;
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use sluice_testkit::pki::Pki;
 use sluice_testkit::probe::http_get;
-use sluice_testkit::process::{Daemon, free_port};
+use sluice_testkit::process::{Daemon, free_port, free_port_on};
 use sluice_testkit::tools::Tool;
 
-/// The VolumeSnapshot CRDs (`snapshot.storage.k8s.io/v1`) that real clusters
-/// install next to a CSI snapshotter; see `e2e/crds/README.md`.
-pub const VOLUME_SNAPSHOT_CRDS: [&str; 3] = [
-    include_str!("../crds/volumesnapshotclasses.yaml"),
-    include_str!("../crds/volumesnapshotcontents.yaml"),
-    include_str!("../crds/volumesnapshots.yaml"),
-];
-
-/// The range Services get their cluster IPs from.
-const SERVICE_CIDR: &str = "10.0.0.0/24";
+use crate::host::{KUBERNETES_SERVICE_IP, SERVICE_SUBNET};
 
 /// A running local control plane; dropping it stops every process and
 /// deletes its files.
@@ -37,6 +35,7 @@ pub struct Cluster {
     controller_manager: Option<Daemon>,
     apiserver: Option<Daemon>,
     etcd: Option<Daemon>,
+    address: IpAddr,
     apiserver_port: u16,
     kubeconfig: PathBuf,
     pki: Pki,
@@ -44,11 +43,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts etcd, kube-apiserver and kube-controller-manager on free ports,
-    /// writes an admin kubeconfig, and installs the VolumeSnapshot CRDs.
-    /// Returns when the API server is ready, the controllers run and the
-    /// CRDs are established.
+    /// Starts etcd, kube-apiserver and kube-controller-manager on free ports
+    /// of 127.0.0.1 and writes an admin kubeconfig. Returns when the API
+    /// server is ready and the controllers run.
     pub fn start() -> Cluster {
+        Cluster::start_at(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Like [`Cluster::start`], with the API server listening on `address`
+    /// (an address of this machine, such as the test bridge's) and
+    /// advertising it as the `kubernetes` Service's endpoint.
+    pub fn start_at(address: IpAddr) -> Cluster {
         // Resolve every binary first, so a missing one fails before anything
         // starts.
         let binaries = [
@@ -64,15 +69,20 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for the cluster: {e}"));
         let pki_dir = dir.path().join("pki");
         mkdir(&pki_dir);
-        let pki = Pki::generate(&pki_dir);
-        let apiserver_port = free_port();
+        let pki = Pki::generate(&pki_dir, &[address, IpAddr::V4(KUBERNETES_SERVICE_IP)]);
+        let apiserver_port = free_port_on(address);
         let kubeconfig = dir.path().join("kubeconfig");
-        write_kubeconfig(&kubeconfig, apiserver_port, &pki);
+        let server = format!(
+            "https://{}",
+            std::net::SocketAddr::new(address, apiserver_port)
+        );
+        write_kubeconfig(&kubeconfig, &server, &pki.admin_cert, &pki.admin_key, &pki);
 
         let mut cluster = Cluster {
             controller_manager: None,
             apiserver: None,
             etcd: None,
+            address,
             apiserver_port,
             kubeconfig,
             pki,
@@ -81,7 +91,6 @@ impl Cluster {
         let etcd_port = cluster.start_etcd(&binaries[0]);
         cluster.start_apiserver(&binaries[1], etcd_port);
         cluster.start_controller_manager(&binaries[2]);
-        cluster.install_volume_snapshot_crds();
         cluster
     }
 
@@ -116,8 +125,8 @@ impl Cluster {
         let mut command = Command::new(binary);
         command
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--bind-address={}", self.address))
+            .arg(format!("--advertise-address={}", self.address))
             .arg(format!("--secure-port={}", self.apiserver_port))
             .arg(format!("--tls-cert-file={}", pki.server_cert.display()))
             .arg(format!(
@@ -125,7 +134,7 @@ impl Cluster {
                 pki.server_key.display()
             ))
             .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
-            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .arg(format!("--service-cluster-ip-range={SERVICE_SUBNET}"))
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(
                 "--service-account-key-file={}",
@@ -135,12 +144,23 @@ impl Cluster {
                 "--service-account-signing-key-file={}",
                 pki.service_account_key.display()
             ))
-            .arg("--authorization-mode=RBAC")
+            // Kubelets are authorized as their Node, as in a real cluster.
+            .arg("--authorization-mode=Node,RBAC")
+            .arg("--enable-admission-plugins=NodeRestriction")
+            // What `kubectl logs` and `exec` present to the kubelet.
+            .arg(format!(
+                "--kubelet-client-certificate={}",
+                pki.admin_cert.display()
+            ))
+            .arg(format!("--kubelet-client-key={}", pki.admin_key.display()))
+            .arg("--kubelet-preferred-address-types=InternalIP")
             .arg("--allow-privileged=true")
-            // The `kubernetes` Service's endpoints may not be a loopback
-            // address, and nothing here routes to it anyway.
-            .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false");
+        if self.address.is_loopback() {
+            // The `kubernetes` Service's endpoints may not be a loopback
+            // address, and no Pod could use it anyway.
+            command.arg("--endpoint-reconciler-type=none");
+        }
         let apiserver = Daemon::spawn(
             "kube-apiserver",
             command,
@@ -167,7 +187,7 @@ impl Cluster {
                 pki.service_account_key.display()
             ))
             .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
-            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .arg(format!("--service-cluster-ip-range={SERVICE_SUBNET}"))
             .arg("--cluster-name=sluice-e2e")
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", free_port()));
@@ -197,17 +217,6 @@ impl Cluster {
         });
     }
 
-    fn install_volume_snapshot_crds(&self) {
-        for crd in VOLUME_SNAPSHOT_CRDS {
-            self.apply(crd);
-        }
-        self.wait_established(&[
-            "volumesnapshotclasses.snapshot.storage.k8s.io",
-            "volumesnapshotcontents.snapshot.storage.k8s.io",
-            "volumesnapshots.snapshot.storage.k8s.io",
-        ]);
-    }
-
     /// Waits until each CustomResourceDefinition in `crds` is Established.
     /// Polls rather than `kubectl wait`, which fails outright when it looks
     /// at a CRD the API server has not given any status yet.
@@ -235,9 +244,23 @@ impl Cluster {
         &self.kubeconfig
     }
 
-    /// The API server's URL, `https://127.0.0.1:PORT`.
+    /// The API server's URL, `https://ADDRESS:PORT`.
     pub fn server_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.apiserver_port)
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.address, self.apiserver_port)
+        )
+    }
+
+    /// The address the API server listens on.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// Writes a kubeconfig at `path` that authenticates with the client
+    /// certificate `cert`/`key` (signed by this cluster's CA).
+    pub fn write_kubeconfig(&self, path: &Path, cert: &Path, key: &Path) {
+        write_kubeconfig(path, &self.server_url(), cert, key, &self.pki);
     }
 
     /// Certificates and keys the cluster was started with.
@@ -344,17 +367,17 @@ fn kubectl_output(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn write_kubeconfig(path: &Path, port: u16, pki: &Pki) {
+fn write_kubeconfig(path: &Path, server: &str, cert: &Path, key: &Path, pki: &Pki) {
     let config = format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: sluice-e2e
   cluster:
-    server: https://127.0.0.1:{port}
+    server: {server}
     certificate-authority: {ca}
 users:
-- name: sluice-e2e-admin
+- name: sluice-e2e
   user:
     client-certificate: {cert}
     client-key: {key}
@@ -362,15 +385,25 @@ contexts:
 - name: sluice-e2e
   context:
     cluster: sluice-e2e
-    user: sluice-e2e-admin
+    user: sluice-e2e
     namespace: default
 current-context: sluice-e2e
 ",
         ca = pki.ca_cert.display(),
-        cert = pki.admin_cert.display(),
-        key = pki.admin_key.display(),
+        cert = cert.display(),
+        key = key.display(),
     );
     fs::write(path, config).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// A Kubernetes client for the cluster in `kubeconfig`.
+pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let file = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read kubeconfig {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {}", kubeconfig.display()))?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn mkdir(path: &Path) {

@@ -1,128 +1,172 @@
-//! Sluice installed on the local cluster, the way a user runs it: MinIO, the
-//! control plane and the node emulator (running the freshly built
-//! `sluice-mover` for mover Pods), `kubectl apply -k config/default`, and the
-//! operator as a local process.
+//! Sluice installed on the local cluster the way a user installs it:
+//! MinIO, the control plane, the real node and its storage, the Sluice
+//! image imported into the node's containerd, and `kubectl apply -k
+//! config/e2e` (config/default pointing at that image). The operator runs
+//! as the Deployment's Pod, with in-cluster configuration, its
+//! ServiceAccount, the leader Lease and probes; mover Jobs run as Pods of
+//! the same image in namespaces that enforce the restricted Pod Security
+//! Standard.
 //!
-//! The operator authenticates with a token of the `sluice-operator`
-//! ServiceAccount that `config/rbac` binds, not as cluster admin, so every
-//! scenario also proves the shipped RBAC is enough. The Deployment from
-//! `config/default` is scaled to zero: the emulator cannot give a Pod an
-//! in-cluster API address, and the issue asks for the operator to run as a
-//! local process holding the leader Lease.
-//!
-//! The scenarios in `e2e/tests/` and the `sluice-e2e-demo` binary build on
-//! this; nothing here knows a particular scenario.
+//! Everything listens on the test's bridge address (or 127.0.0.1), so the
+//! host and Pods reach the same MinIO and API server. The scenarios in
+//! `e2e/tests/`, `make demo` and `make cluster` build on this; nothing here
+//! knows a particular scenario.
 
-use std::collections::HashMap;
-use std::fs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sluice_testkit::MinIo;
+use sluice_testkit::probe::http_get_at;
 use tempfile::TempDir;
 
 use crate::cluster::Cluster;
-use crate::node::NodeEmulator;
-use sluice_testkit::minio::MinIo;
-use sluice_testkit::probe::http_get;
-use sluice_testkit::process::{Daemon, free_port};
+use crate::host::{self, HostLease};
+use crate::images;
+use crate::node::Node;
+use crate::storage::{self, Storage};
 
 /// The namespace `config/default` installs into.
 pub const SYSTEM_NAMESPACE: &str = "sluice-system";
 /// The password of repositories made by [`Stack::repository_secret`].
 pub const PASSWORD: &str = "e2e-password";
+/// The label that selects the operator's Pods.
+const OPERATOR_SELECTOR: &str = "app.kubernetes.io/component=operator";
+/// The operator's HTTP port (`/metrics`, `/healthz`, `/readyz`).
+const OPERATOR_HTTP_PORT: u16 = 8080;
 
-/// MinIO, the control plane, the node emulator and a running, installed
-/// Sluice; dropping it stops everything and deletes its data.
+/// MinIO, the control plane, the real node with its storage, and a running,
+/// installed Sluice; dropping it stops everything and removes what it made.
 pub struct Stack {
-    operator: Option<Daemon>,
-    operator_kubeconfig: PathBuf,
-    http_port: u16,
-    // Dropped in field order: the operator above first, the node's Pods
-    // before the API server they report to, MinIO last.
-    pub node: NodeEmulator,
+    // Dropped in field order: the node's storage and Pods before the API
+    // server they report to, MinIO after them, the host's bridge and
+    // chains last.
+    pub storage: Storage,
+    pub node: Node,
     pub cluster: Cluster,
     pub minio: MinIo,
-    dir: TempDir,
+    images: TempDir,
+    _host: HostLease,
 }
 
 impl Stack {
-    /// Starts every component, installs Sluice from `config/default` and
-    /// starts the operator; returns once it holds the leader Lease.
+    /// Starts every component, installs Sluice from `config/e2e` and waits
+    /// until the operator's Pod is ready and holds the leader Lease.
     pub fn start() -> Stack {
-        let mover = workspace_binary("sluice-mover");
-        let operator = workspace_binary("sluice-operator");
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-stack-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
-        let minio = MinIo::start();
-        let cluster = Cluster::start();
-        let node = NodeEmulator::start(
-            &cluster,
-            HashMap::from([("sluice-mover".to_string(), mover)]),
-        );
-        install(&cluster);
-        let operator_kubeconfig = dir.path().join("operator.kubeconfig");
-        write_service_account_kubeconfig(&cluster, &operator_kubeconfig);
-        let mut stack = Stack {
-            operator: None,
-            operator_kubeconfig,
-            http_port: free_port(),
-            node,
-            cluster,
-            minio,
-            dir,
-        };
-        let first = stack.spawn_operator_on(&operator, "operator-1", stack.http_port);
-        stack.operator = Some(first);
-        stack.wait_for_leader("operator-1");
+        let stack = Stack::start_without_sluice();
+        stack.install();
         stack
     }
 
-    /// Starts one more operator process with `identity`; it waits for the
-    /// leader Lease like a second replica would.
-    pub fn spawn_operator(&self, binary: &Path, identity: &str) -> Daemon {
-        self.spawn_operator_on(binary, identity, free_port())
-    }
-
-    /// An operator process with `identity` serving HTTP on `port`.
-    fn spawn_operator_on(&self, binary: &Path, identity: &str, port: u16) -> Daemon {
-        let mut command = Command::new(binary);
-        command
-            .args(["run", "--http-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", &self.operator_kubeconfig)
-            .env("POD_NAMESPACE", SYSTEM_NAMESPACE)
-            .env("POD_NAME", identity)
-            .env("SLUICE_MOVER_IMAGE", "ghcr.io/sluice-dev/sluice:e2e")
-            .env("RUST_LOG", "info,sluice_operator=debug");
-        Daemon::spawn(
-            identity,
-            command,
-            &self.dir.path().join(format!("{identity}.log")),
-        )
-    }
-
-    /// The identity holding the operator's leader Lease, if any.
-    pub fn leader(&self) -> Option<String> {
-        lease_holder(&self.cluster)
-    }
-
-    fn wait_for_leader(&mut self, identity: &str) {
-        let operator = self.operator.as_mut().expect("started");
-        let cluster = &self.cluster;
-        operator.wait_ready(
-            "the operator to take the leader Lease",
-            Duration::from_secs(60),
-            || lease_holder(cluster).is_some_and(|holder| holder == identity),
-        );
-    }
-
-    /// Kills the operator process (as a node failure would).
-    pub fn kill_operator(&mut self) {
-        if let Some(mut operator) = self.operator.take() {
-            operator.kill();
+    /// Everything but Sluice: MinIO, the control plane, the node with the
+    /// Sluice image imported, and storage.
+    pub fn start_without_sluice() -> Stack {
+        let host = HostLease::acquire();
+        let address = host::bridge_address();
+        let minio = MinIo::start_on(address);
+        let cluster = Cluster::start_at(address);
+        let images = tempfile::Builder::new()
+            .prefix("sluice-images-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let pause = images::pause(images.path());
+        let sluice = images::sluice(images.path());
+        let node = Node::start(&cluster, images::PAUSE_IMAGE, &[&pause, &sluice]);
+        let storage = Storage::start(&cluster, &node);
+        Stack {
+            storage,
+            node,
+            cluster,
+            minio,
+            images,
+            _host: host,
         }
+    }
+
+    /// `kubectl apply -k config/e2e`, then waits for the operator.
+    pub fn install(&self) {
+        let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/e2e");
+        self.cluster
+            .kubectl(&["apply", "-k", &overlay.to_string_lossy()]);
+        self.cluster.wait_established(&[
+            "replicationsources.sluice.dev",
+            "replicationdestinations.sluice.dev",
+        ]);
+        self.wait_for_operator();
+    }
+
+    /// The Sluice image archive imported into the node.
+    pub fn image_archive(&self) -> PathBuf {
+        self.images.path().join("sluice.oci.tar")
+    }
+
+    /// Waits until the operator Deployment is available and one of its Pods
+    /// holds the leader Lease.
+    pub fn wait_for_operator(&self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let available = self.get(
+                SYSTEM_NAMESPACE,
+                "deployment/sluice-operator",
+                "{.status.availableReplicas}",
+            );
+            if available.parse::<u32>().unwrap_or(0) >= 1 && self.leader().is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the operator did not become available and take the leader Lease\n{}",
+                    self.diagnose(SYSTEM_NAMESPACE, "deployment/sluice-operator")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The identity (Pod name) holding the operator's leader Lease, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.cluster
+            .try_kubectl(&[
+                "get",
+                "lease",
+                "sluice-operator",
+                "-n",
+                SYSTEM_NAMESPACE,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .ok()
+            .filter(|holder| !holder.is_empty())
+    }
+
+    /// The names of the operator's Pods.
+    pub fn operator_pods(&self) -> Vec<String> {
+        self.cluster
+            .kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                SYSTEM_NAMESPACE,
+                "-l",
+                OPERATOR_SELECTOR,
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ])
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Sets the operator Deployment's replica count.
+    pub fn scale_operator(&self, replicas: u32) {
+        self.cluster.kubectl(&[
+            "scale",
+            "deployment/sluice-operator",
+            "-n",
+            SYSTEM_NAMESPACE,
+            &format!("--replicas={replicas}"),
+        ]);
     }
 
     /// The operator's `/metrics` page.
@@ -130,35 +174,100 @@ impl Stack {
         self.http("/metrics")
     }
 
-    /// GET `path` from the operator's HTTP server; panics when it fails.
+    /// GET `path` from the leading operator Pod's HTTP server (on its Pod
+    /// address); panics when it fails.
     pub fn http(&self, path: &str) -> String {
-        match http_get(self.http_port, path) {
-            Some((200, body)) => body,
-            other => panic!(
-                "GET http://127.0.0.1:{}{path} from the operator failed: {other:?}",
-                self.http_port
-            ),
+        let pod = self.leader().expect("an operator holds the Lease");
+        match self.pod_http(&pod, path) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => {
+                panic!("GET {path} from operator Pod {pod} answered {status}: {body}")
+            }
+            Err(e) => panic!("GET {path} from operator Pod {pod} failed: {e}"),
         }
     }
 
-    /// The last `lines` lines of the operator's log, for failure messages.
+    /// GET `path` from operator Pod `pod`: the status code and body.
+    pub fn pod_http(&self, pod: &str, path: &str) -> Result<(u16, String), String> {
+        let ip = self.get(SYSTEM_NAMESPACE, &format!("pod/{pod}"), "{.status.podIP}");
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("Pod {pod} has no address yet ({ip:?})"))?;
+        http_get_at(SocketAddr::new(ip, OPERATOR_HTTP_PORT), path)
+            .ok_or_else(|| format!("nothing answered on {ip}:{OPERATOR_HTTP_PORT}"))
+    }
+
+    /// The last `lines` lines of the leading operator Pod's log (`kubectl
+    /// logs`), for failure messages.
     pub fn operator_log(&self, lines: usize) -> String {
-        self.operator
-            .as_ref()
-            .map(|o| o.log_tail(lines))
-            .unwrap_or_default()
+        match self.leader() {
+            Some(pod) => self.pod_log(SYSTEM_NAMESPACE, &pod, lines),
+            None => String::from("(no operator holds the Lease)"),
+        }
     }
 
-    /// Where the operator's log is written, for someone exploring a running
-    /// stack (the demo prints it).
-    pub fn operator_log_path(&self) -> Option<&Path> {
-        self.operator.as_ref().map(Daemon::log_path)
+    /// `kubectl logs --tail=LINES` of Pod `namespace/pod`, or its error.
+    pub fn pod_log(&self, namespace: &str, pod: &str, lines: usize) -> String {
+        self.cluster
+            .try_kubectl(&[
+                "logs",
+                pod,
+                "-n",
+                namespace,
+                "--all-containers",
+                &format!("--tail={lines}"),
+            ])
+            .unwrap_or_else(|e| e)
     }
 
-    /// Creates `namespace` and waits for its default ServiceAccount (Pods
-    /// cannot be created before it exists).
+    /// Waits until a mover Pod matching `selector` (a label selector) in
+    /// `namespace` has finished, or `timeout` passes, and returns its log
+    /// as `kubectl logs` shows it: the way a user reads a mover's output,
+    /// before the operator removes the finished Job.
+    pub fn wait_mover_log(&self, namespace: &str, selector: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut log = String::new();
+        loop {
+            let pods = self
+                .cluster
+                .try_kubectl(&[
+                    "get",
+                    "pods",
+                    "-n",
+                    namespace,
+                    "-l",
+                    selector,
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.status.phase}{\"\\n\"}{end}",
+                ])
+                .unwrap_or_default();
+            for line in pods.lines() {
+                if let Some((pod, phase)) = line.split_once(' ') {
+                    log = self.pod_log(namespace, pod, 40);
+                    if phase == "Succeeded" || phase == "Failed" {
+                        return log;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Creates `namespace`, enforcing the restricted Pod Security Standard
+    /// as the namespaces of careful users do, and waits for its default
+    /// ServiceAccount (Pods cannot be created before it exists).
     pub fn namespace(&self, namespace: &str) {
-        self.cluster.kubectl(&["create", "namespace", namespace]);
+        self.cluster.apply(&format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {namespace}
+  labels: {{pod-security.kubernetes.io/enforce: restricted}}
+"
+        ));
         self.cluster.wait_for(
             &format!("the default ServiceAccount in {namespace}"),
             Duration::from_secs(30),
@@ -192,8 +301,8 @@ impl Stack {
         ));
     }
 
-    /// A bound PVC `name` in `namespace`, returning its volume directory on
-    /// the emulated node for the test to fill.
+    /// A bound 1Gi PVC `name` in `namespace` of the default StorageClass,
+    /// returning its volume's directory on the node for the test to fill.
     pub fn claim(&self, namespace: &str, name: &str) -> PathBuf {
         self.cluster.apply(&format!(
             "apiVersion: v1
@@ -204,7 +313,7 @@ spec:
   storageClassName: {class}
   resources: {{requests: {{storage: 1Gi}}}}
 ",
-            class = crate::node::STORAGE_CLASS
+            class = storage::STORAGE_CLASS
         ));
         self.wait_claim_dir(namespace, name)
     }
@@ -216,7 +325,7 @@ spec:
             &format!("PVC {namespace}/{name} to bind"),
             Duration::from_secs(60),
             || {
-                dir = self.node.claim_dir(namespace, name);
+                dir = self.storage.claim_dir(&self.cluster, namespace, name);
                 dir.is_some()
             },
         );
@@ -239,7 +348,8 @@ spec:
     }
 
     /// Waits until `jsonpath` of `object` satisfies `accept`, returning the
-    /// value; the panic names the last value seen and the operator's log.
+    /// value; the panic names the last value seen and what [`Stack::diagnose`]
+    /// finds.
     pub fn wait_field(
         &self,
         namespace: &str,
@@ -248,13 +358,13 @@ spec:
         timeout: Duration,
         accept: impl Fn(&str) -> bool,
     ) -> String {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
             let value = self.get(namespace, object, jsonpath);
             if accept(&value) {
                 return value;
             }
-            if std::time::Instant::now() > deadline {
+            if Instant::now() > deadline {
                 panic!(
                     "timed out after {timeout:?} waiting on {namespace}/{object} {jsonpath}; last value {value:?}\n{}",
                     self.diagnose(namespace, object)
@@ -264,15 +374,16 @@ spec:
         }
     }
 
-    /// What a failed wait prints: `object`, the namespace's Jobs, Pods and
-    /// volumes with the Pods' container states, the mover logs on the node,
-    /// and the operator's log.
+    /// What a failed wait prints: `object`, the namespace's Jobs, Pods,
+    /// volumes and events, each Pod's container states and log tail
+    /// (`kubectl logs`), and the operator's log.
     pub fn diagnose(&self, namespace: &str, object: &str) -> String {
         let kubectl = |args: &[&str]| self.cluster.try_kubectl(args).unwrap_or_else(|e| e);
         let mut report = format!(
-            "--- {object}:\n{}\n--- objects in {namespace}:\n{}\n--- pod states:\n{}\n",
+            "--- {object}:\n{}\n--- objects in {namespace}:\n{}\n--- events:\n{}\n--- pod states:\n{}\n",
             kubectl(&["get", object, "-n", namespace, "-o", "yaml"]),
             kubectl(&["get", "jobs,pods,pvc,volumesnapshots", "-n", namespace]),
+            kubectl(&["get", "events", "-n", namespace, "--sort-by=.lastTimestamp"]),
             kubectl(&[
                 "get",
                 "pods",
@@ -282,21 +393,19 @@ spec:
                 "jsonpath={range .items[*]}{.metadata.name}: {.status.containerStatuses[*].state}{\"\\n\"}{end}",
             ]),
         );
-        let uids = kubectl(&[
+        let pods = kubectl(&[
             "get",
             "pods",
             "-n",
             namespace,
             "-o",
-            "jsonpath={.items[*].metadata.uid}",
+            "jsonpath={.items[*].metadata.name}",
         ]);
-        for uid in uids.split_whitespace() {
-            let log = self.node.root().join("pods").join(uid).join("mover.log");
-            if let Ok(text) = fs::read_to_string(&log) {
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                report.push_str(&format!("--- {}:\n{tail}\n", log.display()));
-            }
+        for pod in pods.split_whitespace() {
+            report.push_str(&format!(
+                "--- kubectl logs {pod} -n {namespace}:\n{}\n",
+                self.pod_log(namespace, pod, 20)
+            ));
         }
         report.push_str(&format!("--- operator log:\n{}", self.operator_log(40)));
         report
@@ -337,58 +446,6 @@ spec:
     }
 }
 
-/// `kubectl apply -k config/default`, then the Deployment scaled to zero
-/// (see the module doc).
-fn install(cluster: &Cluster) {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default");
-    cluster.kubectl(&["apply", "-k", &config.to_string_lossy()]);
-    cluster.kubectl(&[
-        "scale",
-        "deployment/sluice-operator",
-        "-n",
-        SYSTEM_NAMESPACE,
-        "--replicas=0",
-    ]);
-    cluster.wait_established(&[
-        "replicationsources.sluice.dev",
-        "replicationdestinations.sluice.dev",
-    ]);
-}
-
-/// A kubeconfig that authenticates as the `sluice-operator` ServiceAccount.
-fn write_service_account_kubeconfig(cluster: &Cluster, path: &Path) {
-    let token = cluster.kubectl(&[
-        "create",
-        "token",
-        "sluice-operator",
-        "-n",
-        SYSTEM_NAMESPACE,
-        "--duration=24h",
-    ]);
-    let config = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: sluice-e2e
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: sluice-operator
-  user:
-    token: {token}
-contexts:
-- name: sluice-operator
-  context: {{cluster: sluice-e2e, user: sluice-operator, namespace: {SYSTEM_NAMESPACE}}}
-current-context: sluice-operator
-",
-        server = cluster.server_url(),
-        ca = cluster.pki().ca_cert.display(),
-        token = token.trim(),
-    );
-    fs::write(path, config).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-}
-
 /// A binary of this workspace, from the directory the running executable
 /// was built into (`target/debug` for tests, whose executables sit in
 /// `target/debug/deps`). `cargo test --workspace` builds every binary;
@@ -406,19 +463,4 @@ pub fn workspace_binary(name: &str) -> PathBuf {
                 exe.display()
             )
         })
-}
-
-fn lease_holder(cluster: &Cluster) -> Option<String> {
-    cluster
-        .try_kubectl(&[
-            "get",
-            "lease",
-            "sluice-operator",
-            "-n",
-            SYSTEM_NAMESPACE,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-        .ok()
-        .filter(|holder| !holder.is_empty())
 }

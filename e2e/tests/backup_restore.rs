@@ -33,9 +33,16 @@ fn backup_and_restore_scenarios() {
 }
 
 fn install_takes_the_leader_lease(stack: &Stack) {
-    assert_eq!(stack.leader().as_deref(), Some("operator-1"));
+    let leader = stack.leader().expect("an operator Pod holds the Lease");
+    assert_eq!(stack.operator_pods(), std::slice::from_ref(&leader));
     assert_eq!(stack.http("/healthz").trim(), "ok");
     assert_eq!(stack.http("/readyz").trim(), "ok");
+    // `kubectl logs` works for the operator's Pod.
+    let log = stack.pod_log(sluice_e2e::stack::SYSTEM_NAMESPACE, &leader, 200);
+    assert!(
+        log.contains("leader Lease acquired"),
+        "kubectl logs {leader}:\n{log}"
+    );
 }
 
 fn manual_backup_direct_then_restore_latest(stack: &Stack) {
@@ -218,7 +225,7 @@ spec:
   dataSource: {{apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: {image_name}}}
   resources: {{requests: {{storage: 1Gi}}}}
 ",
-                class = sluice_e2e::node::STORAGE_CLASS
+                class = sluice_e2e::storage::STORAGE_CLASS
             ));
             stack.wait_claim_dir(ns, "from-image")
         } else {
@@ -286,14 +293,32 @@ fn deleting_the_objects_removes_everything_they_made(stack: &Stack) {
 }
 
 fn standby_operator_waits_for_the_lease(stack: &Stack) {
-    let binary = sluice_e2e::stack::workspace_binary("sluice-operator");
-    let mut standby = stack.spawn_operator(&binary, "operator-2");
+    let leader = stack.leader().expect("an operator Pod holds the Lease");
+    stack.scale_operator(2);
+    let mut standby = String::new();
+    stack.cluster.wait_for(
+        "a second operator Pod to run",
+        Duration::from_secs(120),
+        || {
+            let pods = stack.operator_pods();
+            match pods.iter().find(|p| **p != leader) {
+                Some(pod) => {
+                    standby = pod.clone();
+                    stack.get(
+                        sluice_e2e::stack::SYSTEM_NAMESPACE,
+                        &format!("pod/{pod}"),
+                        "{.status.phase}",
+                    ) == "Running"
+                }
+                None => false,
+            }
+        },
+    );
     std::thread::sleep(Duration::from_secs(5));
-    let log = standby.log_tail(20);
-    assert!(standby.is_running(), "the standby exited:\n{log}");
-    assert_eq!(stack.leader().as_deref(), Some("operator-1"));
+    let log = stack.pod_log(sluice_e2e::stack::SYSTEM_NAMESPACE, &standby, 50);
+    assert_eq!(stack.leader().as_deref(), Some(leader.as_str()));
     assert!(
         log.contains("waiting for the leader Lease") && !log.contains("starting controllers"),
-        "the standby must wait while operator-1 holds the Lease:\n{log}"
+        "the standby {standby} must wait while {leader} holds the Lease:\n{log}"
     );
 }

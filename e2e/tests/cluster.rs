@@ -1,6 +1,6 @@
 //! The local control plane is the real thing: the API server validates and
-//! stores objects, the controller-manager's Job controller makes Pods, and
-//! the VolumeSnapshot API is installed.
+//! stores objects and the controller-manager's Job controller makes Pods.
+//! (The real node and its storage have `node.rs`.)
 //!
 //! One cluster serves every step (starting one costs tens of seconds on two
 //! cores); each step is a named function so a failure says which behaviour
@@ -20,7 +20,6 @@ fn local_control_plane_behaves_like_a_cluster() {
     api_server_is_ready(&cluster);
     namespaces_can_be_created(&cluster);
     job_controller_creates_the_pod_of_a_job(&cluster);
-    volume_snapshot_api_is_established_and_validates(&cluster);
 
     let port: u16 = cluster
         .server_url()
@@ -102,7 +101,7 @@ spec:
         !pods.is_empty()
     });
     assert_eq!(pods.trim(), "Job/hello");
-    // No scheduler runs here: the Pod waits for the node emulator.
+    // No node and no scheduler run here: the Pod waits for them.
     let node = cluster.kubectl(&[
         "get",
         "pods",
@@ -112,64 +111,4 @@ spec:
         "jsonpath={.items[0].spec.nodeName}",
     ]);
     assert_eq!(node, "");
-}
-
-fn volume_snapshot_api_is_established_and_validates(cluster: &Cluster) {
-    for crd in [
-        "volumesnapshots",
-        "volumesnapshotcontents",
-        "volumesnapshotclasses",
-    ] {
-        let established = cluster.kubectl(&[
-            "get",
-            "crd",
-            &format!("{crd}.snapshot.storage.k8s.io"),
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-        ]);
-        assert_eq!(established, "True", "{crd} is not established");
-    }
-    cluster.apply(
-        "apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshotClass
-metadata:
-  name: e2e
-driver: e2e.sluice.dev
-deletionPolicy: Delete
----
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshot
-metadata:
-  name: snap
-  namespace: e2e-ns
-spec:
-  volumeSnapshotClassName: e2e
-  source:
-    persistentVolumeClaimName: data
-",
-    );
-    let source = cluster.kubectl(&[
-        "get",
-        "vs",
-        "snap",
-        "-n",
-        "e2e-ns",
-        "-o",
-        "jsonpath={.spec.source.persistentVolumeClaimName}",
-    ]);
-    assert_eq!(source, "data");
-
-    // The schema is enforced: a source is immutable.
-    let changed = cluster.try_kubectl(&[
-        "patch",
-        "volumesnapshot",
-        "snap",
-        "-n",
-        "e2e-ns",
-        "--type=merge",
-        "-p",
-        "{\"spec\":{\"source\":{\"persistentVolumeClaimName\":\"other\"}}}",
-    ]);
-    let error = changed.expect_err("changing a VolumeSnapshot's source was accepted");
-    assert!(error.contains("immutable"), "unexpected error: {error}");
 }

@@ -20,6 +20,7 @@ fn failure_scenarios() {
         scope.spawn(|| wrong_password_waits_for_a_fix_without_retrying(stack));
         scope.spawn(|| missing_secret_keys_are_reported_before_any_job(stack));
         scope.spawn(|| killed_mover_leaves_a_lock_the_next_sync_clears(stack));
+        scope.spawn(|| deleted_mover_pod_leaves_a_lock_the_next_pod_clears_at_once(stack));
     });
     object_storage_down_during_a_sync_is_retried_until_it_is_back(&mut stack);
 }
@@ -106,24 +107,7 @@ fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
     stack.namespace(ns);
     stack.repository_secret(ns, "repo", bucket, None);
     stack.run_restic(bucket, &["init"]);
-    let data = stack.claim(ns, "data");
-    write_sample(&data, "killed");
-    // Enough incompressible data that the backup is still running when killed.
-    let mut noise = vec![0u8; 64 << 20];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for chunk in noise.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    for i in 0..4 {
-        fs::write(
-            data.join(format!("noise-{i}.bin")),
-            &noise[i << 24..(i + 1) << 24],
-        )
-        .unwrap();
-    }
+    write_slow_sample(&stack.claim(ns, "data"), "killed");
     stack.cluster.apply(&source(ns, "data", "Direct", ""));
 
     let locks = stack.minio.data_dir().join(bucket).join("locks");
@@ -151,6 +135,101 @@ fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
     let left = stack.run_restic(bucket, &["list", "locks", "--no-lock"]);
     assert_eq!(left.trim(), "", "stale lock not removed");
     stack.run_restic(bucket, &["check", "--read-data"]);
+}
+
+/// Writes the sample tree and 64 MiB of incompressible data to `data`, so
+/// that a backup of it is still running when a test stops it.
+fn write_slow_sample(data: &Path, generation: &str) {
+    write_sample(data, generation);
+    for i in 0..4 {
+        fs::write(
+            data.join(format!("noise-{i}.bin")),
+            sluice_testkit::data::random_bytes(i, 16 << 20),
+        )
+        .unwrap();
+    }
+}
+
+fn deleted_mover_pod_leaves_a_lock_the_next_pod_clears_at_once(stack: &Stack) {
+    let ns = "deleted";
+    let bucket = "deleted/repo";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", bucket, None);
+    stack.run_restic(bucket, &["init"]);
+    write_slow_sample(&stack.claim(ns, "data"), "deleted");
+    // Never pruned: the sync plans a prune, which needs every lock gone.
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    assert_eq!(
+        stack.get(ns, object, "{.status.restic.lastPruned}"),
+        "",
+        "never pruned before"
+    );
+    let locks = stack.minio.data_dir().join(bucket).join("locks");
+    let selector = "app.kubernetes.io/component=mover,sluice.dev/replication-source=data";
+    let first = wait_for_mover_pod_holding_lock(stack, ns, selector, &locks);
+    stack.cluster.kubectl(&[
+        "delete",
+        "pod",
+        &first,
+        "-n",
+        ns,
+        "--grace-period=0",
+        "--force",
+    ]);
+    // The Job fails, and the retry runs in a new Pod with its own hostname.
+    // Its unlock step removes the dead Pod's lock at once (a lock is stale
+    // only after 30 minutes otherwise), so its prune runs.
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
+    let failures = stack.get(ns, object, "{.status.consecutiveFailures}");
+    assert!(
+        failures.is_empty() || failures == "0",
+        "consecutiveFailures {failures}"
+    );
+    assert_ne!(
+        stack.get(ns, object, "{.status.restic.lastPruned}"),
+        "",
+        "the planned prune did not run"
+    );
+    let left = stack.run_restic(bucket, &["list", "locks", "--no-lock"]);
+    assert_eq!(left.trim(), "", "the deleted Pod's lock was not removed");
+    stack.run_restic(bucket, &["check", "--read-data"]);
+}
+
+/// The name of the mover Pod matching `selector` in `namespace`, once the
+/// repository holds a lock (so the mover is mid-backup).
+fn wait_for_mover_pod_holding_lock(
+    stack: &Stack,
+    namespace: &str,
+    selector: &str,
+    locks: &Path,
+) -> String {
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let has_lock = fs::read_dir(locks).is_ok_and(|mut d| d.next().is_some());
+        let pod = stack
+            .cluster
+            .try_kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                selector,
+                "-o",
+                "jsonpath={.items[?(@.status.phase==\"Running\")].metadata.name}",
+            ])
+            .unwrap_or_default();
+        if has_lock && !pod.is_empty() {
+            return pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mover Pod in {namespace} held a lock within {SYNC:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The pid of the `sluice-mover job` process whose repository is `bucket`,

@@ -1,343 +1,469 @@
-//! The node emulator plays scheduler, kubelet and CSI driver well enough for
-//! real Jobs to run: PVCs bind to directories, Pods run as local processes
-//! with their volumes and Secrets, exit codes and termination messages reach
-//! the Pod status, snapshots and restores copy data, deadlines and deletion
-//! stop processes.
-//!
-//! One cluster serves every step; each step is a named function.
+//! The real node is the real thing, and leaves nothing behind: the Sluice
+//! image runs as uid 65532 on a read-only root; a Pod under the restricted
+//! Pod Security Standard mounts a volume the CSI test driver provisioned,
+//! through the kubelet; clones, VolumeSnapshots (the real snapshot-controller
+//! and csi-snapshotter) and restores copy the data; a Block volume is a loop
+//! device in the Pod; `kubectl logs` works; Pods have no route beyond the
+//! test's bridge; and stopping the cluster removes the bridge, the iptables
+//! chains, the cgroups, the mounts and the loop devices.
 
-use std::collections::HashMap;
+mod scenario;
+
 use std::fs;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use sluice_e2e::{Cluster, NodeEmulator};
+use sluice_e2e::host;
+use sluice_e2e::images::{PAUSE_IMAGE, SLUICE_IMAGE};
+use sluice_e2e::storage::{STORAGE_CLASS, WAIT_FOR_CONSUMER_CLASS};
+use sluice_e2e::{Stack, stack::PASSWORD};
+use sluice_testkit::Tool;
+use sluice_testkit::tree::{Compare, assert_same_tree};
 
-const NS: &str = "e2e-node";
+const NS: &str = "node";
+const WAIT: Duration = Duration::from_secs(120);
 
 #[test]
-fn node_emulator_runs_pods_and_serves_volumes() {
-    let cluster = Cluster::start();
-    // `env` stands in for the mover image's entrypoint, so the Pod's args
-    // (a shell command) run through the mapping the mover will use.
-    let programs = HashMap::from([("sluice-mover".to_string(), PathBuf::from("/usr/bin/env"))]);
-    let node = NodeEmulator::start(&cluster, programs);
-    cluster.kubectl(&["create", "namespace", NS]);
-    cluster.wait_for(
-        "the default ServiceAccount",
-        Duration::from_secs(30),
-        || {
-            cluster
-                .try_kubectl(&["get", "serviceaccount", "default", "-n", NS])
-                .is_ok()
-        },
+fn real_node_scenarios() {
+    let stack = Stack::start_without_sluice();
+    stack.namespace(NS);
+    image_runs_as_nonroot_with_a_read_only_root_and_no_shell(&stack);
+    restricted_pod_writes_to_a_provisioned_volume(&stack);
+    clones_snapshots_and_restores_copy_the_data(&stack);
+    wait_for_first_consumer_binds_when_the_pod_is_scheduled(&stack);
+    block_volume_is_a_loop_device_in_the_pod(&stack);
+    pods_have_no_route_beyond_the_bridge(&stack);
+    let node_dir = stack.node.root().to_path_buf();
+    drop(stack);
+    stopping_removes_everything_it_made(&node_dir);
+}
+
+fn image_runs_as_nonroot_with_a_read_only_root_and_no_shell(stack: &Stack) {
+    let archive = stack.image_archive();
+    let size = fs::metadata(&archive).unwrap().len();
+    eprintln!(
+        "Sluice image archive (debug binaries): {:.1} MiB",
+        size as f64 / (1 << 20) as f64
     );
-
-    node_is_ready(&cluster);
-    claims_bind_to_directories(&cluster, &node);
-    job_pod_runs_with_volume_and_secret(&cluster, &node);
-    failed_container_reports_exit_code_and_message(&cluster);
-    image_entrypoint_runs_its_stand_in_program(&cluster);
-    snapshot_and_restore_copy_the_volume(&cluster, &node);
-    active_deadline_stops_the_pod(&cluster);
-    deleted_pod_is_stopped_and_removed(&cluster);
-    deleted_claim_releases_and_removes_its_volume(&cluster, &node);
+    let containerd = stack.node.containerd();
+    let run = |id: &str, args: &[&str]| {
+        containerd
+            .ctr()
+            .args(["run", "--rm", "--read-only", "--cgroup", ""])
+            .args([SLUICE_IMAGE, id])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let version = run("version", &["/usr/local/bin/sluice-mover", "version"]);
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.status.success() && stdout.starts_with("sluice-mover 0.1.0"),
+        "sluice-mover version in the image: {stdout}{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    // The runtime spec containerd gives runc: the image's user, read-only.
+    let created = containerd
+        .ctr()
+        .args([
+            "containers",
+            "create",
+            "--read-only",
+            SLUICE_IMAGE,
+            "inspect",
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let info = containerd
+        .ctr()
+        .args(["containers", "info", "inspect"])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Spec"]["process"]["user"]["uid"], 65532, "{info}");
+    assert_eq!(info["Spec"]["process"]["user"]["gid"], 65532, "{info}");
+    assert_eq!(info["Spec"]["root"]["readonly"], true, "{info}");
+    containerd
+        .ctr()
+        .args(["containers", "rm", "inspect"])
+        .output()
+        .unwrap();
+    let shell = run("shell", &["/bin/sh", "-c", "true"]);
+    assert!(!shell.status.success(), "the image must have no shell");
 }
 
-fn get(cluster: &Cluster, args: &[&str], jsonpath: &str) -> String {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    let output = format!("jsonpath={jsonpath}");
-    all.extend(["-n", NS, "-o", &output]);
-    cluster.try_kubectl(&all).unwrap_or_default()
+/// A Pod of the Sluice image in the restricted namespace.
+fn pod(name: &str, command: &[&str], env: &[(&str, &str)], volume: &str) -> String {
+    let command = serde_json::to_string(command).unwrap();
+    let env: Vec<serde_json::Value> = env
+        .iter()
+        .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+    seccompProfile: {{type: RuntimeDefault}}
+  containers:
+    - name: main
+      image: {SLUICE_IMAGE}
+      imagePullPolicy: Never
+      command: {command}
+      env: {env}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {{drop: [ALL]}}
+{volume}",
+        env = serde_json::Value::from(env),
+    )
 }
 
-fn wait_value(cluster: &Cluster, args: &[&str], jsonpath: &str, want: &str) {
-    let mut last = String::new();
-    let what = format!("{} {jsonpath} == {want}", args.join(" "));
-    cluster.wait_for(&what, Duration::from_secs(60), || {
-        last = get(cluster, args, jsonpath);
-        last == want
+fn claim(name: &str, class: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  resources: {{requests: {{storage: 64Mi}}}}
+{extra}"
+    )
+}
+
+fn wait_pod_phase(stack: &Stack, name: &str, phase: &str) {
+    stack.wait_field(NS, &format!("pod/{name}"), "{.status.phase}", WAIT, |p| {
+        p == phase
     });
 }
 
-fn node_is_ready(cluster: &Cluster) {
-    let ready = cluster.kubectl(&[
-        "get",
-        "node",
-        "sluice-e2e-node",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    assert_eq!(ready, "True");
+fn restricted_pod_writes_to_a_provisioned_volume(stack: &Stack) {
+    let dir = stack.claim(NS, "data");
+    fs::write(dir.join("from-the-host.txt"), "hello\n").unwrap();
+    let mounts = "      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+";
+    stack.cluster.apply(&pod(
+        "writer",
+        &["/usr/local/bin/sluice-mover", "init"],
+        &[
+            ("RESTIC_REPOSITORY", "/data/repo"),
+            ("RESTIC_PASSWORD", PASSWORD),
+        ],
+        mounts,
+    ));
+    wait_pod_phase(stack, "writer", "Succeeded");
+    // The kubelet mounted the driver's volume: the Pod's writes are in it,
+    // owned by the Pod's user, and the host's file is still there.
+    let config = dir.join("repo/config");
+    let meta = fs::metadata(&config).unwrap_or_else(|e| {
+        panic!(
+            "{} was not written through the mount: {e}\n{}",
+            config.display(),
+            stack.diagnose(NS, "pod/writer")
+        )
+    });
+    assert_eq!(meta.uid(), 65532);
+    assert_eq!(meta.gid(), 65532);
+    assert!(dir.join("from-the-host.txt").exists());
+    let log = stack.pod_log(NS, "writer", 20);
+    assert!(
+        log.contains("created restic repository"),
+        "kubectl logs writer:\n{log}"
+    );
+    // restic, the format oracle, opens what the Pod wrote.
+    let checked = Command::new(Tool::Restic.path())
+        .args(["check", "--no-lock"])
+        .env("RESTIC_REPOSITORY", dir.join("repo"))
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("RESTIC_CACHE_DIR", stack.node.root().join("restic-cache"))
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "restic check: {checked:?}");
+    stack
+        .cluster
+        .kubectl(&["delete", "pod", "writer", "-n", NS]);
 }
 
-fn claims_bind_to_directories(cluster: &Cluster, node: &NodeEmulator) {
-    cluster.apply(
-        "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: e2e-node}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 1Gi}}
-",
-    );
-    wait_value(cluster, &["pvc", "data"], "{.status.phase}", "Bound");
-    assert_eq!(
-        get(cluster, &["pvc", "data"], "{.spec.storageClassName}"),
-        "sluice-e2e"
-    );
-    let dir = node
-        .claim_dir(NS, "data")
-        .expect("bound claim has a directory");
-    assert!(dir.is_dir(), "{} is not a directory", dir.display());
-    fs::write(dir.join("in.txt"), "from the volume\n").unwrap();
-}
+fn clones_snapshots_and_restores_copy_the_data(stack: &Stack) {
+    let source = stack.claim(NS, "original");
+    scenario::write_sample(&source, "original");
+    stack.cluster.apply(&claim(
+        "clone",
+        STORAGE_CLASS,
+        "  dataSource: {kind: PersistentVolumeClaim, name: original}\n",
+    ));
+    let clone = stack.wait_claim_dir(NS, "clone");
+    assert_same_tree(&source, &clone, Compare::EXACT);
 
-fn job_pod_runs_with_volume_and_secret(cluster: &Cluster, node: &NodeEmulator) {
-    cluster.apply(
-        "apiVersion: v1
-kind: Secret
-metadata: {name: repo, namespace: e2e-node}
-stringData: {RESTIC_PASSWORD: s3cret}
----
-apiVersion: batch/v1
-kind: Job
-metadata: {name: writer, namespace: e2e-node}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: main
-        image: example.invalid/busybox:1
-        command: [sh, -c, 'cat /data/in.txt > /data/out.txt; echo \"$RESTIC_PASSWORD $(POD)\" >> /data/out.txt; printf done > /dev/termination-log']
-        envFrom: [{secretRef: {name: repo}}]
-        env:
-        - name: POD
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-        volumeMounts: [{name: data, mountPath: /data}]
-      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
-",
-    );
-    wait_value(cluster, &["job", "writer"], "{.status.succeeded}", "1");
-    let pod = get(
-        cluster,
-        &["pods", "-l", "batch.kubernetes.io/job-name=writer"],
-        "{.items[0].metadata.name}",
-    );
-    assert_eq!(get(cluster, &["pod", &pod], "{.status.phase}"), "Succeeded");
-    assert_eq!(
-        get(
-            cluster,
-            &["pod", &pod],
-            "{.status.containerStatuses[0].state.terminated.message}"
-        ),
-        "done"
-    );
-    let out = fs::read_to_string(node.claim_dir(NS, "data").unwrap().join("out.txt")).unwrap();
-    assert_eq!(out, format!("from the volume\ns3cret {pod}\n"));
-}
-
-fn failed_container_reports_exit_code_and_message(cluster: &Cluster) {
-    cluster.apply(
-        "apiVersion: v1
-kind: Pod
-metadata: {name: failing, namespace: e2e-node}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: main
-    image: example.invalid/busybox:1
-    command: [sh, -c, 'echo last words; exit 3']
-    terminationMessagePolicy: FallbackToLogsOnError
-",
-    );
-    wait_value(cluster, &["pod", "failing"], "{.status.phase}", "Failed");
-    let state = "{.status.containerStatuses[0].state.terminated";
-    assert_eq!(
-        get(cluster, &["pod", "failing"], &format!("{state}.exitCode}}")),
-        "3"
-    );
-    assert_eq!(
-        get(cluster, &["pod", "failing"], &format!("{state}.message}}")),
-        "last words"
-    );
-}
-
-fn snapshot_and_restore_copy_the_volume(cluster: &Cluster, node: &NodeEmulator) {
-    cluster.apply(
+    stack.cluster.apply(&format!(
         "apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
-metadata: {name: snap, namespace: e2e-node}
+metadata: {{name: snap, namespace: {NS}}}
 spec:
-  source: {persistentVolumeClaimName: data}
-",
-    );
-    wait_value(
-        cluster,
-        &["volumesnapshot", "snap"],
+  source: {{persistentVolumeClaimName: original}}
+"
+    ));
+    stack.wait_field(
+        NS,
+        "volumesnapshot/snap",
         "{.status.readyToUse}",
-        "true",
+        WAIT,
+        |v| v == "true",
     );
     assert_eq!(
-        get(
-            cluster,
-            &["volumesnapshot", "snap"],
-            "{.status.restoreSize}"
-        ),
-        "1073741824"
+        stack.get(NS, "volumesnapshot/snap", "{.status.restoreSize}"),
+        "1Gi"
     );
-    // Changes after the snapshot must not show in the restore.
-    fs::write(
-        node.claim_dir(NS, "data").unwrap().join("in.txt"),
-        "changed later",
-    )
-    .unwrap();
-    cluster.apply(
-        "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: restored, namespace: e2e-node}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 1Gi}}
-  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: snap}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: clone, namespace: e2e-node}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 1Gi}}
-  dataSource: {kind: PersistentVolumeClaim, name: data}
-",
-    );
-    wait_value(cluster, &["pvc", "restored"], "{.status.phase}", "Bound");
-    wait_value(cluster, &["pvc", "clone"], "{.status.phase}", "Bound");
-    let restored = node.claim_dir(NS, "restored").unwrap();
+    // A later change to the source is not in the snapshot.
+    fs::write(source.join("generation.txt"), "changed after the snapshot").unwrap();
+    stack.cluster.apply(&claim(
+        "restored",
+        STORAGE_CLASS,
+        "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: snap}\n",
+    ));
+    let restored = stack.wait_claim_dir(NS, "restored");
     assert_eq!(
-        fs::read_to_string(restored.join("in.txt")).unwrap(),
-        "from the volume\n"
+        fs::read_to_string(restored.join("generation.txt")).unwrap(),
+        "original"
     );
-    let clone = node.claim_dir(NS, "clone").unwrap();
-    assert_eq!(
-        fs::read_to_string(clone.join("in.txt")).unwrap(),
-        "changed later"
-    );
-
-    // Deleting the snapshot deletes its content and copy (policy Delete).
-    let content = get(
-        cluster,
-        &["volumesnapshot", "snap"],
+    // The schema of the release's CRDs is enforced: a source is immutable.
+    let changed = stack.cluster.try_kubectl(&[
+        "patch",
+        "volumesnapshot",
+        "snap",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"source\":{\"persistentVolumeClaimName\":\"other\"}}}",
+    ]);
+    let error = changed.expect_err("changing a VolumeSnapshot's source was accepted");
+    assert!(error.contains("immutable"), "unexpected error: {error}");
+    // Deleting the snapshot deletes its content (deletionPolicy Delete).
+    let content = stack.get(
+        NS,
+        "volumesnapshot/snap",
         "{.status.boundVolumeSnapshotContentName}",
     );
-    cluster.kubectl(&["delete", "volumesnapshot", "snap", "-n", NS]);
-    cluster.wait_for(
-        "the VolumeSnapshotContent to be deleted",
-        Duration::from_secs(30),
-        || {
-            cluster
+    stack
+        .cluster
+        .kubectl(&["delete", "volumesnapshot", "snap", "-n", NS]);
+    stack
+        .cluster
+        .wait_for("the snapshot content to go", WAIT, || {
+            stack
+                .cluster
                 .try_kubectl(&["get", "volumesnapshotcontent", &content])
                 .is_err()
-        },
-    );
+        });
 }
 
-fn active_deadline_stops_the_pod(cluster: &Cluster) {
-    cluster.apply(
-        "apiVersion: v1
-kind: Pod
-metadata: {name: slow, namespace: e2e-node}
-spec:
-  restartPolicy: Never
-  activeDeadlineSeconds: 2
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: main, image: example.invalid/busybox:1, command: [sleep, '600']}
+fn wait_for_first_consumer_binds_when_the_pod_is_scheduled(stack: &Stack) {
+    stack
+        .cluster
+        .apply(&claim("late", WAIT_FOR_CONSUMER_CLASS, ""));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stack.get(NS, "pvc/late", "{.status.phase}"), "Pending");
+    stack.cluster.apply(&pod(
+        "consumer",
+        &["/usr/local/bin/sluice-mover", "version"],
+        &[],
+        "      volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: late}}]
 ",
-    );
-    wait_value(
-        cluster,
-        &["pod", "slow"],
-        "{.status.reason}",
-        "DeadlineExceeded",
-    );
-    assert_eq!(get(cluster, &["pod", "slow"], "{.status.phase}"), "Failed");
-}
-
-fn deleted_pod_is_stopped_and_removed(cluster: &Cluster) {
-    cluster.apply(
-        "apiVersion: v1
-kind: Pod
-metadata: {name: doomed, namespace: e2e-node}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: main, image: example.invalid/busybox:1, command: [sleep, '600']}
-",
-    );
-    wait_value(cluster, &["pod", "doomed"], "{.status.phase}", "Running");
-    cluster.kubectl(&[
-        "delete",
-        "pod",
-        "doomed",
-        "-n",
-        NS,
-        "--wait=true",
-        "--timeout=30s",
-    ]);
-    assert!(
-        cluster
-            .try_kubectl(&["get", "pod", "doomed", "-n", NS])
-            .is_err()
-    );
-}
-
-fn deleted_claim_releases_and_removes_its_volume(cluster: &Cluster, node: &NodeEmulator) {
-    let dir = node.claim_dir(NS, "clone").unwrap();
-    let volume = get(cluster, &["pvc", "clone"], "{.spec.volumeName}");
-    cluster.kubectl(&[
-        "delete",
-        "pvc",
-        "clone",
-        "-n",
-        NS,
-        "--wait=true",
-        "--timeout=30s",
-    ]);
-    cluster.wait_for(
-        "the released PersistentVolume to be deleted",
-        Duration::from_secs(60),
-        || cluster.try_kubectl(&["get", "pv", &volume]).is_err(),
-    );
-    assert!(
-        !dir.exists(),
-        "{} was not removed with its volume",
-        dir.display()
-    );
-}
-
-fn image_entrypoint_runs_its_stand_in_program(cluster: &Cluster) {
-    cluster.apply(
-        "apiVersion: v1
-kind: Pod
-metadata: {name: mover, namespace: e2e-node}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: mover
-    image: ghcr.io/sluice-dev/sluice-mover:dev
-    args: [sh, -c, 'printf \"entrypoint $0\" > /dev/termination-log']
-",
-    );
-    wait_value(cluster, &["pod", "mover"], "{.status.phase}", "Succeeded");
+    ));
+    wait_pod_phase(stack, "consumer", "Succeeded");
+    assert_eq!(stack.get(NS, "pvc/late", "{.status.phase}"), "Bound");
     assert_eq!(
-        get(
-            cluster,
-            &["pod", "mover"],
-            "{.status.containerStatuses[0].state.terminated.message}"
+        stack.get(
+            NS,
+            "pvc/late",
+            "{.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
         ),
-        "entrypoint sh"
+        sluice_e2e::node::NODE_NAME
+    );
+    let log = stack.pod_log(NS, "consumer", 5);
+    assert!(
+        log.starts_with("sluice-mover 0.1.0"),
+        "kubectl logs consumer: {log}"
+    );
+    // The termination message reaches the API, as the operator reads it.
+    assert_eq!(
+        stack.get(
+            NS,
+            "pod/consumer",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "0"
+    );
+}
+
+fn block_volume_is_a_loop_device_in_the_pod(stack: &Stack) {
+    stack
+        .cluster
+        .apply(&claim("disk", STORAGE_CLASS, "  volumeMode: Block\n"));
+    let mut image = None;
+    stack.cluster.wait_for("the Block PVC to bind", WAIT, || {
+        image = stack.storage.claim_image(&stack.cluster, NS, "disk");
+        image.is_some()
+    });
+    let image = image.unwrap();
+    assert_eq!(fs::metadata(&image).unwrap().len(), 64 << 20);
+    // The Pod sees the device at its devicePath: a repository path below it
+    // fails because the device is not a directory, not because it is
+    // missing. (Reading the device as the Pod's user is the Block-mode
+    // backup's test.)
+    stack.cluster.apply(&pod(
+        "block",
+        &["/usr/local/bin/sluice-mover", "snapshots"],
+        &[
+            ("RESTIC_REPOSITORY", "/dev/xvda"),
+            ("RESTIC_PASSWORD", PASSWORD),
+        ],
+        "      volumeDevices: [{name: disk, devicePath: /dev/xvda}]
+  volumes: [{name: disk, persistentVolumeClaim: {claimName: disk}}]
+",
+    ));
+    stack.wait_field(NS, "pod/block", "{.status.phase}", WAIT, |p| {
+        p == "Succeeded" || p == "Failed"
+    });
+    let attached = Command::new("losetup")
+        .args(["--associated"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).contains("/dev/loop"),
+        "{} is not attached to a loop device",
+        image.display()
+    );
+    let log = stack.pod_log(NS, "block", 5);
+    assert!(
+        log.contains("ot a directory") && !log.contains("No such file"),
+        "the Pod does not see its device: {log}"
+    );
+    stack.cluster.kubectl(&["delete", "pod", "block", "-n", NS]);
+    stack.cluster.kubectl(&["delete", "pvc", "disk", "-n", NS]);
+    stack
+        .cluster
+        .wait_for("the Block volume to be deleted", WAIT, || !image.exists());
+}
+
+fn pods_have_no_route_beyond_the_bridge(stack: &Stack) {
+    // A Pod that stays up (the sandbox program as its container).
+    let idle = pod("idle", &["/pause"], &[], "").replace(SLUICE_IMAGE, PAUSE_IMAGE);
+    stack.cluster.apply(&idle);
+    wait_pod_phase(stack, "idle", "Running");
+    let ip = stack.get(NS, "pod/idle", "{.status.podIP}");
+    assert!(
+        ip.starts_with("10.234.0."),
+        "Pod address {ip} is not on the bridge"
+    );
+    // Every Pod network namespace lives under containerd's state directory.
+    let mut namespaces = Vec::new();
+    let state = stack.node.root().join("containerd/state");
+    find_netns(&state, &mut namespaces);
+    assert!(
+        !namespaces.is_empty(),
+        "no Pod network namespace under {}",
+        state.display()
+    );
+    for netns in namespaces {
+        let routes = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["ip", "-4", "route"])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        assert!(
+            !routes.contains("default"),
+            "a Pod has a default route: {routes}"
+        );
+        for line in routes.lines() {
+            assert!(
+                line.starts_with(host::POD_SUBNET) || line.starts_with(host::SERVICE_SUBNET),
+                "a Pod route leads outside the test's networks: {line}"
+            );
+        }
+    }
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "0",
+        "IP forwarding was turned on"
+    );
+    let nat = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(
+        !nat.lines()
+            .any(|l| l.contains("MASQUERADE") && l.contains("10.234.")),
+        "the Pod subnet is masqueraded:\n{nat}"
+    );
+    stack
+        .cluster
+        .kubectl(&["delete", "pod", "idle", "-n", NS, "--wait=false"]);
+}
+
+fn find_netns(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("cni-"))
+        {
+            out.push(path);
+        } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            find_netns(&path, out);
+        }
+    }
+}
+
+fn stopping_removes_everything_it_made(node_dir: &Path) {
+    assert!(!node_dir.exists(), "{} was not removed", node_dir.display());
+    assert!(
+        !Path::new("/sys/class/net").join(host::BRIDGE).exists(),
+        "the bridge {} remains",
+        host::BRIDGE
+    );
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids").join(host::CGROUP).exists(),
+        "the cgroup {} remains",
+        host::CGROUP
+    );
+    let rules = Command::new("iptables-save").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("KUBE-"),
+        "KUBE-* iptables chains remain"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&node_dir.to_string_lossy().into_owned()),
+        "mounts below {} remain",
+        node_dir.display()
+    );
+    let loops = Command::new("losetup").arg("--list").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&loops.stdout).contains(&node_dir.to_string_lossy().into_owned()),
+        "loop devices of {} remain",
+        node_dir.display()
     );
 }

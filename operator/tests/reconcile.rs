@@ -88,7 +88,7 @@ async fn mover_jobs(client: &Client) -> Vec<Job> {
 async fn source_sync_flow_against_the_api_server() {
     let cluster = Cluster::start();
     install(&cluster);
-    let client = sluice_e2e::node::client(cluster.kubeconfig())
+    let client = sluice_e2e::cluster::client(cluster.kubeconfig())
         .await
         .unwrap();
     let ctx = context(client.clone()).await;

@@ -46,7 +46,7 @@ fn start_tls_minio(dir: &std::path::Path, pki: &Pki) -> (Daemon, u16) {
 #[test]
 fn custom_ca_is_required_and_sufficient() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::generate(dir.path());
+    let pki = Pki::generate(dir.path(), &[]);
     let (_minio, port) = start_tls_minio(dir.path(), &pki);
     let url = format!("s3:https://127.0.0.1:{port}/tls-bucket/repo");
     let options = S3Options {

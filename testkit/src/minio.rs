@@ -4,19 +4,21 @@
 //! stopped and started again on the same port and data, which is how tests
 //! take the object store away in the middle of a backup.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::probe::http_get;
-use crate::process::{Daemon, free_port};
+use crate::probe::http_get_at;
+use crate::process::{Daemon, free_port_on};
 use crate::tools::Tool;
 
 /// A running (or stopped) MinIO server with known root credentials.
 #[derive(Debug)]
 pub struct MinIo {
+    address: IpAddr,
     port: u16,
     console_port: u16,
     dir: TempDir,
@@ -31,9 +33,15 @@ impl MinIo {
     /// MinIO's default region, used as `AWS_DEFAULT_REGION`.
     pub const REGION: &'static str = "us-east-1";
 
-    /// Starts MinIO on a free port with an empty data directory and waits
-    /// until it serves requests.
+    /// Starts MinIO on 127.0.0.1, a free port, with an empty data directory
+    /// and waits until it serves requests.
     pub fn start() -> MinIo {
+        MinIo::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts MinIO listening on `address` (127.0.0.1, or the test
+    /// cluster's bridge address so that Pods reach it too).
+    pub fn start_on(address: IpAddr) -> MinIo {
         let dir = tempfile::Builder::new()
             .prefix("sluice-minio-")
             .tempdir()
@@ -41,8 +49,9 @@ impl MinIo {
         std::fs::create_dir(dir.path().join("data"))
             .unwrap_or_else(|e| panic!("cannot create {}/data: {e}", dir.path().display()));
         let mut minio = MinIo {
-            port: free_port(),
-            console_port: free_port(),
+            address,
+            port: free_port_on(address),
+            console_port: free_port_on(address),
             dir,
             daemon: None,
         };
@@ -63,9 +72,9 @@ impl MinIo {
             .arg("server")
             .arg("--quiet")
             .arg("--address")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(self.socket_address().to_string())
             .arg("--console-address")
-            .arg(format!("127.0.0.1:{}", self.console_port))
+            .arg(SocketAddr::new(self.address, self.console_port).to_string())
             .arg(self.data_dir())
             .env("MINIO_ROOT_USER", Self::ACCESS_KEY)
             .env("MINIO_ROOT_PASSWORD", Self::SECRET_KEY)
@@ -75,9 +84,9 @@ impl MinIo {
             .env("HOME", self.dir.path());
         let log = self.dir.path().join("minio.log");
         let mut daemon = Daemon::spawn("minio", command, &log);
-        let port = self.port;
+        let address = self.socket_address();
         daemon.wait_ready("ready", Duration::from_secs(60), || {
-            matches!(http_get(port, "/minio/health/ready"), Some((200, _)))
+            matches!(http_get_at(address, "/minio/health/ready"), Some((200, _)))
         });
         self.daemon = Some(daemon);
     }
@@ -101,9 +110,14 @@ impl MinIo {
         self.daemon.as_mut().is_some_and(Daemon::is_running)
     }
 
-    /// The S3 endpoint, `http://127.0.0.1:PORT`.
+    /// The S3 endpoint, `http://ADDRESS:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.socket_address())
+    }
+
+    /// Where the S3 API listens.
+    pub fn socket_address(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
     }
 
     /// The port the S3 API listens on.
@@ -112,7 +126,7 @@ impl MinIo {
     }
 
     /// The restic repository URL of `bucket_and_prefix` on this server, e.g.
-    /// `s3:http://127.0.0.1:PORT/bucket/prefix`.
+    /// `s3:http://ADDRESS:PORT/bucket/prefix`.
     pub fn repository(&self, bucket_and_prefix: &str) -> String {
         format!(
             "s3:{}/{}",

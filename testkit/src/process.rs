@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,10 +172,16 @@ impl Drop for Daemon {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// A TCP port on `address` (an address of this machine) that was free a
+/// moment ago.
+pub fn free_port_on(address: IpAddr) -> u16 {
+    TcpListener::bind((address, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
+        .unwrap_or_else(|e| panic!("cannot find a free port on {address}: {e}"))
 }
 
 fn open_log(path: &Path) -> File {

@@ -22,6 +22,20 @@ pub enum Tool {
     KubeControllerManager,
     /// kubectl at the API server's version.
     Kubectl,
+    /// The real node's kubelet.
+    Kubelet,
+    /// kube-scheduler, which places Pods on the node.
+    KubeScheduler,
+    /// kube-proxy, which makes Service IPs (the `kubernetes` Service) work.
+    KubeProxy,
+    /// The CSI snapshot controller of external-snapshotter.
+    SnapshotController,
+    /// The csi-snapshotter sidecar of external-snapshotter.
+    CsiSnapshotter,
+    /// The directory of VolumeSnapshot CRDs from the same external-snapshotter release.
+    SnapshotCrds,
+    /// Sluice's CSI test driver (`e2e/csi-driver`).
+    CsiDriver,
 }
 
 impl Tool {
@@ -34,6 +48,13 @@ impl Tool {
             Tool::KubeApiserver => "kube-apiserver",
             Tool::KubeControllerManager => "kube-controller-manager",
             Tool::Kubectl => "kubectl",
+            Tool::Kubelet => "kubelet",
+            Tool::KubeScheduler => "kube-scheduler",
+            Tool::KubeProxy => "kube-proxy",
+            Tool::SnapshotController => "snapshot-controller",
+            Tool::CsiSnapshotter => "csi-snapshotter",
+            Tool::SnapshotCrds => "snapshot-crds",
+            Tool::CsiDriver => "sluice-csi-driver",
         }
     }
 
@@ -46,6 +67,13 @@ impl Tool {
             Tool::KubeApiserver => "SLUICE_KUBE_APISERVER",
             Tool::KubeControllerManager => "SLUICE_KUBE_CONTROLLER_MANAGER",
             Tool::Kubectl => "SLUICE_KUBECTL",
+            Tool::Kubelet => "SLUICE_KUBELET",
+            Tool::KubeScheduler => "SLUICE_KUBE_SCHEDULER",
+            Tool::KubeProxy => "SLUICE_KUBE_PROXY",
+            Tool::SnapshotController => "SLUICE_SNAPSHOT_CONTROLLER",
+            Tool::CsiSnapshotter => "SLUICE_CSI_SNAPSHOTTER",
+            Tool::SnapshotCrds => "SLUICE_SNAPSHOT_CRDS",
+            Tool::CsiDriver => "SLUICE_CSI_DRIVER",
         }
     }
 
@@ -55,7 +83,14 @@ impl Tool {
             Tool::Restic => "restic",
             Tool::Minio => "minio",
             Tool::Etcd => "etcd",
-            Tool::KubeApiserver | Tool::KubeControllerManager | Tool::Kubectl => "kube",
+            Tool::KubeApiserver
+            | Tool::KubeControllerManager
+            | Tool::Kubectl
+            | Tool::Kubelet
+            | Tool::KubeScheduler
+            | Tool::KubeProxy => "kube",
+            Tool::SnapshotController | Tool::CsiSnapshotter | Tool::SnapshotCrds => "snapshotter",
+            Tool::CsiDriver => "csi-driver",
         }
     }
 
@@ -125,10 +160,11 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
+/// An executable file, or (for [`Tool::SnapshotCrds`]) a directory.
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .map(|m| m.is_dir() || (m.is_file() && m.permissions().mode() & 0o111 != 0))
         .unwrap_or(false)
 }
 

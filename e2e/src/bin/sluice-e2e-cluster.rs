@@ -1,62 +1,44 @@
-//! Starts the local control plane and MinIO (and, with `--node`, the node
-//! emulator) and keeps them up until Ctrl-C, for `make demo` and for
-//! exploring by hand.
+//! `make cluster`: the local cluster the scenarios run on, kept up for a
+//! person or a script: MinIO, the control plane, the real node with its
+//! storage (a default StorageClass and VolumeSnapshotClass of the CSI test
+//! driver), and Sluice installed from the image built from this tree.
 //!
-//! usage: sluice-e2e-cluster [--env-file FILE] [--node [--program NAME=PATH]...]
+//! usage: sluice-e2e-cluster [--env-file FILE]
 //!
-//! `--env-file FILE` also writes the connection details as shell variable
-//! assignments once everything is ready, so a script can wait for the file
-//! and source it.
+//! Once ready it prints `export` lines for KUBECONFIG, SLUICE_MINIO_ENDPOINT
+//! (an address both this host and Pods reach) and the AWS variables, and
+//! writes them to FILE (or `$SLUICE_ENV_FILE`), so a script can wait for the
+//! file and source it. SIGINT or SIGTERM stops everything and removes what
+//! it made, the file included.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sluice_e2e::{Cluster, NodeEmulator};
+use sluice_e2e::Stack;
+use sluice_e2e::signals::StopSignals;
 use sluice_testkit::MinIo;
 
-/// What the command line asks for.
-struct Args {
-    env_file: Option<PathBuf>,
-    node: bool,
-    programs: HashMap<String, PathBuf>,
-}
-
 fn main() -> ExitCode {
-    let Args {
-        env_file,
-        node,
-        programs,
-    } = match parse_args() {
-        Ok(args) => args,
+    let env_file = match parse_args() {
+        Ok(file) => file,
         Err(message) => {
             eprintln!("sluice-e2e-cluster: {message}");
-            eprintln!(
-                "usage: sluice-e2e-cluster [--env-file FILE] [--node [--program NAME=PATH]...]"
-            );
+            eprintln!("usage: sluice-e2e-cluster [--env-file FILE]   (or SLUICE_ENV_FILE=FILE)");
             return ExitCode::from(2);
         }
     };
-    // Block the stop signals before any thread exists so that every thread
-    // inherits the mask and sigwait below is the only place they arrive;
-    // children unblock them again (see process::Daemon::spawn).
-    let stop_signals = stop_signals();
-    // SAFETY: called before any other thread is started.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &stop_signals, std::ptr::null_mut()) };
-
+    let signals = StopSignals::block();
     let started = Instant::now();
     eprintln!(
-        "starting MinIO and the control plane (etcd, kube-apiserver, kube-controller-manager)..."
+        "starting MinIO, the control plane, the node (containerd, kubelet, kube-proxy, kube-scheduler), storage and Sluice..."
     );
-    let minio = MinIo::start();
-    let cluster = Cluster::start();
-    let node = node.then(|| NodeEmulator::start(&cluster, programs));
-    let settings = format!(
-        "KUBECONFIG={}\nSLUICE_MINIO_ENDPOINT={}\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_DEFAULT_REGION={}\n",
-        cluster.kubeconfig().display(),
-        minio.endpoint(),
+    let stack = Stack::start();
+    let exports = format!(
+        "export KUBECONFIG={}\nexport SLUICE_MINIO_ENDPOINT={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_DEFAULT_REGION={}\n",
+        stack.cluster.kubeconfig().display(),
+        stack.minio.endpoint(),
         MinIo::ACCESS_KEY,
         MinIo::SECRET_KEY,
         MinIo::REGION,
@@ -65,89 +47,46 @@ fn main() -> ExitCode {
         // Write then rename, so a script polling for the file never reads
         // half of it.
         let partial = path.with_extension("partial");
-        if let Err(e) = fs::write(&partial, &settings).and_then(|()| fs::rename(&partial, path)) {
+        if let Err(e) = fs::write(&partial, &exports).and_then(|()| fs::rename(&partial, path)) {
             eprintln!("sluice-e2e-cluster: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    println!("ready in {:.1}s", started.elapsed().as_secs_f64());
-    println!("kubeconfig:     {}", cluster.kubeconfig().display());
-    println!("API server:     {}", cluster.server_url());
+    println!("ready in {:.0}s", started.elapsed().as_secs_f64());
+    print!("{exports}");
     println!(
-        "MinIO endpoint: {} (access key {}, secret key {})",
-        minio.endpoint(),
-        MinIo::ACCESS_KEY,
-        MinIo::SECRET_KEY
+        "# Sluice {} runs in namespace sluice-system; StorageClass {} and VolumeSnapshotClass {} are the defaults.",
+        sluice_e2e::images::SLUICE_IMAGE,
+        sluice_e2e::storage::STORAGE_CLASS,
+        sluice_e2e::storage::SNAPSHOT_CLASS
     );
     println!(
-        "logs:           {} and {}",
-        cluster.dir().display(),
-        minio.log_path().display()
+        "# logs: kubectl logs -n sluice-system deploy/sluice-operator; the node's under {}",
+        stack.node.root().display()
     );
-    if let Some(node) = &node {
-        println!(
-            "node emulator:  volumes, snapshots and pod logs under {}",
-            node.root().display()
-        );
-    }
-    println!(
-        "\nin another shell:\n  export KUBECONFIG={}\n  kubectl get namespaces",
-        cluster.kubeconfig().display()
-    );
-    println!("\nCtrl-C stops everything and deletes its data.");
+    println!("# Ctrl-C (SIGINT) or SIGTERM stops everything and deletes its data.");
 
-    let mut signal = 0;
-    // SAFETY: the set is initialised and the signals are blocked.
-    unsafe { libc::sigwait(&stop_signals, &mut signal) };
+    signals.wait();
     eprintln!("stopping...");
-    drop(node);
-    drop(cluster);
-    drop(minio);
     if let Some(path) = &env_file {
         let _ = fs::remove_file(path);
     }
+    drop(stack);
     ExitCode::SUCCESS
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Option<PathBuf>, String> {
+    let mut env_file = std::env::var_os("SLUICE_ENV_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     let mut args = std::env::args().skip(1);
-    let mut parsed = Args {
-        env_file: None,
-        node: false,
-        programs: HashMap::new(),
-    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--env-file" => {
-                parsed.env_file =
-                    Some(PathBuf::from(args.next().ok_or("--env-file needs a path")?));
-            }
-            "--node" => parsed.node = true,
-            "--program" => {
-                let pair = args.next().ok_or("--program needs NAME=PATH")?;
-                let (name, path) = pair
-                    .split_once('=')
-                    .ok_or(format!("--program {pair}: expected NAME=PATH"))?;
-                parsed
-                    .programs
-                    .insert(name.to_string(), PathBuf::from(path));
+                env_file = Some(PathBuf::from(args.next().ok_or("--env-file needs a path")?))
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if !parsed.programs.is_empty() && !parsed.node {
-        return Err("--program only makes sense with --node".into());
-    }
-    Ok(parsed)
-}
-
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
+    Ok(env_file)
 }

@@ -1,6 +1,8 @@
 //! `make demo`: Sluice's main job end to end on the local cluster. It starts
-//! MinIO, the control plane and the node emulator, installs Sluice and runs
-//! the operator, backs a PVC of sample data up with an hourly
+//! MinIO, the control plane and a real node (containerd, kubelet,
+//! kube-proxy, CSI snapshots), installs Sluice from the image built from
+//! this tree (the operator runs as its Deployment's Pod, movers as Jobs),
+//! backs a PVC of sample data up with an hourly
 //! ReplicationSource whose manual trigger fires at once, restores the latest
 //! snapshot into a new PVC with a ReplicationDestination, compares the two
 //! volumes, and keeps everything up until Ctrl-C so the user can explore.
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use sluice_e2e::signals::StopSignals;
 use sluice_e2e::{Stack, stack::PASSWORD};
 use sluice_testkit::{MinIo, Tool};
 
@@ -49,30 +52,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // As in sluice-e2e-cluster: block the stop signals before any thread
-    // exists, so every thread inherits the mask and only the waiter below
-    // receives them; the components' processes unblock them again.
-    let signals = stop_signals();
-    // SAFETY: called before any other thread is started.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
+    let signals = StopSignals::block();
     let main_thread = thread::current();
     thread::spawn(move || wait_for_signals(signals, main_thread));
 
     step(
         1,
-        "MinIO, control plane, node emulator; kubectl apply -k config/default; the operator",
+        "MinIO, control plane, a real node with CSI snapshots; the Sluice image; kubectl apply -k config/e2e",
     );
     let started = Instant::now();
     let stack = Stack::start();
     detail(&format!(
-        "ready in {:.0}s; the operator holds the leader Lease",
-        started.elapsed().as_secs_f64()
+        "ready in {:.0}s; operator Pod {} holds the leader Lease",
+        started.elapsed().as_secs_f64(),
+        stack.leader().unwrap_or_default()
     ));
 
     let identical = match demo(&stack) {
         Ok(identical) => identical,
         Err(Interrupted) => {
-            eprintln!("stopping: MinIO, the control plane and the node emulator, with their data");
+            eprintln!("stopping: MinIO, the control plane and the node, with their data");
             drop(stack);
             return ExitCode::from(130);
         }
@@ -134,6 +133,8 @@ spec:
     ));
     let source = format!("replicationsource/{SOURCE}");
     let started = Instant::now();
+    let mover_log = stack.wait_mover_log(NAMESPACE, MOVER_SELECTOR, SYNC_TIMEOUT);
+    check_stop()?;
     wait_field(stack, &source, "{.status.lastManualSync}", "demo-1")?;
     let snapshot = stack.get(NAMESPACE, &source, "{.status.lastSync.snapshotID}");
     detail(&format!(
@@ -142,6 +143,10 @@ spec:
         short(&snapshot),
         stack.get(NAMESPACE, &source, "{.status.nextSyncTime}")
     ));
+    detail(&format!("the mover's log ({}):", mover_logs_command()));
+    for line in mover_log.lines() {
+        detail(&format!("  {line}"));
+    }
     detail("restic snapshots (the restic CLI reading the repository Sluice wrote):");
     for line in stack.run_restic(BUCKET, &["snapshots"]).lines() {
         detail(&format!("  {line}"));
@@ -244,19 +249,31 @@ fn explore(stack: &Stack) {
         Tool::Restic.path().display()
     );
     println!(
-        "  volumes: {}/volumes   mover logs: {}/pods/*/*.log",
+        "  {} -f   # the mover of the next sync, while it runs",
+        mover_logs_command()
+    );
+    println!("  kubectl logs -n sluice-system deploy/sluice-operator   # the operator");
+    println!(
+        "  volumes: {}/storage/volumes   node logs: {}",
         stack.node.root().display(),
         stack.node.root().display()
     );
-    if let Some(log) = stack.operator_log_path() {
-        println!("  operator log: {}", log.display());
-    }
     println!(
         "  MinIO: {} (access key {}, secret key {})",
         stack.minio.endpoint(),
         MinIo::ACCESS_KEY,
         MinIo::SECRET_KEY
     );
+}
+
+/// The demo's mover Pods: they carry the mover component label and the
+/// source's name.
+const MOVER_SELECTOR: &str =
+    "app.kubernetes.io/component=mover,sluice.dev/replication-source=app-data";
+
+/// How a user reads the mover's log.
+fn mover_logs_command() -> String {
+    format!("kubectl logs -n {NAMESPACE} -l {MOVER_SELECTOR}")
 }
 
 /// Polls `jsonpath` of `object` in the demo namespace until it equals
@@ -383,11 +400,9 @@ fn check_stop() -> Result<(), Interrupted> {
 /// The first signal asks the main thread to stop cleanly; a second one
 /// exits at once (the components die with the process, their temporary
 /// directories stay).
-fn wait_for_signals(signals: libc::sigset_t, main_thread: Thread) {
+fn wait_for_signals(signals: StopSignals, main_thread: Thread) {
     loop {
-        let mut signal = 0;
-        // SAFETY: the set is initialised and its signals are blocked.
-        unsafe { libc::sigwait(&signals, &mut signal) };
+        signals.wait();
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("second signal: exiting now");
             std::process::exit(130);
@@ -408,15 +423,4 @@ fn parse_args() -> Result<bool, String> {
         }
     }
     Ok(exit)
-}
-
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
 }

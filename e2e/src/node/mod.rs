@@ -1,200 +1,262 @@
-//! The node emulator: the one stand-in in Sluice's local cluster.
+//! A real Kubernetes node on this machine: containerd and runc, the kubelet,
+//! kube-proxy and kube-scheduler at the control plane's pinned version, CNI
+//! bridge networking on the test's bridge, and a pause image built from
+//! source as the pod sandbox.
 //!
-//! No kubelet, scheduler or CSI driver can run here, so this module plays
-//! them against the real API server, each as a level-triggered loop that
-//! polls what it owns and moves it one step:
+//! Everything lives in one temporary directory (containerd's root and
+//! state, the kubelet's root and Pod logs, the CNI configuration and
+//! address leases) plus what [`crate::host`] sets up and removes. Dropping
+//! the [`Node`] stops the components, kills every container, unmounts what
+//! was mounted below the directory and only then deletes it.
 //!
-//! - [`heartbeat`]: registers one Node and keeps its heartbeat lease fresh;
-//! - [`scheduler`]: binds every unscheduled Pod to that node;
-//! - [`storage`]: provisions PVCs of its StorageClass as directories, with
-//!   clones and restores from VolumeSnapshots as directory copies;
-//! - [`snapshots`]: serves VolumeSnapshots of its class by copying the source
-//!   volume's directory, honouring `readyToUse` and `restoreSize`;
-//! - [`kubelet`]: runs each Pod's containers as local processes with their
-//!   volumes bind-mounted in a private mount namespace, and reports phases,
-//!   exit codes and termination messages.
-//!
-//! The Job controller, garbage collection and PV binding stay real, in
-//! kube-controller-manager.
+//! `real-node-notes.md` in the project's shared notes has the facts this
+//! rests on (verified on this kind of machine) and the gotchas.
 
-pub mod heartbeat;
-pub mod kubelet;
-pub mod scheduler;
-pub mod snapshots;
-pub mod storage;
+mod containerd;
+mod kubelet;
 
-use std::collections::HashMap;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use sluice_testkit::pki::Usage;
+use sluice_testkit::probe::http_get;
+use sluice_testkit::process::{Daemon, free_port, free_port_on};
+use sluice_testkit::tools::Tool;
 use tempfile::TempDir;
 
+pub use containerd::Containerd;
+
 use crate::cluster::Cluster;
+use crate::host;
+use kubelet::NodeConfig;
 
-/// The name of the emulated Node every Pod is bound to.
+/// The node's name (and `kubernetes.io/hostname`).
 pub const NODE_NAME: &str = "sluice-e2e-node";
-/// The CSI driver and provisioner name the emulator answers for.
-pub const DRIVER: &str = "e2e.sluice.dev";
-/// The default StorageClass it installs, provisioned by [`DRIVER`].
-pub const STORAGE_CLASS: &str = "sluice-e2e";
-/// The default VolumeSnapshotClass it installs, served by [`DRIVER`].
-pub const SNAPSHOT_CLASS: &str = "sluice-e2e";
 
-/// How often each loop looks at the cluster again.
-const POLL: Duration = Duration::from_millis(300);
-
-/// What the emulator needs besides the API server.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Where volumes, snapshots and Pod files live.
-    pub root: PathBuf,
-    /// Local programs that stand in for container entrypoints, by name: a
-    /// container whose command (or, without a command, image name) is
-    /// `sluice-mover` runs `programs["sluice-mover"]`.
-    pub programs: HashMap<String, PathBuf>,
+/// A running node; see the module documentation.
+pub struct Node {
+    // Stopped in this order by Drop.
+    scheduler: Option<Daemon>,
+    proxy: Option<Daemon>,
+    kubelet: Option<Daemon>,
+    containerd: Option<Containerd>,
+    kubelet_dir: PathBuf,
+    dir: Option<TempDir>,
 }
 
-/// State shared by the loops.
-struct Context {
-    client: Client,
-    config: Config,
-}
-
-impl Context {
-    fn volumes_dir(&self) -> PathBuf {
-        self.config.root.join("volumes")
-    }
-
-    fn snapshots_dir(&self) -> PathBuf {
-        self.config.root.join("snapshots")
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.config.root.join("pods")
-    }
-}
-
-/// A client for the cluster in `kubeconfig`.
-pub async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
-    let file = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("cannot read kubeconfig {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("invalid kubeconfig {}", kubeconfig.display()))?;
-    Ok(Client::try_from(config)?)
-}
-
-/// Registers the node and the storage classes, then runs every role until
-/// the task is dropped; a failing step is logged and retried on the next
-/// poll, as a real component would.
-pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
-    let context = prepare(client, config).await?;
-    roles(context).await;
-    Ok(())
-}
-
-async fn prepare(client: Client, config: Config) -> anyhow::Result<Arc<Context>> {
-    for dir in ["volumes", "snapshots", "pods"] {
-        let path = config.root.join(dir);
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-    }
-    let context = Arc::new(Context { client, config });
-    heartbeat::register(&context).await?;
-    storage::install_class(&context).await?;
-    snapshots::install_class(&context).await?;
-    Ok(context)
-}
-
-async fn roles(context: Arc<Context>) {
-    tokio::join!(
-        heartbeat::keep_alive(context.clone()),
-        poll("scheduler", context.clone(), scheduler::step),
-        poll("provisioner", context.clone(), storage::step),
-        poll("snapshotter", context.clone(), snapshots::step),
-        kubelet::run(context.clone()),
-    );
-}
-
-/// The emulator running in the background of a test, on its own runtime;
-/// dropping it stops every role and kills the containers it runs.
-pub struct NodeEmulator {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: Client,
-    root: TempDir,
-}
-
-impl NodeEmulator {
-    /// Starts the emulator against `cluster`, with `programs` standing in
-    /// for container entrypoints (see [`Config::programs`]); returns once
-    /// the Node and the storage and snapshot classes exist.
-    pub fn start(cluster: &Cluster, programs: HashMap<String, PathBuf>) -> NodeEmulator {
-        let root = tempfile::Builder::new()
-            .prefix("sluice-node-")
+impl Node {
+    /// Starts containerd, imports `images` (OCI archives; the first is the
+    /// pod sandbox image named `sandbox_image`), then the kubelet,
+    /// kube-proxy and kube-scheduler against `cluster`, and waits until the
+    /// Node is Ready. [`crate::host`] must have made the bridge and cgroups.
+    pub fn start(cluster: &Cluster, sandbox_image: &str, images: &[&Path]) -> Node {
+        let binaries = [Tool::Kubelet, Tool::KubeProxy, Tool::KubeScheduler].map(Tool::path);
+        let dir = tempfile::Builder::new()
+            .prefix(host::NODE_DIR_PREFIX)
             .tempdir()
-            .unwrap_or_else(|e| {
-                panic!("cannot create a temporary directory for the node emulator: {e}")
-            });
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluice-node")
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("cannot start the node emulator's runtime: {e}"));
-        let config = Config {
-            root: root.path().to_path_buf(),
-            programs,
+            .unwrap_or_else(|e| panic!("cannot create the node's directory: {e}"));
+        let root = dir.path().to_path_buf();
+        let kubelet_dir = root.join("kubelet");
+        for sub in ["kubelet", "pod-logs", "cni/net.d", "cni/ipam", "pki"] {
+            mkdir(&root.join(sub));
+        }
+        let mut node = Node {
+            scheduler: None,
+            proxy: None,
+            kubelet: None,
+            containerd: None,
+            kubelet_dir,
+            dir: Some(dir),
         };
-        let context = runtime
-            .block_on(async { prepare(client(cluster.kubeconfig()).await?, config).await })
-            .unwrap_or_else(|e| panic!("node emulator failed to start: {e:#}"));
-        let client = context.client.clone();
-        runtime.spawn(roles(context));
-        NodeEmulator {
-            runtime: Some(runtime),
-            client,
-            root,
+
+        let cni_dir = root.join("cni/net.d");
+        write(
+            &cni_dir.join("10-sluice-e2e.conflist"),
+            &kubelet::cni_conflist(
+                host::CNI_NETWORK,
+                host::BRIDGE,
+                host::POD_SUBNET,
+                host::bridge_address(),
+                host::SERVICE_SUBNET,
+                &root.join("cni/ipam"),
+            ),
+        );
+        let cgroup_procs = host::create_cgroups();
+        let containerd = Containerd::start(
+            &root.join("containerd"),
+            &cgroup_procs,
+            sandbox_image,
+            &cni_dir,
+        );
+        for image in images {
+            containerd.import(image);
         }
+
+        let pki = cluster.pki();
+        let address = cluster.address();
+        let identity = |name: &str, subject: &str| {
+            let credential = pki.issue(name, Usage::Client, subject, &[]);
+            let kubeconfig = root.join(format!("pki/{name}.kubeconfig"));
+            cluster.write_kubeconfig(&kubeconfig, &credential.cert, &credential.key);
+            kubeconfig
+        };
+        let kubelet_kubeconfig = identity(
+            "kubelet",
+            &format!("/O=system:nodes/CN=system:node:{NODE_NAME}"),
+        );
+        let proxy_kubeconfig = identity("kube-proxy", "/CN=system:kube-proxy");
+        let scheduler_kubeconfig = identity("kube-scheduler", "/CN=system:kube-scheduler");
+        let serving = pki.issue(
+            "kubelet-serving",
+            Usage::Server,
+            "/CN=sluice-e2e-node",
+            &[address],
+        );
+        let runtime_socket = containerd.socket().to_path_buf();
+        node.containerd = Some(containerd);
+        let resolv_conf = root.join("resolv.conf");
+        write(&resolv_conf, "");
+        let config = NodeConfig {
+            node_name: NODE_NAME,
+            address,
+            kubelet_port: free_port_on(address),
+            kubelet_healthz_port: free_port(),
+            proxy_healthz_port: free_port(),
+            proxy_metrics_port: free_port(),
+            client_ca: &pki.ca_cert,
+            serving_cert: &serving.cert,
+            serving_key: &serving.key,
+            runtime_socket: &runtime_socket,
+            cgroup_root: host::CGROUP,
+            pod_logs_dir: &root.join("pod-logs"),
+            resolv_conf: &resolv_conf,
+            pod_subnet: host::POD_SUBNET,
+            proxy_kubeconfig: &proxy_kubeconfig,
+        };
+
+        let kubelet_config = root.join("kubelet.yaml");
+        write(&kubelet_config, &kubelet::kubelet_config(&config));
+        let mut command = Command::new(&binaries[0]);
+        command
+            .arg(format!("--config={}", kubelet_config.display()))
+            .arg(format!("--kubeconfig={}", kubelet_kubeconfig.display()))
+            .arg(format!("--root-dir={}", node.kubelet_dir.display()))
+            .arg(format!("--hostname-override={NODE_NAME}"))
+            .arg(format!("--node-ip={address}"))
+            .arg("--v=1");
+        let mut kubelet = Daemon::spawn("kubelet", command, &root.join("kubelet.log"));
+        let healthz = config.kubelet_healthz_port;
+        kubelet.wait_ready("healthy", Duration::from_secs(120), || {
+            matches!(http_get(healthz, "/healthz"), Some((200, _)))
+        });
+        node.kubelet = Some(kubelet);
+
+        let proxy_config = root.join("kube-proxy.yaml");
+        write(&proxy_config, &kubelet::proxy_config(&config));
+        let mut command = Command::new(&binaries[1]);
+        command
+            .arg(format!("--config={}", proxy_config.display()))
+            .arg("--v=1");
+        let mut proxy = Daemon::spawn("kube-proxy", command, &root.join("kube-proxy.log"));
+        let healthz = config.proxy_healthz_port;
+        proxy.wait_ready("healthy", Duration::from_secs(60), || {
+            matches!(http_get(healthz, "/healthz"), Some((200, _)))
+        });
+        node.proxy = Some(proxy);
+
+        let mut command = Command::new(&binaries[2]);
+        command
+            .arg(format!("--kubeconfig={}", scheduler_kubeconfig.display()))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ))
+            .arg(format!(
+                "--authorization-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ))
+            .arg("--leader-elect=false")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()));
+        node.scheduler = Some(Daemon::spawn(
+            "kube-scheduler",
+            command,
+            &root.join("kube-scheduler.log"),
+        ));
+
+        node.wait_ready(cluster);
+        node
     }
 
-    /// The directory holding the data of PVC `namespace/claim`, once bound.
-    pub fn claim_dir(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
-        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
-        runtime
-            .block_on(storage::claim_dir(&self.client, namespace, claim))
-            .unwrap_or_else(|e| panic!("cannot look up PVC {namespace}/{claim}: {e:#}"))
+    fn wait_ready(&mut self, cluster: &Cluster) {
+        let kubelet = self.kubelet.as_mut().expect("started");
+        kubelet.wait_ready("reporting the Node Ready", Duration::from_secs(120), || {
+            cluster
+                .try_kubectl(&[
+                    "get",
+                    "node",
+                    NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_ok_and(|status| status == "True")
+        });
     }
 
-    /// Where volumes (`volumes/`), snapshots (`snapshots/`) and Pod files
-    /// (`pods/UID/CONTAINER.log`) live.
+    /// The kubelet's root directory (its plugin registration directory
+    /// is `plugins_registry/` in it, CSI sockets go to `plugins/`).
+    pub fn kubelet_dir(&self) -> &Path {
+        &self.kubelet_dir
+    }
+
+    /// The node's directory.
     pub fn root(&self) -> &Path {
-        self.root.path()
+        self.dir.as_ref().expect("lives until drop").path()
+    }
+
+    /// The node's containerd.
+    pub fn containerd(&self) -> &Containerd {
+        self.containerd.as_ref().expect("lives until drop")
+    }
+
+    /// Where a component's log is: `kubelet.log`, `kube-proxy.log`,
+    /// `kube-scheduler.log`, `containerd/containerd.log`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.root().join(name)
     }
 }
 
-impl Drop for NodeEmulator {
+impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            // Dropping the tasks drops their children, which kills them.
-            runtime.shutdown_timeout(Duration::from_secs(5));
+        drop(self.scheduler.take());
+        drop(self.proxy.take());
+        drop(self.kubelet.take());
+        drop(self.containerd.take());
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        host::release_node(dir.path());
+        let left = host::mounts_below(dir.path());
+        if left.is_empty() {
+            drop(dir);
+        } else {
+            // Deleting through a mount could delete what it shows.
+            let kept = dir.keep();
+            eprintln!(
+                "warning: {} mounts remain below {}, which is kept: {left:?}",
+                left.len(),
+                kept.display()
+            );
         }
     }
 }
 
-/// Runs `step` every [`POLL`], logging its errors.
-async fn poll<F, Fut>(role: &'static str, context: Arc<Context>, step: F)
-where
-    F: Fn(Arc<Context>) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    loop {
-        if let Err(e) = step(context.clone()).await {
-            tracing::warn!(role, "{e:#}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+fn mkdir(path: &Path) {
+    fs::create_dir_all(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+}
+
+fn write(path: &Path, contents: &str) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
