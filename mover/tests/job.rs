@@ -204,3 +204,74 @@ fn maintenance_actions_follow_the_plan_and_are_reported() {
     );
     ok(repo.restic().args(["check", "--read-data"]));
 }
+
+/// One key derivation per Job, whatever its actions: the Job opens the
+/// repository once and every step works on that handle (scrypt at restic's
+/// calibration costs about half a second a derivation).
+#[test]
+fn a_job_derives_the_key_once() {
+    let w = workdir();
+    let data = w.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("file"), random_bytes(1, 100_000)).unwrap();
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.sluice().arg("init"));
+    let keys = w.path().join("repo/keys");
+    assert_eq!(fs::read_dir(&keys).unwrap().count(), 1, "one key file");
+    let log = w.path().join("termination-log");
+    let job = |actions: &str, dir: &std::path::Path| {
+        count_opens_in(&keys, || {
+            ok(repo
+                .sluice()
+                .arg("job")
+                .env("SLUICE_JOB_ACTIONS", actions)
+                .env("SLUICE_DATA_DIR", dir)
+                .env("SLUICE_HOSTNAME", "ns/src")
+                .env("SLUICE_RETAIN_LAST", "1")
+                .env("SLUICE_RESULT_FILE", &log));
+        })
+    };
+    let backup = job("unlock,backup,forget,prune,check", &data);
+    let target = w.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    let restore = job("restore", &target);
+    assert_eq!(
+        (backup, restore),
+        (1, 1),
+        "key files read by a backup Job with every action, and by a restore Job"
+    );
+}
+
+#[test]
+fn a_backup_job_creates_a_missing_repository_and_a_restore_job_does_not() {
+    let w = workdir();
+    let data = w.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("file"), b"first sync").unwrap();
+    let repo = Repo::local(&w.path().join("repo"));
+    let log = w.path().join("termination-log");
+    let job = |actions: &str| {
+        let mut c = repo.sluice();
+        c.arg("job")
+            .env("SLUICE_JOB_ACTIONS", actions)
+            .env("SLUICE_DATA_DIR", &data)
+            .env("SLUICE_RESULT_FILE", &log);
+        c
+    };
+
+    let out = fails(&mut job("restore"));
+    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(result(&log)["errorClass"], "RepositoryNotFound");
+    assert!(!w.path().join("repo/config").exists());
+
+    ok(&mut job("unlock,backup"));
+    let r = result(&log);
+    assert_eq!(r["initialized"], true, "{r}");
+    assert_eq!(r["filesNew"], 1, "{r}");
+    ok(repo.restic().args(["check", "--read-data"]));
+
+    ok(&mut job("backup"));
+    let r = result(&log);
+    assert_eq!(r["initialized"], false, "{r}");
+    assert_eq!(r["filesUnmodified"], 1, "{r}");
+}

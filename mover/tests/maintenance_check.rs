@@ -103,11 +103,18 @@ fn unreferenced_pack_is_a_note_not_an_error() {
     exits(repo.sluice().arg("check"), 1);
     // ...but a pack that merely no index lists is only a note.
     ok(repo.restic().args(["repair", "index"]));
-    let extra = repo.path.join("data/00");
-    std::fs::create_dir_all(&extra).unwrap();
+    // A copy of a pack under a name no index lists: another first byte
+    // (copying a pack whose name starts with 00 onto 00... would truncate it).
     let stray = data_pack(&repo);
-    let name = format!("00{}", &stray.file_name().unwrap().to_string_lossy()[2..]);
-    std::fs::copy(&stray, extra.join(&name)).unwrap();
+    let original = stray.file_name().unwrap().to_string_lossy().into_owned();
+    let prefix = if original.starts_with("00") {
+        "01"
+    } else {
+        "00"
+    };
+    let extra = repo.path.join("data").join(prefix);
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::copy(&stray, extra.join(format!("{prefix}{}", &original[2..]))).unwrap();
     let out = ok(repo.sluice().arg("check"));
     assert!(
         text(&out.stdout).contains("not referenced by any index"),

@@ -201,6 +201,36 @@ fn backup_of_an_absolute_path_nests_it_like_restic() {
     );
 }
 
+/// Relative targets nest below the working directory, and excludes match
+/// the absolute path of each entry: anchored patterns may name the working
+/// directory, unanchored ones may match its components.
+#[test]
+fn relative_targets_nest_and_match_excludes_by_absolute_path_like_restic() {
+    let w = workdir();
+    let cwd = w.path().join("work");
+    for f in ["keep", "skip", "other"] {
+        fs::create_dir_all(cwd.join("sub")).unwrap();
+        fs::write(cwd.join("sub").join(f), f).unwrap();
+    }
+    let repo = Repo::local(&w.path().join("repo"));
+    init_sluice(&repo);
+    let anchored = format!("--exclude={}/sub/skip", cwd.display());
+    let args = ["backup", "sub", &anchored, "--exclude=work/sub/other"];
+    ok(repo.restic().current_dir(&cwd).args(args));
+    ok(repo.sluice().current_dir(&cwd).args(args));
+    let snaps: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(repo.restic().args(["snapshots", "--json"])))).unwrap();
+    let listing = |i: usize| {
+        let id = snaps[i]["id"].as_str().unwrap();
+        assert_eq!(snaps[i]["paths"][0], cwd.join("sub").to_str().unwrap());
+        // The first line names the snapshot.
+        let ls = stdout(&ok(repo.restic().args(["ls", id])));
+        ls.lines().skip(1).map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(listing(0), ["/sub", "/sub/keep"], "restic's view");
+    assert_eq!(listing(1), listing(0), "sluice stores what restic stores");
+}
+
 #[test]
 fn restore_delete_removes_files_not_in_the_snapshot() {
     let w = workdir();

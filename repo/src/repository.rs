@@ -207,7 +207,8 @@ impl Repository {
         &self.index
     }
 
-    /// Reads every index file into memory, several at a time.
+    /// Reads every index file into memory, several at a time, replacing
+    /// what an earlier call loaded.
     pub fn load_index(&mut self) -> Result<()> {
         let files = self.backend.list(FileKind::Index)?;
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -233,11 +234,16 @@ impl Repository {
                 .map(|w| w.join().expect("index loader"))
                 .collect()
         });
+        // A fresh index replaces the old one, so a handle kept across steps
+        // (a mover Job's backup, prune and check) sees packs a prune removed
+        // disappear.
+        let mut index = Index::new();
         for batch in parsed {
             for file in batch? {
-                self.index.add_file(&file);
+                index.add_file(&file);
             }
         }
+        self.index = index;
         Ok(())
     }
 
@@ -503,12 +509,18 @@ fn repository_files(backend: &dyn Backend) -> Result<Option<String>> {
 
 /// The error for a location without `config` that must not be taken for empty.
 fn config_missing(backend: &dyn Backend) -> Result<Option<Error>> {
-    Ok(
-        repository_files(backend)?.map(|found| Error::ConfigMissing {
-            location: backend.location(),
-            found,
-        }),
-    )
+    let Some(found) = repository_files(backend)? else {
+        return Ok(None);
+    };
+    // The files may belong to a concurrent init that won and whose backup is
+    // already writing: its config, written before them, is there by now.
+    if config_exists(backend)? {
+        return Ok(None);
+    }
+    Ok(Some(Error::ConfigMissing {
+        location: backend.location(),
+        found,
+    }))
 }
 
 /// How long a location with key files but no `config` is watched for the `config` of an

@@ -15,27 +15,15 @@ use std::sync::Arc;
 use sluice_repo::Repository;
 use sluice_repo::archiver::{self, BackupOptions, ParentChoice, Progress};
 use sluice_repo::backend;
+use sluice_repo::backend::s3::S3Options;
 use sluice_repo::chunker::MIN_SIZE;
 use sluice_repo::repository::Options;
 use sluice_repo::restorer::{self, RestoreOptions, RestoreProgress};
 use sluice_testkit::Tool;
+use sluice_testkit::data::random_bytes;
 
 const PASSWORD: &str = "archiver-restic";
 const MIB: usize = 1 << 20;
-
-/// Deterministic pseudo-random bytes.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
     let out = Command::new(Tool::Restic.path())
@@ -55,8 +43,9 @@ fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
 }
 
 fn open(repo: &Path) -> Repository {
-    let backend: Arc<dyn backend::Backend> =
-        Arc::from(backend::open(&repo.display().to_string()).expect("open backend"));
+    let backend: Arc<dyn backend::Backend> = Arc::from(
+        backend::open(&repo.display().to_string(), S3Options::default()).expect("open backend"),
+    );
     let mut r = Repository::open(backend, PASSWORD, Options::default()).expect("open repository");
     r.load_index().expect("load index");
     r
@@ -66,13 +55,9 @@ fn open(repo: &Path) -> Repository {
 /// of new data it stored.
 fn sluice_backup(repo: &Path, src: &Path) -> u64 {
     let mut r = open(repo);
-    let mut opts = BackupOptions::new(vec![PathBuf::from(".")]);
+    let mut opts = BackupOptions::new(vec![PathBuf::from(".")], src.to_path_buf());
     opts.parent = ParentChoice::None;
-    let cwd = std::env::current_dir().expect("cwd");
-    std::env::set_current_dir(src).expect("enter source");
-    let result = archiver::backup(&mut r, &opts, &Progress::default());
-    std::env::set_current_dir(cwd).expect("leave source");
-    let result = result.expect("sluice backup");
+    let result = archiver::backup(&mut r, &opts, &Progress::default()).expect("sluice backup");
     assert!(result.warnings.is_empty(), "{:?}", result.warnings);
     result.snapshot.summary.expect("summary").data_added
 }
@@ -93,12 +78,8 @@ fn assert_chunks_match_restic(src: &Path, work: &Path) {
     restic(&repo, work, &["check", "--read-data"]);
 }
 
-// One test at a time changes the working directory.
-static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn large_file_chunked_on_every_core_matches_restic() {
-    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("temp dir");
     let src = work.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -116,7 +97,6 @@ fn large_file_chunked_on_every_core_matches_restic() {
 
 #[test]
 fn sparse_file_holes_are_chunked_like_restic_and_restored_as_holes() {
-    let _cwd = CWD.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("temp dir");
     let src = work.path().join("src");
     fs::create_dir(&src).unwrap();

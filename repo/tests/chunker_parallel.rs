@@ -2,25 +2,12 @@
 //! any data and from any starting state.
 
 use sluice_repo::chunker::{Chunker, MIN_SIZE, Polynomial};
+use sluice_testkit::data::random_bytes;
 
 const MIB: usize = 1024 * 1024;
 
 fn chunker() -> Chunker {
     Chunker::new(Polynomial::from_bits(0x3DA3358B4DC173))
-}
-
-/// Deterministic pseudo-random bytes.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn assert_same(data: &[u8], threads: usize, what: &str) {

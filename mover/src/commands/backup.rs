@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use serde_json::json;
+use sluice_repo::Repository;
 use sluice_repo::archiver::{self, BackupOptions, ParentChoice, Progress};
 
 use crate::args::{BackupArgs, Global};
 use crate::output::{bytes, duration};
 use crate::progress::{Mode, Sample, Ticker};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 /// Parses `--time` as restic does ("2006-01-02 15:04:05" local time), also
 /// accepting RFC 3339.
@@ -25,7 +26,8 @@ pub fn parse_time(s: &str) -> Result<jiff::Timestamp> {
 }
 
 pub fn run(g: &Global, a: &BackupArgs) -> Result<i32> {
-    let mut opts = BackupOptions::new(a.paths.clone());
+    let working_dir = std::env::current_dir().context("cannot read the current directory")?;
+    let mut opts = BackupOptions::new(a.paths.clone(), working_dir);
     if let Some(h) = &a.host {
         opts.hostname = h.clone();
     }
@@ -40,7 +42,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<i32> {
         ),
         (None, _) => ParentChoice::Auto,
     };
-    let result = run_backup(g, &opts)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
+    let result = backup(&mut repo, g, &opts)?;
     Ok(if result.warnings.is_empty() {
         0
     } else {
@@ -48,11 +51,14 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<i32> {
     })
 }
 
-/// Opens the repository, locks it, backs up and prints the summary; shared
-/// with the `job` command.
-pub fn run_backup(g: &Global, opts: &BackupOptions) -> Result<archiver::BackupResult> {
-    let mut repo = repo_open::open(g)?;
-    let _lock = super::lock(&repo, g, false)?;
+/// Locks the open repository, backs up and prints the summary: the core
+/// the `backup` command and the `job` share.
+pub fn backup(
+    repo: &mut Repository,
+    g: &Global,
+    opts: &BackupOptions,
+) -> Result<archiver::BackupResult> {
+    let _lock = super::lock(repo, g, false)?;
     repo.load_index()?;
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
@@ -64,7 +70,7 @@ pub fn run_backup(g: &Global, opts: &BackupOptions) -> Result<archiver::BackupRe
         totals_final: p.walk_done.load(Ordering::Relaxed),
     });
     let started = std::time::Instant::now();
-    let result = archiver::backup(&mut repo, opts, &progress);
+    let result = archiver::backup(repo, opts, &progress);
     ticker.finish();
     let result = result?;
     let secs = started.elapsed().as_secs_f64();

@@ -1,10 +1,11 @@
 //! `check`: report damage by pack, blob and the snapshots it breaks.
 
 use anyhow::{Result, anyhow};
+use sluice_repo::Repository;
 use sluice_repo::check::{self, ReadData};
 
 use crate::args::{CheckArgs, Global};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global, a: &CheckArgs) -> Result<i32> {
     let read_data = match (&a.read_data_subset, a.read_data) {
@@ -12,14 +13,22 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<i32> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let mut repo = repo_open::open(g)?;
-    let _lock = super::lock(&repo, g, false)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
+    check(&mut repo, g, read_data)?;
+    Ok(0)
+}
+
+/// Locks the open repository, checks it and prints what it found; an error
+/// when anything is damaged. The core the `check` command and the `job`
+/// share.
+pub fn check(repo: &mut Repository, g: &Global, read_data: ReadData) -> Result<()> {
+    let _lock = super::lock(repo, g, false)?;
     let say = |line: &str| {
         if !g.json && !g.quiet {
             println!("{line}");
         }
     };
-    let report = check::check(&mut repo, read_data, &say)?;
+    let report = check::check(repo, read_data, &say)?;
     for note in &report.notes {
         say(note);
     }
@@ -46,7 +55,7 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<i32> {
     }
     if report.errors.is_empty() {
         say("no errors were found");
-        Ok(0)
+        Ok(())
     } else {
         Err(anyhow!(
             "repository contains {} errors (listed above): restore what you can; when blobs are missing from the index run `sluice-mover repair index`, then `sluice-mover repair snapshots` for what is still missing",

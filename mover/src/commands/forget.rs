@@ -2,14 +2,16 @@
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
+use sluice_repo::Repository;
 use sluice_repo::backend::FileKind;
 use sluice_repo::forget::{
-    ForgetCandidate, KeepDuration, RetainPolicy, apply_policy, group_snapshots,
+    ForgetCandidate, GroupBy, KeepDuration, RetainPolicy, apply_policy, group_snapshots,
 };
+use sluice_repo::prune::MaxUnused;
 use sluice_repo::snapshot::SnapshotEntry;
 
 use crate::args::{ForgetArgs, Global};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 /// A snapshot with its time parsed once, as the policy wants it.
 struct Candidate {
@@ -81,19 +83,68 @@ fn policy(a: &ForgetArgs) -> Result<RetainPolicy> {
     })
 }
 
+/// What a `forget` run does: which snapshots it considers, the policy it
+/// applies to each group of them, and whether a prune follows.
+pub struct ForgetOptions {
+    pub policy: RetainPolicy,
+    /// Only snapshots of these hosts (all when empty).
+    pub hosts: Vec<String>,
+    /// Only snapshots with all tags of one of these lists (all when empty).
+    pub tags: Vec<Vec<String>>,
+    /// Only snapshots of exactly these paths (all when empty).
+    pub paths: Vec<String>,
+    pub group_by: GroupBy,
+    /// Only print what would be removed.
+    pub dry_run: bool,
+    /// Prune afterwards, leaving at most this much unused space.
+    pub prune: Option<MaxUnused>,
+}
+
+impl ForgetOptions {
+    /// The snapshots of one host under `policy`, grouped as restic groups
+    /// by default: what a mover Job forgets, leaving other sources that
+    /// share the repository alone.
+    pub fn for_host(host: String, policy: RetainPolicy) -> ForgetOptions {
+        ForgetOptions {
+            policy,
+            hosts: vec![host],
+            tags: Vec::new(),
+            paths: Vec::new(),
+            group_by: GroupBy::default(),
+            dry_run: false,
+            prune: None,
+        }
+    }
+}
+
 pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
     let policy = policy(a)?;
-    let max_unused: sluice_repo::prune::MaxUnused =
-        a.max_unused.parse().map_err(|e: String| anyhow!(e))?;
-    let repo = repo_open::open(g)?;
-    let lock = super::lock(&repo, g, true)?;
-    let tag_filter = tag_lists(&a.tag);
+    let max_unused: MaxUnused = a.max_unused.parse().map_err(|e: String| anyhow!(e))?;
+    let opts = ForgetOptions {
+        policy,
+        hosts: a.host.clone(),
+        tags: tag_lists(&a.tag),
+        paths: a.path.clone(),
+        group_by: a.group_by,
+        dry_run: a.dry_run,
+        prune: a.prune.then_some(max_unused),
+    };
+    let mut repo = RepoConfig::from_env(g)?.open()?;
+    forget(&mut repo, g, &opts)?;
+    Ok(0)
+}
+
+/// Locks the open repository exclusively, applies the policy, removes the
+/// snapshots it drops (and prunes, if asked) and prints what it did: the
+/// core the `forget` command and the `job` share.
+pub fn forget(repo: &mut Repository, g: &Global, opts: &ForgetOptions) -> Result<()> {
+    let lock = super::lock(repo, g, true)?;
     let mut candidates = Vec::new();
     for entry in repo.list_snapshots()? {
         let s = &entry.snapshot;
-        let host_ok = a.host.is_empty() || a.host.contains(&s.hostname);
-        let tag_ok = tag_filter.is_empty() || tag_filter.iter().any(|l| s.has_tags(l));
-        let path_ok = a.path.is_empty() || s.has_paths(&a.path);
+        let host_ok = opts.hosts.is_empty() || opts.hosts.contains(&s.hostname);
+        let tag_ok = opts.tags.is_empty() || opts.tags.iter().any(|l| s.has_tags(l));
+        let path_ok = opts.paths.is_empty() || s.has_paths(&opts.paths);
         if !(host_ok && tag_ok && path_ok) {
             continue;
         }
@@ -106,20 +157,21 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
         })?;
         candidates.push(Candidate { entry, time });
     }
+    let policy = &opts.policy;
     if policy.is_empty() {
         if g.json {
             println!("[]");
         } else {
             println!("no policy was specified, no snapshots will be removed");
         }
-        return Ok(0);
+        return Ok(());
     }
 
     let now = jiff::Timestamp::now();
     let mut groups_json = Vec::new();
     let mut doomed = Vec::new();
-    for (key, members) in group_snapshots(&candidates, a.group_by) {
-        let outcome = apply_policy(&members, &policy, now);
+    for (key, members) in group_snapshots(&candidates, opts.group_by) {
+        let outcome = apply_policy(&members, policy, now);
         let snap = |c: &Candidate| super::snapshots::snapshot_json(&c.entry);
         if g.json {
             let reasons: Vec<_> = outcome
@@ -170,11 +222,11 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
     if g.json {
         println!("{}", serde_json::Value::Array(groups_json));
     }
-    if a.dry_run {
+    if opts.dry_run {
         if !g.json {
             println!("would have removed {} snapshots", doomed.len());
         }
-        return Ok(0);
+        return Ok(());
     }
     for id in &doomed {
         repo.backend().remove(FileKind::Snapshot, &id.to_hex())?;
@@ -182,9 +234,11 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<i32> {
     if !g.json && !g.quiet {
         println!("removed {} snapshots", doomed.len());
     }
-    if a.prune && !doomed.is_empty() {
+    if let Some(max_unused) = opts.prune
+        && !doomed.is_empty()
+    {
         super::prune::prune_locked(repo, g, max_unused, false)?;
     }
     drop(lock);
-    Ok(0)
+    Ok(())
 }

@@ -1,16 +1,15 @@
 //! `init`: create a repository.
 
 use anyhow::Result;
-use sluice_repo::Repository;
 
 use crate::args::Global;
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global) -> Result<i32> {
-    let backend = repo_open::backend(g)?;
-    let password = repo_open::password(g)?;
+    let config = RepoConfig::from_env(g)?;
+    let backend = config.backend()?;
     let location = backend.location();
-    let repo = Repository::init(backend, &password, repo_open::kdf(g), repo_open::options(g))?;
+    let repo = config.init(backend)?;
     let id = &repo.config().id;
     if g.json {
         crate::output::json_line(&serde_json::json!({

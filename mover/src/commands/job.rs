@@ -8,36 +8,66 @@
 //! without scraping logs; the exit code follows restic's.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use clap::Parser as _;
+use anyhow::{Result, anyhow, bail};
 use sluice_api::mover_env as env;
 use sluice_api::mover_result::{ErrorClass, MoverResult, TERMINATION_LOG_PATH};
+use sluice_repo::Repository;
 use sluice_repo::archiver::BackupOptions;
 use sluice_repo::backend::{BackendErrorKind, FileKind};
+use sluice_repo::check::ReadData;
+use sluice_repo::forget::{KeepCount, KeepDuration, RetainPolicy, parse_keep_count};
 use sluice_repo::lock::{self, LockOptions};
+use sluice_repo::prune::MaxUnused;
 use sluice_repo::restorer::RestoreOptions;
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
-use crate::args::{Cli, Global};
-use crate::repo_open;
+use super::forget::ForgetOptions;
+use crate::args::Global;
+use crate::repo_open::RepoConfig;
 
-/// What the environment asks for.
+/// The actions a Job may be asked for, in the order it runs them.
+const ACTIONS: [&str; 6] = ["unlock", "backup", "forget", "prune", "check", "restore"];
+
+/// What the environment asks for, parsed and checked before the repository
+/// is touched.
+#[derive(Debug, PartialEq)]
 struct JobConfig {
     actions: Vec<String>,
     data_dir: PathBuf,
     hostname: Option<String>,
     tags: Vec<String>,
     excludes: Vec<String>,
+    /// Overrides `--retry-lock` when that is not given.
+    retry_lock: Option<Duration>,
+    /// Overrides `--cacert`/`RESTIC_CACERT`.
+    cacert: Option<PathBuf>,
+    retain: RetainPolicy,
+    check: ReadData,
+    restore: RestoreSelection,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// Which snapshot a restore takes and what it does with the volume.
+#[derive(Debug, Default, PartialEq)]
+struct RestoreSelection {
+    /// The newest snapshot at or before this time.
+    as_of: Option<jiff::Timestamp>,
+    /// Steps back from that snapshot.
+    previous: usize,
+    /// Delete files the snapshot does not have.
+    delete: bool,
+    /// No matching snapshot leaves the volume as it is instead of failing.
+    empty_ok: bool,
 }
 
-fn list(name: &str, sep: char) -> Vec<String> {
-    var(name)
+/// The value of `name` in `env`, unless empty or blank.
+fn var(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+fn list(env: &impl Fn(&str) -> Option<String>, name: &str, sep: char) -> Vec<String> {
+    var(env, name)
         .map(|v| {
             v.split(sep)
                 .map(str::trim)
@@ -48,29 +78,71 @@ fn list(name: &str, sep: char) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Parses variable `name` with `parse`; an error names the variable.
+fn parsed<T, E: std::fmt::Display>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>> {
+    var(env, name)
+        .map(|v| parse(v.trim()).map_err(|e| anyhow!("invalid {name}={v:?}: {e}")))
+        .transpose()
+}
+
 impl JobConfig {
-    fn from_env() -> Result<JobConfig> {
-        let actions = list(env::ACTIONS, ',');
+    /// The configuration `env` (the process environment, or a test's
+    /// table) gives.
+    fn new(env: impl Fn(&str) -> Option<String>) -> Result<JobConfig> {
+        let actions = list(&env, env::ACTIONS, ',');
         if actions.is_empty() {
             bail!(
                 "{} is empty: the Job must say what to do (e.g. backup,forget)",
                 env::ACTIONS
             );
         }
-        const KNOWN: [&str; 6] = ["unlock", "backup", "forget", "prune", "check", "restore"];
-        if let Some(a) = actions.iter().find(|a| !KNOWN.contains(&a.as_str())) {
+        if let Some(a) = actions.iter().find(|a| !ACTIONS.contains(&a.as_str())) {
             bail!(
                 "unknown action {a:?} in {}: expected one of {}",
                 env::ACTIONS,
-                KNOWN.join(", ")
+                ACTIONS.join(", ")
             );
         }
+        let count =
+            |name| -> Result<KeepCount> { Ok(parsed(&env, name, parse_keep_count)?.unwrap_or(0)) };
+        let retain = RetainPolicy {
+            last: count(env::RETAIN_LAST)?,
+            hourly: count(env::RETAIN_HOURLY)?,
+            daily: count(env::RETAIN_DAILY)?,
+            weekly: count(env::RETAIN_WEEKLY)?,
+            monthly: count(env::RETAIN_MONTHLY)?,
+            yearly: count(env::RETAIN_YEARLY)?,
+            within: parsed(&env, env::RETAIN_WITHIN, str::parse::<KeepDuration>)?
+                .unwrap_or_default(),
+            ..RetainPolicy::default()
+        };
+        let restore = RestoreSelection {
+            as_of: parsed(&env, env::RESTORE_AS_OF, |v| {
+                v.parse::<jiff::Timestamp>()
+                    .map_err(|e| format!("{e}; use RFC 3339, e.g. 2024-01-02T03:04:05Z"))
+            })?,
+            previous: parsed(&env, env::RESTORE_PREVIOUS, |v| {
+                v.parse::<usize>().map_err(|_| "use a whole number")
+            })?
+            .unwrap_or(0),
+            delete: var(&env, env::RESTORE_DELETE).is_some_and(|v| v == "true"),
+            empty_ok: var(&env, env::ON_MISSING_SNAPSHOT).is_some_and(|v| v == "Empty"),
+        };
         Ok(JobConfig {
             actions,
-            data_dir: PathBuf::from(var(env::DATA_DIR).unwrap_or_else(|| "/data".into())),
-            hostname: var(env::HOSTNAME),
-            tags: list(env::TAGS, ','),
-            excludes: list(env::EXCLUDES, '\n'),
+            data_dir: PathBuf::from(var(&env, env::DATA_DIR).unwrap_or_else(|| "/data".into())),
+            hostname: var(&env, env::HOSTNAME),
+            tags: list(&env, env::TAGS, ','),
+            excludes: list(&env, env::EXCLUDES, '\n'),
+            retry_lock: parsed(&env, env::RETRY_LOCK, crate::args::parse_duration)?,
+            cacert: var(&env, env::CACERT).map(PathBuf::from),
+            retain,
+            check: parsed(&env, env::CHECK_SUBSET, str::parse::<ReadData>)?.unwrap_or_default(),
+            restore,
         })
     }
 
@@ -84,9 +156,14 @@ impl JobConfig {
 pub fn run(g: &Global) -> Result<i32> {
     let started = Instant::now();
     let mut result = MoverResult::default();
-    let result_file =
-        PathBuf::from(var(env::RESULT_FILE).unwrap_or_else(|| TERMINATION_LOG_PATH.into()));
-    let run = JobConfig::from_env().and_then(|cfg| execute(g, &cfg, &mut result));
+    let result_file = PathBuf::from(
+        std::env::var(env::RESULT_FILE)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| TERMINATION_LOG_PATH.into()),
+    );
+    let run = JobConfig::new(|name| std::env::var(name).ok())
+        .and_then(|cfg| execute(g, &cfg, &mut result));
     result.duration_seconds = started.elapsed().as_secs_f64();
     let code = match &run {
         Ok(()) => 0,
@@ -104,16 +181,15 @@ pub fn run(g: &Global) -> Result<i32> {
     Ok(code)
 }
 
+/// Opens the repository once and runs every action of the plan on that
+/// handle, so a Job derives the key once however many steps it has.
 fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> {
     let mut g = g.clone();
     if g.retry_lock.is_zero() {
-        g.retry_lock = match var(env::RETRY_LOCK) {
-            Some(d) => crate::args::parse_duration(&d).map_err(anyhow::Error::msg)?,
-            None => std::time::Duration::from_secs(120),
-        };
+        g.retry_lock = cfg.retry_lock.unwrap_or(Duration::from_secs(120));
     }
-    if let Some(ca) = var(env::CACERT) {
-        g.cacert = Some(PathBuf::from(ca));
+    if let Some(ca) = &cfg.cacert {
+        g.cacert = Some(ca.clone());
     }
     let lock_hostname = cfg
         .hostname
@@ -121,11 +197,9 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         .unwrap_or_else(sluice_repo::host::hostname);
     // Every lock of the run carries the identity the next Job's unlock step compares.
     g.lock_hostname = Some(lock_hostname.clone());
-    if cfg.has("backup") {
-        result.initialized = initialize_if_missing(&g)?;
-    }
+    let (mut repo, initialized) = open_repository(&RepoConfig::from_env(&g)?, cfg.has("backup"))?;
+    result.initialized = initialized;
     if cfg.has("unlock") {
-        let repo = repo_open::open(&g)?;
         let opts = LockOptions {
             hostname: lock_hostname.clone(),
             sole_holder: true,
@@ -136,15 +210,15 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         tracing::info!(removed, "removed stale locks");
     }
     if cfg.has("backup") {
-        let mut opts = BackupOptions::new(vec![PathBuf::from(".")]);
+        // `backup .` inside the volume: its contents at the snapshot's root,
+        // its path in `paths`.
+        let mut opts = BackupOptions::new(vec![PathBuf::from(".")], cfg.data_dir.clone());
         if let Some(h) = &cfg.hostname {
             opts.hostname = h.clone();
         }
         opts.tags = cfg.tags.clone();
         opts.excludes = cfg.excludes.clone();
-        std::env::set_current_dir(&cfg.data_dir)
-            .with_context(|| format!("cannot enter the volume at {}", cfg.data_dir.display()))?;
-        let b = super::backup::run_backup(&g, &opts)?;
+        let b = super::backup::backup(&mut repo, &g, &opts)?;
         let s = b.snapshot.summary.clone().unwrap_or_default();
         result.snapshot_id = Some(b.id.to_hex());
         result.snapshot_time = Some(b.snapshot.time.clone());
@@ -156,94 +230,55 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
     }
     if cfg.has("forget") {
         // Only this source's snapshots: a repository may be shared.
-        let mut argv = vec!["forget".to_string(), "--host".into(), lock_hostname.clone()];
-        for (flag, name) in [
-            ("--keep-last", env::RETAIN_LAST),
-            ("--keep-hourly", env::RETAIN_HOURLY),
-            ("--keep-daily", env::RETAIN_DAILY),
-            ("--keep-weekly", env::RETAIN_WEEKLY),
-            ("--keep-monthly", env::RETAIN_MONTHLY),
-            ("--keep-yearly", env::RETAIN_YEARLY),
-            ("--keep-within", env::RETAIN_WITHIN),
-        ] {
-            if let Some(v) = var(name) {
-                argv.extend([flag.to_string(), v]);
-            }
-        }
-        run_command(&g, argv)?;
+        let opts = ForgetOptions::for_host(lock_hostname.clone(), cfg.retain.clone());
+        super::forget::forget(&mut repo, &g, &opts)?;
         result.forgot = true;
     }
     if cfg.has("prune") {
-        run_command(&g, vec!["prune".into()])?;
+        super::prune::prune(&mut repo, &g, MaxUnused::default(), false)?;
         result.pruned = true;
     }
     if cfg.has("check") {
-        let mut argv = vec!["check".to_string()];
-        if let Some(subset) = var(env::CHECK_SUBSET) {
-            argv.extend(["--read-data-subset".to_string(), subset]);
-        }
-        run_command(&g, argv)?;
+        super::check::check(&mut repo, &g, cfg.check)?;
         result.checked = true;
     }
     if cfg.has("restore") {
-        restore(&g, cfg, result)?;
+        restore(&mut repo, &g, cfg, result)?;
     }
     Ok(())
 }
 
-/// Creates the repository when a backup finds none at its location, as
-/// VolSync's restic mover does, so a new ReplicationSource needs no manual
-/// `init`. Only a missing `config` counts: a wrong password or an
-/// unreachable bucket stays an error. Restores never create repositories.
-fn initialize_if_missing(g: &Global) -> Result<bool> {
-    // A stat of `config`, not a full open: deriving the key here would
-    // repeat the scrypt work every later step does anyway.
-    let backend = repo_open::backend(g)?;
-    match backend.stat(FileKind::Config, "config") {
-        Ok(_) => return Ok(false),
-        Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {}
-        Err(e) => return Err(sluice_repo::Error::from(e).into()),
-    }
-    let location = backend.location();
-    let password = repo_open::password(g)?;
-    match sluice_repo::Repository::init(
-        backend,
-        &password,
-        repo_open::kdf(g),
-        repo_open::options(g),
-    ) {
-        Ok(repo) => {
-            tracing::info!(%location, id = %repo.config().id, "created the repository");
-            Ok(true)
+/// Opens the repository for the whole Job. With `create` (a backup), a
+/// missing repository is created, as VolSync's restic mover does, so a new
+/// ReplicationSource needs no manual `init`; only a missing `config`
+/// counts, a wrong password or an unreachable bucket stays an error.
+/// Restores never create repositories. Returns whether it was created.
+fn open_repository(config: &RepoConfig, create: bool) -> Result<(Repository, bool)> {
+    let backend = config.backend()?;
+    if create {
+        match backend.stat(FileKind::Config, "config") {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {
+                let location = backend.location();
+                match config.init(backend.clone()) {
+                    Ok(repo) => {
+                        tracing::info!(%location, id = %repo.config().id, "created the repository");
+                        return Ok((repo, true));
+                    }
+                    // Another source sharing the repository created it first.
+                    Err(sluice_repo::Error::RepositoryExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(sluice_repo::Error::from(e).into()),
         }
-        // Another source sharing the repository created it first.
-        Err(sluice_repo::Error::RepositoryExists { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
     }
-}
-
-/// Runs another command exactly as the CLI would, with the job's global
-/// settings, so jobs and people share one code path and one set of checks.
-fn run_command(g: &Global, argv: Vec<String>) -> Result<()> {
-    let name = argv[0].clone();
-    let mut cli = Cli::try_parse_from(std::iter::once("sluice-mover".to_string()).chain(argv))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "invalid {name} settings: {}",
-                e.to_string().lines().next().unwrap_or("")
-            )
-        })?;
-    cli.global = g.clone();
-    match super::run(cli)? {
-        0 => Ok(()),
-        code => bail!("{name} failed (exit code {code}); see the log above"),
-    }
+    Ok((config.open_at(backend)?, false))
 }
 
 /// Picks the snapshot a restore asks for: the newest (at or before
 /// `restoreAsOf`), then `previous` steps back.
-fn select(g: &Global, cfg: &JobConfig) -> Result<Option<SnapshotEntry>> {
-    let repo = repo_open::open(g)?;
+fn select(repo: &Repository, cfg: &JobConfig) -> Result<Option<SnapshotEntry>> {
     let filter = SnapshotFilter {
         hosts: cfg.hostname.iter().cloned().collect(),
         ..Default::default()
@@ -253,34 +288,26 @@ fn select(g: &Global, cfg: &JobConfig) -> Result<Option<SnapshotEntry>> {
         .into_iter()
         .filter(|e| filter.matches(&e.snapshot))
         .collect();
-    if let Some(as_of) = var(env::RESTORE_AS_OF) {
-        let t: jiff::Timestamp = as_of
-            .parse()
-            .with_context(|| format!("invalid {}={as_of:?}: use RFC 3339", env::RESTORE_AS_OF))?;
+    if let Some(t) = cfg.restore.as_of {
         // Kubernetes times have whole seconds, so `restoreAsOf` copied from
         // a status field names the second a snapshot was taken in; that
         // snapshot counts as at or before it.
         snaps.retain(|e| e.snapshot.timestamp().as_second() <= t.as_second());
     }
-    let previous: usize = match var(env::RESTORE_PREVIOUS) {
-        Some(p) => p.parse().with_context(|| {
-            format!(
-                "invalid {}={p:?}: use a whole number",
-                env::RESTORE_PREVIOUS
-            )
-        })?,
-        None => 0,
-    };
     Ok(snaps
         .len()
-        .checked_sub(1 + previous)
+        .checked_sub(1 + cfg.restore.previous)
         .map(|i| snaps.swap_remove(i)))
 }
 
-fn restore(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> {
-    let Some(snap) = select(g, cfg)? else {
-        let empty_ok = var(env::ON_MISSING_SNAPSHOT).is_some_and(|v| v == "Empty");
-        if empty_ok {
+fn restore(
+    repo: &mut Repository,
+    g: &Global,
+    cfg: &JobConfig,
+    result: &mut MoverResult,
+) -> Result<()> {
+    let Some(snap) = select(repo, cfg)? else {
+        if cfg.restore.empty_ok {
             result.message = Some(
                 "no matching snapshot; the volume was left as it is (onMissingSnapshot: Empty)"
                     .into(),
@@ -290,10 +317,15 @@ fn restore(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         return Err(NoSnapshot.into());
     };
     let mut opts = RestoreOptions::new(cfg.data_dir.clone());
-    opts.delete = var(env::RESTORE_DELETE).is_some_and(|v| v == "true");
+    opts.delete = cfg.restore.delete;
     opts.verify = true;
-    let (snap, r) =
-        super::restore::run_restore(g, &snap.id.to_hex(), &SnapshotFilter::default(), &opts)?;
+    let (snap, r) = super::restore::restore(
+        repo,
+        g,
+        &snap.id.to_hex(),
+        &SnapshotFilter::default(),
+        &opts,
+    )?;
     result.snapshot_id = Some(snap.id.to_hex());
     result.snapshot_time = Some(snap.snapshot.time.clone());
     result.total_bytes = r.bytes;
@@ -346,5 +378,119 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
         },
         Some(E::Io { .. }) | Some(E::RepositoryExists { .. }) => ErrorClass::Internal,
         None => ErrorClass::Config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<JobConfig> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        JobConfig::new(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn a_plan_alone_gets_the_defaults() {
+        let c = config(&[(env::ACTIONS, "backup")]).unwrap();
+        assert_eq!(
+            c,
+            JobConfig {
+                actions: vec!["backup".into()],
+                data_dir: "/data".into(),
+                hostname: None,
+                tags: vec![],
+                excludes: vec![],
+                retry_lock: None,
+                cacert: None,
+                retain: RetainPolicy::default(),
+                check: ReadData::None,
+                restore: RestoreSelection::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_variable_becomes_a_typed_setting() {
+        let c = config(&[
+            (env::ACTIONS, " unlock, backup,forget,,prune,check "),
+            (env::DATA_DIR, "/volume"),
+            (env::HOSTNAME, "ns/src"),
+            (env::TAGS, "hourly, sluice"),
+            (env::EXCLUDES, "*.tmp\n\n/cache\n"),
+            (env::RETRY_LOCK, "5m"),
+            (env::CACERT, "/ca/ca.crt"),
+            (env::RETAIN_LAST, "3"),
+            (env::RETAIN_HOURLY, "24"),
+            (env::RETAIN_DAILY, "7"),
+            (env::RETAIN_WEEKLY, "unlimited"),
+            (env::RETAIN_MONTHLY, "2"),
+            (env::RETAIN_YEARLY, "1"),
+            (env::RETAIN_WITHIN, "3d"),
+            (env::CHECK_SUBSET, "2/5"),
+            (env::RESTORE_AS_OF, "2024-01-02T03:04:05Z"),
+            (env::RESTORE_PREVIOUS, "2"),
+            (env::RESTORE_DELETE, "true"),
+            (env::ON_MISSING_SNAPSHOT, "Empty"),
+        ])
+        .unwrap();
+        assert_eq!(c.actions, ["unlock", "backup", "forget", "prune", "check"]);
+        assert_eq!(c.data_dir, PathBuf::from("/volume"));
+        assert_eq!(c.hostname.as_deref(), Some("ns/src"));
+        assert_eq!(c.tags, ["hourly", "sluice"]);
+        assert_eq!(c.excludes, ["*.tmp", "/cache"]);
+        assert_eq!(c.retry_lock, Some(Duration::from_secs(300)));
+        assert_eq!(c.cacert, Some(PathBuf::from("/ca/ca.crt")));
+        assert_eq!(
+            c.retain,
+            RetainPolicy {
+                last: 3,
+                hourly: 24,
+                daily: 7,
+                weekly: sluice_repo::forget::UNLIMITED,
+                monthly: 2,
+                yearly: 1,
+                within: "3d".parse().unwrap(),
+                ..RetainPolicy::default()
+            }
+        );
+        assert_eq!(c.check, ReadData::Part { n: 2, t: 5 });
+        assert_eq!(
+            c.restore,
+            RestoreSelection {
+                as_of: Some("2024-01-02T03:04:05Z".parse().unwrap()),
+                previous: 2,
+                delete: true,
+                empty_ok: true,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        for (name, value, expected) in [
+            (env::ACTIONS, "", "SLUICE_JOB_ACTIONS is empty"),
+            (
+                env::ACTIONS,
+                "backup,frobnicate",
+                "unknown action \"frobnicate\"",
+            ),
+            (env::RETAIN_LAST, "-1", "SLUICE_RETAIN_LAST"),
+            (env::RETAIN_DAILY, "seven", "SLUICE_RETAIN_DAILY"),
+            (env::RETAIN_WITHIN, "3x", "SLUICE_RETAIN_WITHIN"),
+            (env::CHECK_SUBSET, "200%", "SLUICE_CHECK_SUBSET"),
+            (env::RESTORE_AS_OF, "yesterday", "use RFC 3339"),
+            (env::RESTORE_PREVIOUS, "-1", "use a whole number"),
+            (env::RETRY_LOCK, "5", "SLUICE_RETRY_LOCK"),
+        ] {
+            let mut vars = vec![(env::ACTIONS, "backup")];
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, value));
+            let err = config(&vars).expect_err("must fail").to_string();
+            assert!(err.contains(expected), "{name}={value:?}: {err}");
+        }
     }
 }

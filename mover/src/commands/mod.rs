@@ -1,4 +1,9 @@
 //! One module per command; `run` dispatches and returns the exit code.
+//!
+//! Each command parses its flags into typed options, opens the repository
+//! once ([`crate::repo_open::RepoConfig`]) and calls its core, a function
+//! that takes the open repository and those options; `job` calls the same
+//! cores on one handle, so a Job derives the key once.
 
 mod backup;
 mod check;

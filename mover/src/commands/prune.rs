@@ -6,14 +6,25 @@ use sluice_repo::prune::{self, Amount, MaxUnused, PruneOptions};
 
 use crate::args::{Global, PruneArgs};
 use crate::output::bytes;
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global, a: &PruneArgs) -> Result<i32> {
     let max_unused: MaxUnused = a.max_unused.parse().map_err(|e: String| anyhow!(e))?;
-    let repo = repo_open::open(g)?;
-    let _lock = super::lock(&repo, g, true)?;
-    prune_locked(repo, g, max_unused, a.dry_run)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
+    prune(&mut repo, g, max_unused, a.dry_run)?;
     Ok(0)
+}
+
+/// Locks the open repository exclusively and prunes it: the core the
+/// `prune` command and the `job` share.
+pub fn prune(
+    repo: &mut Repository,
+    g: &Global,
+    max_unused: MaxUnused,
+    dry_run: bool,
+) -> Result<()> {
+    let _lock = super::lock(repo, g, true)?;
+    prune_locked(repo, g, max_unused, dry_run)
 }
 
 fn amount(a: Amount) -> String {
@@ -23,7 +34,7 @@ fn amount(a: Amount) -> String {
 /// Prunes a repository the caller has locked exclusively (also the last
 /// step of `forget --prune`).
 pub fn prune_locked(
-    mut repo: Repository,
+    repo: &mut Repository,
     g: &Global,
     max_unused: MaxUnused,
     dry_run: bool,
@@ -34,7 +45,7 @@ pub fn prune_locked(
         }
     };
     say("loading indexes and finding data that is still in use");
-    let plan = prune::plan(&mut repo, &PruneOptions { max_unused })?;
+    let plan = prune::plan(repo, &PruneOptions { max_unused })?;
     let s = plan.stats.clone();
     let total = Amount {
         blobs: s.delete.blobs + s.repack_removes.blobs,
@@ -95,7 +106,7 @@ pub fn prune_locked(
         say("nothing to do");
         return Ok(());
     }
-    prune::execute(&mut repo, plan, &say)?;
+    prune::execute(repo, plan, &say)?;
     say("done");
     Ok(())
 }

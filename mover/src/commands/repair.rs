@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use sluice_repo::repair::{self, SnapshotRepairOptions};
 
 use crate::args::{Global, RepairCommand, RepairSnapshotsArgs};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global, command: &RepairCommand) -> Result<i32> {
     match command {
@@ -15,7 +15,7 @@ pub fn run(g: &Global, command: &RepairCommand) -> Result<i32> {
 }
 
 fn index(g: &Global) -> Result<i32> {
-    let mut repo = repo_open::open(g)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
     let _lock = super::lock(&repo, g, true)?;
     let say = |line: &str| {
         if !g.json && !g.quiet {
@@ -50,7 +50,7 @@ fn index(g: &Global) -> Result<i32> {
 }
 
 fn snapshots(g: &Global, a: &RepairSnapshotsArgs) -> Result<i32> {
-    let mut repo = repo_open::open(g)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
     let _lock = super::lock(&repo, g, !a.dry_run)?;
     repo.load_index()?;
     let options = SnapshotRepairOptions {

@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Result, bail};
 use serde_json::json;
+use sluice_repo::Repository;
 use sluice_repo::restorer::{self, RestoreOptions, RestoreProgress, RestoreResult};
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
 use crate::args::{Global, RestoreArgs};
 use crate::output::{bytes, duration};
 use crate::progress::{Mode, Sample, Ticker};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global, a: &RestoreArgs) -> Result<i32> {
     let filter = SnapshotFilter {
@@ -22,19 +23,21 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<i32> {
     let mut opts = RestoreOptions::new(a.target.clone());
     opts.delete = a.delete;
     opts.verify = a.verify;
-    run_restore(g, &a.snapshot, &filter, &opts)?;
+    let mut repo = RepoConfig::from_env(g)?.open()?;
+    restore(&mut repo, g, &a.snapshot, &filter, &opts)?;
     Ok(0)
 }
 
-/// Opens, locks, restores and prints the summary; shared with `job`.
-pub fn run_restore(
+/// Locks the open repository, restores the snapshot `spec` names and prints
+/// the summary: the core the `restore` command and the `job` share.
+pub fn restore(
+    repo: &mut Repository,
     g: &Global,
     spec: &str,
     filter: &SnapshotFilter,
     opts: &RestoreOptions,
 ) -> Result<(SnapshotEntry, RestoreResult)> {
-    let mut repo = repo_open::open(g)?;
-    let _lock = super::lock(&repo, g, false)?;
+    let _lock = super::lock(repo, g, false)?;
     let snap = repo.find_snapshot(spec, filter)?;
     repo.load_index()?;
     if !g.json && !g.quiet {
@@ -56,7 +59,7 @@ pub fn run_restore(
         totals_final: true,
     });
     let started = std::time::Instant::now();
-    let result = restorer::restore(&repo, &snap, opts, &progress);
+    let result = restorer::restore(repo, &snap, opts, &progress);
     ticker.finish();
     let result = result?;
     let secs = started.elapsed().as_secs_f64();

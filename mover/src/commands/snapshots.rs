@@ -5,7 +5,7 @@ use serde_json::json;
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
 use crate::args::{Global, SnapshotsArgs};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 /// restic's JSON object for one snapshot: the stored fields plus the ids.
 pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
@@ -17,7 +17,7 @@ pub fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
 }
 
 pub fn run(g: &Global, a: &SnapshotsArgs) -> Result<i32> {
-    let repo = repo_open::open(g)?;
+    let repo = RepoConfig::from_env(g)?.open()?;
     let _lock = super::lock(&repo, g, false)?;
     let filter = SnapshotFilter {
         hosts: a.host.clone(),

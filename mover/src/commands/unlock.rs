@@ -4,10 +4,10 @@ use anyhow::Result;
 use sluice_repo::lock::{self, LockOptions};
 
 use crate::args::{Global, UnlockArgs};
-use crate::repo_open;
+use crate::repo_open::RepoConfig;
 
 pub fn run(g: &Global, a: &UnlockArgs) -> Result<i32> {
-    let repo = repo_open::open(g)?;
+    let repo = RepoConfig::from_env(g)?.open()?;
     let removed = lock::remove_stale(&repo, &LockOptions::shared(), a.remove_all)?;
     if g.json {
         println!(

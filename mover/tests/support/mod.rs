@@ -372,3 +372,49 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.path).status();
     }
 }
+
+/// Counts the files in `dir` opened while `run` runs, watched with inotify
+/// from outside the process: reading a key file is what every key
+/// derivation starts with, so on a repository with one key file this counts
+/// derivations without any hook in the mover.
+pub fn count_opens_in(dir: &Path, run: impl FnOnce()) -> usize {
+    // SAFETY: plain inotify calls on a descriptor this function owns.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(
+        fd >= 0,
+        "inotify_init1: {}",
+        std::io::Error::last_os_error()
+    );
+    let wd = unsafe { libc::inotify_add_watch(fd, c_path(dir).as_ptr(), libc::IN_OPEN) };
+    assert!(
+        wd >= 0,
+        "inotify_add_watch {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+    run();
+    // Events are queued when the open happens, so all of them are there
+    // once `run` has waited for its process.
+    let header = std::mem::size_of::<libc::inotify_event>();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut opens = 0;
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut at = 0;
+        while at + header <= n as usize {
+            // SAFETY: the kernel wrote a whole event at `at`; it may be unaligned.
+            let event: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+            // Named, non-directory events are opens of files in `dir`.
+            if event.len > 0 && event.mask & libc::IN_ISDIR == 0 {
+                opens += 1;
+            }
+            at += header + event.len as usize;
+        }
+    }
+    unsafe { libc::close(fd) };
+    opens
+}

@@ -77,9 +77,13 @@ pub enum ParentChoice {
 /// What to back up and how.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// Paths as given on the command line; `.` stores the current
-    /// directory's contents at the snapshot root.
+    /// Paths as given on the command line; `.` stores the contents of
+    /// `working_dir` at the snapshot root.
     pub targets: Vec<PathBuf>,
+    /// The absolute directory relative targets start from: the CLI's
+    /// working directory, or the volume for mover Jobs. A value, so the
+    /// engine never depends on the process's current directory.
+    pub working_dir: PathBuf,
     pub hostname: String,
     pub tags: Vec<String>,
     pub excludes: Vec<String>,
@@ -95,13 +99,14 @@ pub struct BackupOptions {
 }
 
 impl BackupOptions {
-    /// Defaults sized to the machine for `targets`.
-    pub fn new(targets: Vec<PathBuf>) -> BackupOptions {
+    /// Defaults sized to the machine for `targets` relative to `working_dir`.
+    pub fn new(targets: Vec<PathBuf>, working_dir: PathBuf) -> BackupOptions {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         BackupOptions {
             targets,
+            working_dir,
             hostname: crate::host::hostname(),
             tags: Vec::new(),
             excludes: Vec::new(),
@@ -189,7 +194,7 @@ pub fn backup(
     progress: &Progress,
 ) -> Result<BackupResult> {
     let start = jiff::Timestamp::now();
-    let (abs_paths, layout) = plan_targets(&options.targets)?;
+    let (abs_paths, layout) = plan_targets(&options.targets, &options.working_dir)?;
     let parent = find_parent(repo, options, &abs_paths)?;
     let parent_tree = match &parent {
         Some(p) => Some((repo.load_tree(&p.snapshot.tree)?, p.snapshot.tree)),

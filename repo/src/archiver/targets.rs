@@ -12,26 +12,37 @@ pub(super) enum Layout {
     /// `backup .` (or one directory given as `.`): its contents are the root.
     Contents(PathBuf),
     /// Targets placed at their path components (below `/`, or below the
-    /// current directory when all are relative) under a virtual root:
+    /// working directory when all are relative) under a virtual root:
     /// (components, real path).
     Nested(PathBuf, Vec<(Vec<Vec<u8>>, PathBuf)>),
 }
 
 /// Absolute, cleaned form of the targets (the snapshot's `paths`) and
-/// their layout in the tree.
-pub(super) fn plan_targets(targets: &[PathBuf]) -> Result<(Vec<String>, Layout)> {
+/// their layout in the tree. Relative targets start from `working_dir`, and
+/// every path walked is absolute, so excludes match absolute paths as
+/// restic's do.
+pub(super) fn plan_targets(
+    targets: &[PathBuf],
+    working_dir: &Path,
+) -> Result<(Vec<String>, Layout)> {
     if targets.is_empty() {
         return Err(Error::Invalid(
             "nothing to back up: give at least one path".into(),
         ));
+    }
+    if !working_dir.is_absolute() {
+        return Err(Error::Invalid(format!(
+            "the backup's working directory {} is not absolute",
+            working_dir.display()
+        )));
     }
     let mut abs = Vec::new();
     let mut nested = Vec::new();
     let mut contents = None;
     let any_absolute = targets.iter().any(|t| t.is_absolute());
     for t in targets {
-        fs::symlink_metadata(t).map_err(|e| Error::io("cannot back up", t, e))?;
-        let a = clean(&std::path::absolute(t).map_err(|e| Error::io("resolve", t, e))?);
+        let a = clean(&working_dir.join(t));
+        fs::symlink_metadata(&a).map_err(|e| Error::io("cannot back up", t, e))?;
         abs.push(a.to_string_lossy().into_owned());
         let base = if any_absolute { a.clone() } else { clean(t) };
         let comps: Vec<Vec<u8>> = base
@@ -55,8 +66,12 @@ pub(super) fn plan_targets(targets: &[PathBuf]) -> Result<(Vec<String>, Layout)>
             "`.` (or /) cannot be combined with other paths in one backup".into(),
         )),
         None => {
-            let prefix = if any_absolute { "/" } else { "." };
-            Ok((abs, Layout::Nested(PathBuf::from(prefix), nested)))
+            let prefix = if any_absolute {
+                PathBuf::from("/")
+            } else {
+                clean(working_dir)
+            };
+            Ok((abs, Layout::Nested(prefix, nested)))
         }
     }
 }

@@ -209,9 +209,13 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue; // our temporary files
                 }
-                let meta = e
-                    .metadata()
-                    .map_err(|err| self.err("stat", &e.path(), &err))?;
+                let meta = match e.metadata() {
+                    Ok(meta) => meta,
+                    // Removed since the directory was read (the key of a
+                    // concurrent init that lost): no longer listed.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(self.err("stat", &e.path(), &err)),
+                };
                 if meta.is_file() {
                     out.push(ListedFile {
                         name,

@@ -227,12 +227,12 @@ pub trait Backend: Send + Sync {
 }
 
 /// Opens the backend a repository location string names: an `s3:` URL
-/// (configured from restic's environment variables, see
-/// [`s3::S3Options::from_env`], and retried by [`retry::RetryPolicy::default`]),
-/// or a local path, optionally written `local:PATH`.
-pub fn open(location: &str) -> BackendResult<Box<dyn Backend>> {
+/// (reached with `s3`, and retried by [`retry::RetryPolicy::default`]), or a
+/// local path, optionally written `local:PATH`. The options are a value the
+/// caller builds once (the CLI from restic's environment), never read here.
+pub fn open(location: &str, s3: s3::S3Options) -> BackendResult<Box<dyn Backend>> {
     if location.starts_with("s3:") {
-        let s3 = s3::S3Backend::from_env(location)?;
+        let s3 = s3::S3Backend::new(location, s3)?;
         return Ok(Box::new(retry::RetryBackend::new(
             s3,
             retry::RetryPolicy::default(),

@@ -73,7 +73,8 @@ impl S3Location {
     }
 }
 
-/// Credentials, region and trust for an S3 endpoint.
+/// Credentials, region and trust for an S3 endpoint: a value its caller
+/// builds once (the mover from restic's `AWS_*` variables and `--cacert`).
 #[derive(Clone, Default)]
 pub struct S3Options {
     /// `AWS_ACCESS_KEY_ID`.
@@ -88,22 +89,6 @@ pub struct S3Options {
     /// A PEM file of CA certificates to trust besides the system's
     /// (restic's `--cacert`, or `RESTIC_CACERT`).
     pub ca_cert: Option<PathBuf>,
-}
-
-impl S3Options {
-    /// Reads the variables restic reads: `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`
-    /// and `RESTIC_CACERT`. Empty values count as unset.
-    pub fn from_env() -> S3Options {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        S3Options {
-            access_key_id: var("AWS_ACCESS_KEY_ID"),
-            secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-            session_token: var("AWS_SESSION_TOKEN"),
-            region: var("AWS_DEFAULT_REGION"),
-            ca_cert: var("RESTIC_CACERT").map(PathBuf::from),
-        }
-    }
 }
 
 impl fmt::Debug for S3Options {

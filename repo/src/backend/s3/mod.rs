@@ -166,12 +166,6 @@ impl S3Backend {
         })
     }
 
-    /// A backend for `url` configured from restic's environment variables
-    /// (see [`S3Options::from_env`]).
-    pub fn from_env(url: &str) -> BackendResult<S3Backend> {
-        S3Backend::new(url, S3Options::from_env())
-    }
-
     /// The object key of a repository file.
     fn key(&self, kind: FileKind, name: &str) -> ObjectPath {
         self.key_of(&kind.path(name))
