@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # The workspace version, which tags the image.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: build image test lint crds tools e2e demo cluster quickstart bench
+.PHONY: build image test lint crds tools e2e demo cluster quickstart bench fuzz
 
 ## build: release binaries (sluice-mover, sluice-operator, crdgen)
 build:
@@ -56,3 +56,20 @@ demo: tools
 ## bench: Sluice vs restic benchmark (BENCH_SCALE=0.02 for a quick run); writes bench/results.md
 bench:
 	python3 bench/bench.py
+
+## fuzz: each fuzz target of repo/fuzz for FUZZ_SECONDS (default 60) on nightly, seeded from restic's test repositories and one written here; corpora and crashes under $(CACHE)/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := pack_header index_json tree_json snapshot_json key_file lock_file repository
+FUZZ_DIR := $(CACHE)/fuzz
+fuzz:
+	test -x $(CACHE)/cargo-fuzz/bin/cargo-fuzz || cargo install --locked cargo-fuzz@0.13.2 --root $(CACHE)/cargo-fuzz
+	cargo run -q -p sluice-repo --example fuzz_seeds -- $(FUZZ_DIR)/corpus
+	cd repo/fuzz && PATH=$(CACHE)/cargo-fuzz/bin:$$PATH CARGO_TARGET_DIR=$(CACHE)/target-fuzz \
+		cargo +nightly fuzz build
+	cd repo/fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t && \
+		PATH=$(CACHE)/cargo-fuzz/bin:$$PATH CARGO_TARGET_DIR=$(CACHE)/target-fuzz \
+		cargo +nightly fuzz run $$t $(FUZZ_DIR)/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=2048 \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ -print_final_stats=1 || exit 1; \
+	done
