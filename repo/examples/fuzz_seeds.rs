@@ -120,7 +120,7 @@ fn write_own(dir: &Path, corpus: &mut Corpus) -> Result<()> {
     )?;
     archiver::backup(
         &mut repo,
-        &BackupOptions::new(vec![src]),
+        &BackupOptions::new(vec![src], dir.to_path_buf()),
         &Progress::default(),
     )?;
     let _lock = Lock::acquire(&repo, &LockOptions::shared())?;
