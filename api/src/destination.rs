@@ -2,18 +2,15 @@
 
 use k8s_openapi::{
     api::core::v1::TypedLocalObjectReference,
-    apimachinery::pkg::{
-        api::resource::Quantity,
-        apis::meta::v1::{Condition, Time},
-    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
 };
-use kube::{CustomResource, core::Duration};
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    mover::{CustomCa, MoverConfig, MoverStatus},
-    sync::{RestoredSnapshot, SyncPlan},
+    mover::{CustomCa, MoverConfig},
+    sync::{RestoredSnapshot, SyncStatus},
     trigger::Trigger,
     volume::{AccessMode, DestinationCopyMethod},
 };
@@ -131,42 +128,13 @@ pub enum OnMissingSnapshot {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationDestinationStatus {
-    /// `metadata.generation` of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Ready, Synchronizing and Degraded, one entry per type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-    /// When the last successful restore ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_time: Option<Time>,
-    /// When the last restore (successful or not) started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_start_time: Option<Time>,
-    /// How long the last successful restore took (`1m30.5s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_duration: Option<Duration>,
-    /// When the next restore starts, for a scheduled trigger or a retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_sync_time: Option<Time>,
-    /// The last `spec.trigger.manual` value a restore completed for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_manual_sync: Option<String>,
-    /// Outcome and log tail of the latest mover Job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_mover_status: Option<MoverStatus>,
+    /// What every kind records about its syncs; its fields sit at the top level of `status`.
+    #[serde(flatten)]
+    pub sync: SyncStatus,
     /// The restored data: a VolumeSnapshot (`copyMethod: Snapshot`) or the PVC (`Direct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_image: Option<TypedLocalObjectReference>,
     /// The snapshot restored last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_snapshot: Option<RestoredSnapshot>,
-    /// The restore in progress; absent between restores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_plan: Option<SyncPlan>,
-    /// Failed restores since the last success; drives the retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub consecutive_failures: Option<i32>,
 }

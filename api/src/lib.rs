@@ -45,7 +45,7 @@ pub use source::{
     ResticSourceStatus, RetainPolicy,
 };
 #[cfg(feature = "crd")]
-pub use sync::{LastSync, RestoredSnapshot, SyncAction, SyncPlan};
+pub use sync::{LastSync, RestoredSnapshot, SyncAction, SyncPlan, SyncSpec, SyncStatus};
 #[cfg(feature = "crd")]
 pub use trigger::{SCHEDULE_PATTERN, Trigger};
 #[cfg(feature = "crd")]

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct MoverConfig {
     /// Pod security context of the mover, e.g. the `runAsUser`/`fsGroup` that can read the data.
+    /// Each field set here replaces the restricted default of that field (`runAsNonRoot: true`,
+    /// `runAsUser`, `runAsGroup` and `fsGroup` 65532, `seccompProfile: RuntimeDefault`); the
+    /// others stay, so setting `runAsUser` alone still meets the restricted Pod Security
+    /// Standard. Running as root takes `runAsNonRoot: false` as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover_security_context: Option<PodSecurityContext>,
     /// ServiceAccount (in the object's namespace) the mover Pod runs as. Default: none needed.

@@ -1,16 +1,13 @@
 //! The ReplicationSource kind: back a PVC up into a restic repository on a trigger.
 
-use k8s_openapi::apimachinery::pkg::{
-    api::resource::Quantity,
-    apis::meta::v1::{Condition, Time},
-};
-use kube::{CustomResource, ResourceExt, core::Duration};
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
+use kube::{CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    mover::{CustomCa, MoverConfig, MoverStatus},
-    sync::{LastSync, SyncPlan},
+    mover::{CustomCa, MoverConfig},
+    sync::{LastSync, SyncStatus},
     trigger::Trigger,
     volume::{AccessMode, CopyMethod},
 };
@@ -152,45 +149,12 @@ pub struct RetainPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSourceStatus {
-    /// `metadata.generation` of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Ready, Synchronizing and Degraded, one entry per type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-    /// When the last successful sync ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_time: Option<Time>,
-    /// When the last sync (successful or not) started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_start_time: Option<Time>,
-    /// How long the last successful sync took (`1m30.5s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_duration: Option<Duration>,
-    /// When the next sync starts: the schedule's next time, or the end of a retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_sync_time: Option<Time>,
-    /// The last `spec.trigger.manual` value a sync completed for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_manual_sync: Option<String>,
-    /// Outcome and log tail of the latest mover Job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_mover_status: Option<MoverStatus>,
+    /// What every kind records about its syncs; its fields sit at the top level of `status`.
+    #[serde(flatten)]
+    pub sync: SyncStatus,
     /// Numbers of the last successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<LastSync>,
-    /// The sync in progress; absent between syncs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_plan: Option<SyncPlan>,
-    /// Failed syncs since the last success; drives the retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub consecutive_failures: Option<i32>,
-    /// Scheduled times that passed without a sync starting (collapsed into one later run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub missed_syncs: Option<i64>,
     /// Repository maintenance bookkeeping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restic: Option<ResticSourceStatus>,

@@ -1,8 +1,102 @@
-//! What a sync does and did: the plan recorded when it starts and the numbers of the last one.
+//! What a sync does and did: the status both kinds share, the plan recorded when a sync starts,
+//! and the numbers of the last one.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::{mover::MoverStatus, trigger::Trigger};
+
+/// What both kinds record about their syncs (a backup for a ReplicationSource, a restore for a
+/// ReplicationDestination): the fields the operator's one sync state machine reads and writes.
+/// Each kind's status flattens it, so these fields sit at the top level of `status`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synchronizing and Degraded, one entry per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the last successful sync ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// When the last sync (successful or not) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// How long the last successful sync took (`1m30.5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<Duration>,
+    /// When the next sync starts: the schedule's next time, or the end of a retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// The last `spec.trigger.manual` value a sync completed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    /// Outcome and log tail of the latest mover Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+    /// The sync in progress; absent between syncs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_plan: Option<SyncPlan>,
+    /// Failed syncs since the last success; drives the retry backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: Option<i32>,
+    /// Scheduled times that passed without a sync starting (collapsed into one later run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub missed_syncs: Option<i64>,
+}
+
+/// What the operator's one sync state machine reads of either kind's spec.
+pub trait SyncSpec {
+    /// `spec.paused`.
+    fn paused(&self) -> bool;
+    /// `spec.trigger`.
+    fn trigger(&self) -> Option<&Trigger>;
+    /// `spec.restic.repository`: the name of the repository Secret.
+    fn repository(&self) -> &str;
+}
+
+/// Both kinds name these fields alike; written once, for both, so one state machine serves them.
+macro_rules! shared_by_both_kinds {
+    ($($spec:ty => $status:ty),+) => {$(
+        impl SyncSpec for $spec {
+            fn paused(&self) -> bool {
+                self.paused
+            }
+
+            fn trigger(&self) -> Option<&Trigger> {
+                self.trigger.as_ref()
+            }
+
+            fn repository(&self) -> &str {
+                &self.restic.repository
+            }
+        }
+
+        impl AsRef<SyncStatus> for $status {
+            fn as_ref(&self) -> &SyncStatus {
+                &self.sync
+            }
+        }
+
+        impl AsMut<SyncStatus> for $status {
+            fn as_mut(&mut self) -> &mut SyncStatus {
+                &mut self.sync
+            }
+        }
+    )+};
+}
+
+shared_by_both_kinds!(
+    crate::ReplicationSourceSpec => crate::ReplicationSourceStatus,
+    crate::ReplicationDestinationSpec => crate::ReplicationDestinationStatus
+);
 
 /// One step of a sync, in the order the mover runs them.
 #[derive(

@@ -119,9 +119,9 @@ fn replication_source_full_spec_and_status() {
     assert_eq!(source.spec.restic.copy_method, CopyMethod::Clone);
     assert_eq!(source.restic_hostname(), "db-host");
     let status = source.status.unwrap();
-    assert_eq!(status.sync_plan.unwrap().actions.len(), 5);
+    assert_eq!(status.sync.sync_plan.unwrap().actions.len(), 5);
     assert_eq!(
-        status.last_sync_duration.unwrap(),
+        status.sync.last_sync_duration.unwrap(),
         std::time::Duration::from_secs(90)
     );
 }
@@ -188,10 +188,13 @@ fn replication_destination_full_spec_and_status() {
     );
     let status = destination.status.unwrap();
     assert_eq!(
-        status.latest_mover_status.unwrap().result,
+        status.sync.latest_mover_status.unwrap().result,
         MoverOutcome::Failed
     );
-    assert_eq!(status.sync_plan.unwrap().actions, [SyncAction::Restore]);
+    assert_eq!(
+        status.sync.sync_plan.unwrap().actions,
+        [SyncAction::Restore]
+    );
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! What the ReplicationSource and ReplicationDestination controllers share around their
 //! reconcile logic: running a kube `Controller` that owns the Jobs and PVCs it makes, writing
 //! status by server-side apply, retrying API errors, and the guards on creating and deleting
-//! objects (a stale cache, a create that raced itself, a delete that finds nothing).
+//! objects (a stale cache, a create that raced itself, a delete that finds nothing). The
+//! reconcile itself is [`crate::reconcile`].
 
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
-
-use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use futures::StreamExt;
 use k8s_openapi::api::{batch::v1::Job, core::v1::PersistentVolumeClaim};
@@ -16,7 +14,6 @@ use kube::{
     core::NamespaceResourceScope,
     runtime::{
         controller::{Action, Controller},
-        events::EventType,
         watcher,
     },
 };
@@ -24,7 +21,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sluice_api::labels;
 
-use crate::{backoff::Retry, context::Context, metrics::ObjectLabels, status};
+use crate::{context::Context, metrics::ObjectLabels};
 
 /// The kinds the controllers reconcile: namespaced, statically typed custom resources.
 pub trait Synced:
@@ -94,35 +91,46 @@ fn error_policy<K: Synced>(object: Arc<K>, error: &kube::Error, ctx: Arc<Context
 }
 
 /// Writes `status` by server-side apply under Sluice's field manager, unless it equals
-/// `current`, what the object already has. A missing status compares as the default one: a
-/// reconcile that decided to write nothing hands back the cached status, and applying an empty
+/// `current`, what the cached object already has. A missing status compares as the default one:
+/// a reconcile that decided to write nothing hands back the cached status, and applying an empty
 /// status would clear the fields Sluice owns.
+///
+/// The patch names the resource version the status was decided on, so the API server refuses
+/// it when the object changed since: a status decided on a cache that is behind (one without
+/// the sync that just started) would otherwise remove fields of that sync. Returns `false`
+/// when refused; the caller looks again once the watch caught up.
 pub async fn write_status<K, S>(
     ctx: &Context,
     object: &K,
-    current: Option<&S>,
+    current: &S,
     status: &S,
-) -> kube::Result<()>
+) -> kube::Result<bool>
 where
     K: Synced,
-    S: Serialize + PartialEq + Default + Clone,
+    S: Serialize + PartialEq,
 {
-    if current.cloned().unwrap_or_default() == *status {
-        return Ok(());
+    if current == status {
+        return Ok(true);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": { "resourceVersion": object.meta().resource_version },
         "status": status,
     });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let applied = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match applied {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// The labels of `object`'s per-object metrics.
@@ -166,75 +174,4 @@ pub fn ignore_not_found(result: kube::Result<()>) -> kube::Result<()> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         other => other,
     }
-}
-
-/// A sync or restore that failed, before it is reported.
-pub struct Failure<'a> {
-    /// The condition and event reason, e.g. `WrongPassword`.
-    pub reason: &'a str,
-    /// What failed and what to do, one line.
-    pub message: String,
-    /// The event's action: `Sync`, `Restore` or `Validate`.
-    pub action: &'a str,
-    /// Whether and when to try again.
-    pub retry: Retry,
-    /// Failures in a row, this one included.
-    pub failures: u32,
-}
-
-/// Reports `failure` of `object` everywhere someone looks at 3 a.m.: the Ready and Degraded
-/// conditions (saying when the retry is, or that only a change helps), `next_sync_time`, the
-/// failure metric, a Warning event and a log line.
-pub async fn report_failure<K: Synced>(
-    ctx: &Context,
-    object: &K,
-    failure: Failure<'_>,
-    conditions: &mut Vec<Condition>,
-    next_sync_time: &mut Option<Time>,
-    now: Timestamp,
-) {
-    let Failure {
-        reason,
-        message,
-        action,
-        retry,
-        failures,
-    } = failure;
-    let (detail, retrying) = match retry {
-        Retry::After(delay) => {
-            let next = now + SignedDuration::try_from(delay).unwrap_or_default();
-            *next_sync_time = Some(Time(next));
-            (format!("{message}; retry {failures} at {next}"), true)
-        }
-        Retry::WaitForChange => {
-            *next_sync_time = None;
-            (
-                format!(
-                    "{message}; retrying cannot help: fix the cause, then change the Secret or \
-                     the spec (e.g. spec.trigger.manual)"
-                ),
-                false,
-            )
-        }
-    };
-    status::failed(
-        conditions,
-        reason,
-        &detail,
-        retrying,
-        object.meta().generation,
-        now,
-    );
-    tracing::warn!(
-        kind = %K::kind(&()),
-        namespace = %object.namespace().unwrap_or_default(),
-        name = %object.name_any(),
-        reason,
-        failures,
-        "{action} failed: {detail}"
-    );
-    ctx.metrics
-        .sync_failed(&object_labels(object), now.as_second() as f64, reason);
-    ctx.event(object, EventType::Warning, reason, action, message)
-        .await;
 }

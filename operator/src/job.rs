@@ -59,8 +59,6 @@ pub struct MoverJobParams {
     pub owner_label: (&'static str, String),
     /// PVC mounted at [`DATA_DIR`].
     pub claim: String,
-    /// Restores write; backups only read.
-    pub read_only: bool,
     /// With `copyMethod: Direct`, the node of the Pod that mounts the volume.
     pub node_name: Option<String>,
 }
@@ -97,9 +95,14 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
             env.push(env_var(mover_env::RETAIN_WITHIN, within.clone()));
         }
     }
+    let mount = Mount {
+        claim: &params.claim,
+        read_only: true,
+    };
     mover_job(
         plan,
         params,
+        mount,
         &restic.repository,
         restic.custom_ca.as_ref(),
         &restic.mover,
@@ -137,9 +140,14 @@ pub fn destination_job(
     if restic.enable_file_deletion {
         env.push(env_str(mover_env::RESTORE_DELETE, "true"));
     }
+    let mount = Mount {
+        claim: &params.claim,
+        read_only: false,
+    };
     mover_job(
         plan,
         params,
+        mount,
         &restic.repository,
         restic.custom_ca.as_ref(),
         &restic.mover,
@@ -147,9 +155,16 @@ pub fn destination_job(
     )
 }
 
+/// The volume at [`DATA_DIR`]: backups only read it, restores write it.
+struct Mount<'a> {
+    claim: &'a str,
+    read_only: bool,
+}
+
 fn mover_job(
     plan: &SyncPlan,
     params: &MoverJobParams,
+    mount: Mount,
     repository_secret: &str,
     custom_ca: Option<&CustomCa>,
     mover: &MoverConfig,
@@ -178,8 +193,8 @@ fn mover_job(
         Volume {
             name: "data".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: params.claim.clone(),
-                read_only: Some(params.read_only),
+                claim_name: mount.claim.to_string(),
+                read_only: Some(mount.read_only),
             }),
             ..Default::default()
         },
@@ -193,7 +208,7 @@ fn mover_job(
         VolumeMount {
             name: "data".into(),
             mount_path: DATA_DIR.into(),
-            read_only: Some(params.read_only),
+            read_only: Some(mount.read_only),
             ..Default::default()
         },
         VolumeMount {
@@ -263,17 +278,7 @@ fn mover_job(
         ..Default::default()
     };
 
-    let pod_security = mover
-        .mover_security_context
-        .clone()
-        .unwrap_or(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(DEFAULT_MOVER_UID),
-            run_as_group: Some(DEFAULT_MOVER_UID),
-            fs_group: Some(DEFAULT_MOVER_UID),
-            seccomp_profile: Some(runtime_default()),
-            ..Default::default()
-        });
+    let pod_security = pod_security_context(mover.mover_security_context.as_ref());
 
     Job {
         metadata: ObjectMeta {
@@ -317,6 +322,37 @@ fn mover_job(
         }),
         status: None,
     }
+}
+
+/// The mover Pod's security context: the restricted defaults, with each field the user set in
+/// `moverSecurityContext` taking the user's value. Setting `runAsUser` alone keeps
+/// `runAsNonRoot` and the seccomp profile, so the Pod still passes the restricted Pod Security
+/// Standard; running as root takes an explicit `runAsNonRoot: false`.
+pub fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let defaults = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(DEFAULT_MOVER_UID),
+        run_as_group: Some(DEFAULT_MOVER_UID),
+        fs_group: Some(DEFAULT_MOVER_UID),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    };
+    match user {
+        None => defaults,
+        Some(user) => over(&defaults, user).unwrap_or_else(|| user.clone()),
+    }
+}
+
+/// `base` with every field `set` has replaced by `set`'s, whatever fields the type has: unset
+/// fields are absent from the serialized form. `None` only if serde fails, which it does not for
+/// two values of one Kubernetes type.
+fn over<T: serde::Serialize + serde::de::DeserializeOwned>(base: &T, set: &T) -> Option<T> {
+    let mut merged = serde_json::to_value(base).ok()?;
+    let serde_json::Value::Object(set) = serde_json::to_value(set).ok()? else {
+        return None;
+    };
+    merged.as_object_mut()?.extend(set);
+    serde_json::from_value(merged).ok()
 }
 
 fn runtime_default() -> SeccompProfile {
@@ -373,7 +409,6 @@ spec:
             },
             owner_label: (labels::REPLICATION_SOURCE, "db".into()),
             claim: "sluice-src-db".into(),
-            read_only: true,
             node_name: None,
         }
     }
@@ -499,6 +534,84 @@ spec:
     }
 
     #[test]
+    fn mover_security_context_is_merged_over_the_restricted_defaults() {
+        let restricted = pod_security_context(None);
+        let seccomp = |type_: &str| SeccompProfile {
+            type_: type_.into(),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "runAsUser alone keeps runAsNonRoot, the group, fsGroup and seccomp",
+                PodSecurityContext {
+                    run_as_user: Some(1000),
+                    ..Default::default()
+                },
+                PodSecurityContext {
+                    run_as_user: Some(1000),
+                    ..restricted.clone()
+                },
+            ),
+            (
+                "fsGroup alone keeps the default user",
+                PodSecurityContext {
+                    fs_group: Some(2000),
+                    ..Default::default()
+                },
+                PodSecurityContext {
+                    fs_group: Some(2000),
+                    ..restricted.clone()
+                },
+            ),
+            (
+                "root needs an explicit runAsNonRoot: false",
+                PodSecurityContext {
+                    run_as_user: Some(0),
+                    run_as_non_root: Some(false),
+                    ..Default::default()
+                },
+                PodSecurityContext {
+                    run_as_user: Some(0),
+                    run_as_non_root: Some(false),
+                    ..restricted.clone()
+                },
+            ),
+            (
+                "a seccomp profile replaces the default one whole",
+                PodSecurityContext {
+                    seccomp_profile: Some(seccomp("Unconfined")),
+                    ..Default::default()
+                },
+                PodSecurityContext {
+                    seccomp_profile: Some(seccomp("Unconfined")),
+                    ..restricted.clone()
+                },
+            ),
+            (
+                "fields without a default are added",
+                PodSecurityContext {
+                    supplemental_groups: Some(vec![44]),
+                    ..Default::default()
+                },
+                PodSecurityContext {
+                    supplemental_groups: Some(vec![44]),
+                    ..restricted.clone()
+                },
+            ),
+            (
+                "an empty override is the defaults",
+                PodSecurityContext::default(),
+                restricted.clone(),
+            ),
+        ];
+        for (case, user, expected) in cases {
+            assert_eq!(pod_security_context(Some(&user)), expected, "{case}");
+        }
+        assert_eq!(restricted.run_as_non_root, Some(true));
+        assert_eq!(restricted.seccomp_profile, Some(seccomp("RuntimeDefault")));
+    }
+
+    #[test]
     fn custom_ca_is_mounted_and_named_in_restic_cacert() {
         let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
         source.spec.restic.custom_ca = Some(CustomCa {
@@ -560,9 +673,7 @@ spec:
         .unwrap();
         let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         let plan = plan::destination_plan(&destination, now);
-        let mut params = params();
-        params.read_only = false;
-        let pod = destination_job(&destination, &plan, &params)
+        let pod = destination_job(&destination, &plan, &params())
             .spec
             .unwrap()
             .template

@@ -1,12 +1,15 @@
 //! Sluice's controllers and the pure logic they are built from.
 //!
-//! The pure modules ([`schedule`], [`plan`], [`job`], [`status`], [`backoff`], [`volume`]) decide
-//! what should exist; the controllers only compare that with the cluster and apply the
-//! difference, so most behaviour is tested without an API server.
+//! Both controllers run one state machine: [`reconcile`] observes an object and what it owns,
+//! [`decide`] (pure) says what to do next, and [`reconcile`] applies it. The pure modules
+//! ([`decide`], [`schedule`], [`plan`], [`job`], [`status`], [`backoff`], [`volume`]) decide what
+//! should exist; the controllers ([`source`], [`destination`]) supply what differs between a
+//! backup and a restore, so most behaviour is tested without an API server.
 
 pub mod backoff;
 pub mod context;
 pub mod controller;
+pub mod decide;
 pub mod destination;
 pub mod http;
 pub mod job;
@@ -14,8 +17,12 @@ pub mod leader;
 pub mod metrics;
 pub mod mover;
 pub mod plan;
+pub mod reconcile;
 pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod status;
 pub mod volume;
+
+#[cfg(test)]
+mod testing;

@@ -4,6 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
+use crate::decide::SecretSeen;
+
 /// How often an object blocked on a failure retrying cannot fix (wrong password, missing keys)
 /// reads its repository Secret again, so fixing the Secret unblocks it within this time.
 /// Polling one Secret needs only `get`; a watch would need `list` on every Secret in the cluster.
@@ -43,6 +45,21 @@ pub fn invalid_message(namespace: &str, name: &str, missing: &[&str]) -> String 
             "repository Secret {namespace}/{name} lacks {}; add the key(s) to the Secret",
             missing.join(" and ")
         )
+    }
+}
+
+/// What deciding needs of the repository Secret `namespace/name`, found or not.
+pub fn seen(namespace: &str, name: &str, secret: Option<&Secret>) -> SecretSeen {
+    let unusable = match secret {
+        None => Some(invalid_message(namespace, name, &[])),
+        Some(secret) => {
+            let missing = missing_keys(secret);
+            (!missing.is_empty()).then(|| invalid_message(namespace, name, &missing))
+        }
+    };
+    SecretSeen {
+        modified: secret.and_then(last_modified),
+        unusable,
     }
 }
 
@@ -91,5 +108,29 @@ mod tests {
             message,
             "repository Secret apps/repo lacks RESTIC_PASSWORD; add the key(s) to the Secret"
         );
+    }
+
+    #[test]
+    fn seen_says_why_a_secret_is_unusable_and_when_it_changed() {
+        let missing = seen("apps", "repo", None);
+        assert_eq!(missing.modified, None);
+        assert!(missing.unusable.unwrap().contains("apps/repo not found"));
+        let created: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let mut secret = Secret::default();
+        secret.metadata.creation_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created),
+        );
+        let lacking = seen("apps", "repo", Some(&secret));
+        assert_eq!(lacking.modified, Some(created));
+        assert!(
+            lacking
+                .unusable
+                .unwrap()
+                .contains("lacks RESTIC_REPOSITORY and RESTIC_PASSWORD")
+        );
+        secret.string_data = Some(BTreeMap::from(
+            REQUIRED_KEYS.map(|key| (key.to_string(), "x".to_string())),
+        ));
+        assert_eq!(seen("apps", "repo", Some(&secret)).unusable, None);
     }
 }

@@ -1,15 +1,21 @@
-//! Status transitions: conditions and the fields a finished sync fills.
+//! Status transitions: what each [`Decision`] writes into the status both kinds share, and the
+//! conditions.
 //!
 //! Three conditions that `kubectl wait` can use: `Ready` (last sync good), `Synchronizing`
 //! (a sync runs) and `Degraded` (syncs fail or cannot start). Each helper sets all three so no
 //! combination contradicts itself, and `lastTransitionTime` moves only when a status flips.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use sluice_api::{
-    LastSync, MoverOutcome, MoverStatus, ReplicationSourceStatus, ResticSourceStatus, SyncPlan,
+    MoverOutcome, MoverStatus, SyncPlan, SyncStatus,
     conditions::{self, reason},
-    mover_result::MoverResult,
+    mover_result::ErrorClass,
+};
+
+use crate::{
+    backoff::Retry,
+    decide::{Decision, Outcome, Verdict},
 };
 
 /// Sets one condition, keeping its `lastTransitionTime` unless its status changes.
@@ -187,63 +193,267 @@ pub fn failed(
     );
 }
 
-/// Records a finished backup sync's result in `status`: the numbers and times on success,
-/// maintenance stamps for what really ran, the manual/unlock values it answered, and the failure
-/// count that drives the backoff. Conditions are set separately by [`succeeded`]/[`failed`].
-pub fn record_source_result(
-    status: &mut ReplicationSourceStatus,
-    plan: &SyncPlan,
-    result: &MoverResult,
-    finished: Timestamp,
-) {
-    let restic = status
-        .restic
-        .get_or_insert_with(ResticSourceStatus::default);
-    // Maintenance that completed counts even when a later step failed: the repository was pruned.
-    if result.pruned {
-        restic.last_pruned = Some(Time(finished));
+/// What a status transition needs besides the decision.
+#[derive(Clone, Copy, Debug)]
+pub struct Moment<'a> {
+    /// The time of the reconcile.
+    pub now: Timestamp,
+    /// `metadata.generation` of the object.
+    pub generation: Option<i64>,
+    /// `sync` or `restore`, in messages.
+    pub noun: &'a str,
+    /// The sync's plan: the one a [`Decision::Start`] records, or the one in progress.
+    pub plan: Option<&'a SyncPlan>,
+    /// Whether `spec.trigger.manual` is set, so a wait names the right trigger.
+    pub manual_trigger: bool,
+    /// For a successful [`Decision::Finish`], the kind's one-line summary of the result.
+    pub summary: &'a str,
+}
+
+/// The status fields both kinds share after `decision`, applied to `status`. Pure: the
+/// controller writes the result and performs the decision's effects.
+pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment) {
+    let Moment {
+        now,
+        generation,
+        noun,
+        plan,
+        ..
+    } = *moment;
+    let job = plan.map_or("", |plan| plan.job_name.as_str());
+    match decision {
+        Decision::ReadSecret
+        | Decision::Blocked
+        | Decision::BackingOff(_)
+        | Decision::Create(_) => {}
+        Decision::Paused => {
+            status.next_sync_time = None;
+            waiting(
+                &mut status.conditions,
+                reason::PAUSED,
+                "spec.paused is set",
+                generation,
+                now,
+            );
+        }
+        Decision::InvalidSchedule(message) => {
+            status.next_sync_time = None;
+            status.observed_generation = generation;
+            failed(
+                &mut status.conditions,
+                reason::MOVER_CONFIG_INVALID,
+                message,
+                false,
+                generation,
+                now,
+            );
+        }
+        Decision::WaitForSchedule(next) => {
+            status.next_sync_time = Some(Time(*next));
+            waiting(
+                &mut status.conditions,
+                reason::WAITING_FOR_SCHEDULE,
+                &format!("next {noun} at {next}"),
+                generation,
+                now,
+            );
+        }
+        Decision::WaitForTrigger => {
+            status.next_sync_time = None;
+            let message = if moment.manual_trigger {
+                "waiting for spec.trigger.manual to change"
+            } else {
+                "waiting for a spec change or spec.trigger.manual"
+            };
+            waiting(
+                &mut status.conditions,
+                reason::WAITING_FOR_MANUAL,
+                message,
+                generation,
+                now,
+            );
+        }
+        Decision::SecretInvalid { failures, .. } => {
+            status.last_sync_start_time = Some(Time(now));
+            status.consecutive_failures = Some(i32::try_from(*failures).unwrap_or(i32::MAX));
+            status.observed_generation = generation;
+        }
+        Decision::Start { next, missed } => {
+            if let Some(plan) = plan {
+                status.last_sync_start_time = Some(plan.started_at.clone());
+                status.sync_plan = Some(plan.clone());
+            }
+            status.next_sync_time = next.map(Time);
+            status.missed_syncs = Some(
+                status
+                    .missed_syncs
+                    .unwrap_or(0)
+                    .saturating_add(i64::try_from(*missed).unwrap_or(i64::MAX)),
+            );
+            synchronizing(
+                &mut status.conditions,
+                reason::MOVER_RUNNING,
+                &format!("{noun} {job} started"),
+                generation,
+                now,
+            );
+        }
+        Decision::CreateJob(_) | Decision::Running => synchronizing(
+            &mut status.conditions,
+            reason::MOVER_RUNNING,
+            &format!("mover Job {job} running"),
+            generation,
+            now,
+        ),
+        Decision::Wait { waiting, .. } => synchronizing(
+            &mut status.conditions,
+            waiting.reason,
+            &waiting.message,
+            generation,
+            now,
+        ),
+        Decision::Finish(outcome) => finished(status, outcome, moment),
     }
-    if result.checked {
-        restic.last_checked = Some(Time(finished));
+    if let Some(report) = failure_report(decision, moment) {
+        report_failure(status, &report, generation, now);
     }
+}
+
+fn finished(status: &mut SyncStatus, outcome: &Outcome, moment: &Moment) {
+    let result = &outcome.result;
+    status.observed_generation = moment.generation;
+    status.sync_plan = None;
     status.latest_mover_status = Some(MoverStatus {
-        result: if result.error_class.is_none() {
-            MoverOutcome::Successful
-        } else {
-            MoverOutcome::Failed
+        result: match outcome.verdict {
+            Verdict::Succeeded { .. } => MoverOutcome::Successful,
+            Verdict::Failed { .. } => MoverOutcome::Failed,
         },
         logs: result.message.clone(),
     });
-    status.last_sync_start_time = Some(plan.started_at.clone());
-    if result.error_class.is_some() {
-        status.consecutive_failures =
-            Some(status.consecutive_failures.unwrap_or(0).saturating_add(1));
-        return;
+    if let Some(plan) = moment.plan {
+        status.last_sync_start_time = Some(plan.started_at.clone());
     }
-    if plan.unlock.is_some() {
-        restic.last_unlocked = plan.unlock.clone();
+    match outcome.verdict {
+        Verdict::Succeeded { next } => {
+            status.consecutive_failures = None;
+            status.last_sync_time = Some(Time(moment.now));
+            if let Some(plan) = moment.plan {
+                status.last_sync_duration = Some(sync_duration(plan.started_at.0, moment.now));
+                if plan.manual.is_some() {
+                    status.last_manual_sync = plan.manual.clone();
+                }
+            }
+            status.next_sync_time = next.map(Time);
+            let next_reason = if next.is_some() {
+                reason::WAITING_FOR_SCHEDULE
+            } else {
+                reason::WAITING_FOR_MANUAL
+            };
+            succeeded(
+                &mut status.conditions,
+                moment.summary,
+                next_reason,
+                moment.generation,
+                moment.now,
+            );
+        }
+        Verdict::Failed { failures, .. } => {
+            status.consecutive_failures = Some(i32::try_from(failures).unwrap_or(i32::MAX));
+        }
     }
-    if plan.manual.is_some() {
-        status.last_manual_sync = plan.manual.clone();
+}
+
+/// A failed sync, or one that could not start, as it is reported: in the conditions, the
+/// failure metric, a Warning event and a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureReport {
+    /// Condition and event reason, e.g. `WrongPassword`.
+    pub reason: &'static str,
+    /// What failed and what to do, one line; names the Job when there was one.
+    pub message: String,
+    /// Whether and when to try again.
+    pub retry: Retry,
+    /// Failures in a row, this one included.
+    pub failures: u32,
+}
+
+impl FailureReport {
+    /// The message with what happens next: when the retry is, or that only a change helps.
+    pub fn detail(&self, now: Timestamp) -> String {
+        match self.retry {
+            Retry::After(_) => format!(
+                "{}; retry {} at {}",
+                self.message,
+                self.failures,
+                self.retry_at(now).unwrap_or(now)
+            ),
+            Retry::WaitForChange => format!(
+                "{}; retrying cannot help: fix the cause, then change the Secret or the spec \
+                 (e.g. spec.trigger.manual)",
+                self.message
+            ),
+        }
     }
-    status.consecutive_failures = None;
-    status.last_sync_time = Some(Time(finished));
-    status.last_sync_duration = Some(sync_duration(plan.started_at.0, finished));
-    if let Some(id) = &result.snapshot_id {
-        status.last_sync = Some(LastSync {
-            snapshot_id: id.clone(),
-            snapshot_time: result
-                .snapshot_time
-                .as_deref()
-                .and_then(|t| t.parse().ok())
-                .map(Time),
-            files_new: result.files_new,
-            files_changed: result.files_changed,
-            files_unmodified: result.files_unmodified,
-            bytes_added: result.bytes_added,
-            total_bytes: result.total_bytes,
-        });
+
+    fn retry_at(&self, now: Timestamp) -> Option<Timestamp> {
+        match self.retry {
+            Retry::After(delay) => Some(now + SignedDuration::try_from(delay).unwrap_or_default()),
+            Retry::WaitForChange => None,
+        }
     }
+}
+
+/// The failure `decision` reports, if it reports one.
+pub fn failure_report(decision: &Decision, moment: &Moment) -> Option<FailureReport> {
+    match decision {
+        Decision::SecretInvalid { message, failures } => Some(FailureReport {
+            reason: reason::SECRET_INVALID,
+            message: message.clone(),
+            retry: Retry::WaitForChange,
+            failures: *failures,
+        }),
+        Decision::Finish(Outcome {
+            result,
+            verdict:
+                Verdict::Failed {
+                    reason,
+                    failures,
+                    retry,
+                },
+            ..
+        }) => {
+            let message = result.message.clone().unwrap_or_else(|| {
+                let class = result.error_class.unwrap_or(ErrorClass::Internal);
+                format!("{} failed: {class:?}", moment.noun)
+            });
+            let job = moment.plan.map_or("", |plan| plan.job_name.as_str());
+            Some(FailureReport {
+                reason,
+                message: format!("{message} (Job {job})"),
+                retry: *retry,
+                failures: *failures,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The conditions and `nextSyncTime` of a failure.
+fn report_failure(
+    status: &mut SyncStatus,
+    report: &FailureReport,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.next_sync_time = report.retry_at(now).map(Time);
+    failed(
+        &mut status.conditions,
+        report.reason,
+        &report.detail(now),
+        matches!(report.retry, Retry::After(_)),
+        generation,
+        now,
+    );
 }
 
 /// Wall-clock time of a sync, as the `Duration` status fields hold it.
@@ -255,190 +465,4 @@ pub fn sync_duration(started: Timestamp, finished: Timestamp) -> kube::core::Dur
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_api::{SyncAction, mover_result::ErrorClass};
-
-    fn at(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn plan() -> SyncPlan {
-        SyncPlan {
-            actions: vec![SyncAction::Unlock, SyncAction::Backup, SyncAction::Prune],
-            started_at: Time(at("2026-11-22T10:00:00Z")),
-            job_name: "sluice-src-db-1".into(),
-            manual: Some("m1".into()),
-            unlock: Some("u1".into()),
-        }
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_status_flips() {
-        let mut conditions = Vec::new();
-        let t1 = at("2026-11-22T10:00:00Z");
-        let t2 = at("2026-11-22T11:00:00Z");
-        let t3 = at("2026-11-22T12:00:00Z");
-        failed(
-            &mut conditions,
-            reason::NETWORK_ERROR,
-            "down",
-            true,
-            Some(1),
-            t1,
-        );
-        failed(
-            &mut conditions,
-            reason::NETWORK_ERROR,
-            "still down",
-            true,
-            Some(1),
-            t2,
-        );
-        let degraded = condition(&conditions, conditions::DEGRADED).unwrap();
-        assert_eq!(degraded.last_transition_time, Time(t1));
-        assert_eq!(degraded.message, "still down");
-        succeeded(
-            &mut conditions,
-            "ok",
-            reason::WAITING_FOR_SCHEDULE,
-            Some(1),
-            t3,
-        );
-        let degraded = condition(&conditions, conditions::DEGRADED).unwrap();
-        assert_eq!(degraded.status, "False");
-        assert_eq!(degraded.last_transition_time, Time(t3));
-        assert_eq!(conditions.len(), 3);
-    }
-
-    #[test]
-    fn retryable_failure_shows_backoff_permanent_shows_the_reason() {
-        let mut conditions = Vec::new();
-        let now = at("2026-11-22T10:00:00Z");
-        failed(&mut conditions, reason::NETWORK_ERROR, "x", true, None, now);
-        assert_eq!(
-            condition(&conditions, conditions::SYNCHRONIZING)
-                .unwrap()
-                .reason,
-            reason::BACKOFF
-        );
-        failed(
-            &mut conditions,
-            reason::WRONG_PASSWORD,
-            "x",
-            false,
-            None,
-            now,
-        );
-        assert_eq!(
-            condition(&conditions, conditions::SYNCHRONIZING)
-                .unwrap()
-                .reason,
-            reason::WRONG_PASSWORD
-        );
-        assert_eq!(
-            condition(&conditions, conditions::READY).unwrap().status,
-            "False"
-        );
-    }
-
-    #[test]
-    fn a_new_object_gets_all_three_conditions_while_waiting() {
-        let mut conditions = Vec::new();
-        waiting(
-            &mut conditions,
-            reason::WAITING_FOR_SCHEDULE,
-            "next at 11:00",
-            Some(1),
-            at("2026-11-22T10:00:00Z"),
-        );
-        assert_eq!(conditions.len(), 3);
-        synchronizing(
-            &mut conditions,
-            reason::MOVER_RUNNING,
-            "job x",
-            Some(1),
-            at("2026-11-22T11:00:00Z"),
-        );
-        let sync = condition(&conditions, conditions::SYNCHRONIZING).unwrap();
-        assert_eq!(
-            (sync.status.as_str(), sync.reason.as_str()),
-            ("True", reason::MOVER_RUNNING)
-        );
-    }
-
-    #[test]
-    fn success_fills_numbers_and_stamps_only_what_ran() {
-        let mut status = ReplicationSourceStatus {
-            consecutive_failures: Some(2),
-            ..Default::default()
-        };
-        let result = MoverResult {
-            snapshot_id: Some("f".repeat(64)),
-            snapshot_time: Some("2026-11-22T10:00:01Z".into()),
-            files_new: 3,
-            bytes_added: 1000,
-            total_bytes: 5000,
-            unlocked: true,
-            pruned: false,
-            ..Default::default()
-        };
-        let finished = at("2026-11-22T10:01:30.5Z");
-        record_source_result(&mut status, &plan(), &result, finished);
-        let restic = status.restic.as_ref().unwrap();
-        assert_eq!(
-            restic.last_pruned, None,
-            "prune was planned but did not run"
-        );
-        assert_eq!(restic.last_unlocked.as_deref(), Some("u1"));
-        assert_eq!(status.last_manual_sync.as_deref(), Some("m1"));
-        assert_eq!(status.consecutive_failures, None);
-        assert_eq!(status.last_sync_time, Some(Time(finished)));
-        assert_eq!(status.last_sync_duration.unwrap().to_string(), "90.5s");
-        let last = status.last_sync.unwrap();
-        assert_eq!(last.bytes_added, 1000);
-        assert_eq!(last.files_new, 3);
-        assert_eq!(last.snapshot_time, Some(Time(at("2026-11-22T10:00:01Z"))));
-        assert_eq!(
-            status.latest_mover_status.unwrap().result,
-            MoverOutcome::Successful
-        );
-    }
-
-    #[test]
-    fn failure_counts_up_and_keeps_the_last_good_sync() {
-        let mut status = ReplicationSourceStatus::default();
-        let ok = MoverResult {
-            snapshot_id: Some("a".repeat(64)),
-            pruned: true,
-            ..Default::default()
-        };
-        record_source_result(&mut status, &plan(), &ok, at("2026-11-22T10:05:00Z"));
-        let bad = MoverResult {
-            error_class: Some(ErrorClass::Network),
-            message: Some("connection refused".into()),
-            ..Default::default()
-        };
-        let mut next_plan = plan();
-        next_plan.manual = Some("m2".into());
-        record_source_result(&mut status, &next_plan, &bad, at("2026-11-22T11:05:00Z"));
-        record_source_result(&mut status, &next_plan, &bad, at("2026-11-22T12:05:00Z"));
-        assert_eq!(status.consecutive_failures, Some(2));
-        assert_eq!(
-            status.last_sync_time,
-            Some(Time(at("2026-11-22T10:05:00Z")))
-        );
-        assert_eq!(
-            status.last_manual_sync.as_deref(),
-            Some("m1"),
-            "a failed sync does not answer m2"
-        );
-        assert_eq!(
-            status.restic.unwrap().last_pruned,
-            Some(Time(at("2026-11-22T10:05:00Z")))
-        );
-        let mover = status.latest_mover_status.unwrap();
-        assert_eq!(mover.result, MoverOutcome::Failed);
-        assert_eq!(mover.logs.as_deref(), Some("connection refused"));
-    }
-}
+mod tests;

@@ -15,8 +15,14 @@ use k8s_openapi::apimachinery::pkg::{
     api::resource::Quantity,
     apis::meta::v1::{ObjectMeta, OwnerReference},
 };
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{
+    Resource,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+};
 use serde_json::json;
+use sluice_api::{AccessMode, conditions::reason, labels};
+
+use crate::decide::{READY_WARNING, Waiting};
 
 /// API group of VolumeSnapshots.
 pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
@@ -30,18 +36,44 @@ pub fn volume_snapshot_resource() -> ApiResource {
     ))
 }
 
-/// Metadata every object the operator creates carries: its name, Sluice's labels and the owner,
-/// so garbage collection removes it with the ReplicationSource/Destination.
-pub fn owned_meta(
-    name: &str,
-    labels: &BTreeMap<String, String>,
-    owner: &OwnerReference,
-) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        labels: Some(labels.clone()),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
+/// Who owns what a sync creates: the owner reference, so garbage collection removes it with its
+/// ReplicationSource or ReplicationDestination, and Sluice's labels, which the controller
+/// watches by.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    /// Controller reference to the object.
+    pub reference: OwnerReference,
+    /// `app.kubernetes.io/managed-by` and the label naming the object.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Owner {
+    /// The owner of what `object`'s syncs create, named by `owner_label` (e.g.
+    /// `sluice.dev/replication-source`).
+    pub fn of<K: Resource<DynamicType = ()>>(object: &K, owner_label: &str) -> Self {
+        let name = object.meta().name.clone().unwrap_or_default();
+        Self {
+            reference: object
+                .controller_owner_ref(&())
+                .expect("a stored object has a name and uid"),
+            labels: BTreeMap::from([
+                (
+                    labels::MANAGED_BY.to_string(),
+                    labels::MANAGED_BY_VALUE.to_string(),
+                ),
+                (owner_label.to_string(), name),
+            ]),
+        }
+    }
+
+    /// Metadata of an owned object called `name`.
+    pub fn meta(&self, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(self.labels.clone()),
+            owner_references: Some(vec![self.reference.clone()]),
+            ..Default::default()
+        }
     }
 }
 
@@ -95,6 +127,20 @@ pub struct PvcShape {
 }
 
 impl PvcShape {
+    /// The shape a spec asks for with `capacity`, `storageClassName` and `accessModes`.
+    pub fn requested(
+        capacity: Option<&Quantity>,
+        storage_class: Option<&String>,
+        access_modes: Option<&[AccessMode]>,
+    ) -> Self {
+        Self {
+            capacity: capacity.cloned(),
+            storage_class: storage_class.cloned(),
+            access_modes: access_modes
+                .map(|modes| modes.iter().map(|m| m.as_str().to_string()).collect()),
+        }
+    }
+
     /// This shape with unset fields taken from `source`'s spec.
     pub fn or_from(self, source: &PersistentVolumeClaim) -> Self {
         let spec = source.spec.clone().unwrap_or_default();
@@ -165,14 +211,6 @@ pub fn pvc(
     }
 }
 
-/// Whether a PVC is bound to a volume.
-pub fn pvc_bound(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.status
-        .as_ref()
-        .and_then(|status| status.phase.as_deref())
-        == Some("Bound")
-}
-
 /// Whether `claim` is bound to a volume.
 pub fn is_bound(claim: &PersistentVolumeClaim) -> bool {
     claim
@@ -180,6 +218,32 @@ pub fn is_bound(claim: &PersistentVolumeClaim) -> bool {
         .as_ref()
         .and_then(|status| status.phase.as_deref())
         == Some("Bound")
+}
+
+/// The wait of a sync whose mover Pod mounts `claim` (`role` says what it is to the user) while
+/// it is not bound: the Pod cannot start before it is.
+pub fn unbound(claim: &str, role: &str, action: &'static str) -> Waiting {
+    Waiting {
+        reason: reason::WAITING_FOR_PVC,
+        message: format!("waiting for PVC {claim} ({role}) to be bound"),
+        action,
+        warning: format!(
+            "PVC {claim} not bound after {}s: check its StorageClass and that its provisioner runs",
+            READY_WARNING.as_secs()
+        ),
+    }
+}
+
+/// The wait for VolumeSnapshot `name` (`of` says of what) to become `readyToUse`, with the
+/// snapshotter's error in the warning when it gave one.
+pub fn snapshot_not_ready(snapshot: &DynamicObject, name: &str, of: &str) -> Waiting {
+    let detail = snapshot_error(snapshot).unwrap_or_else(|| "not readyToUse yet".to_string());
+    Waiting {
+        reason: reason::WAITING_FOR_SNAPSHOT,
+        message: format!("waiting for VolumeSnapshot {name} {of} to become readyToUse"),
+        action: "Snapshot",
+        warning: format!("VolumeSnapshot {name}: {detail}"),
+    }
 }
 
 /// The node of a live Pod that mounts `claim`, where a `Direct` mover must run to share the

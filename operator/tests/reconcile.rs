@@ -12,11 +12,11 @@ use kube::{
 };
 use serde_json::json;
 use sluice_api::{
-    ReplicationSource, conditions, labels, mover_env,
+    ReplicationSource, ReplicationSourceStatus, conditions, labels, mover_env,
     mover_result::{ErrorClass, MoverResult},
 };
 use sluice_e2e::Cluster;
-use sluice_operator::{context::Context, metrics::Metrics, source};
+use sluice_operator::{context::Context, controller, metrics::Metrics};
 
 const NAMESPACE: &str = "apps";
 
@@ -60,7 +60,7 @@ async fn context(client: Client) -> Arc<Context> {
 
 async fn reconcile(api: &Api<ReplicationSource>, ctx: &Arc<Context>) -> ReplicationSource {
     let source = api.get("db").await.unwrap();
-    source::reconcile(Arc::new(source), ctx.clone())
+    sluice_operator::reconcile::reconcile(Arc::new(source), ctx.clone())
         .await
         .expect("reconcile");
     api.get("db").await.unwrap()
@@ -69,6 +69,7 @@ async fn reconcile(api: &Api<ReplicationSource>, ctx: &Arc<Context>) -> Replicat
 fn condition(source: &ReplicationSource, type_: &str) -> (String, String) {
     let status = source.status.as_ref().expect("status written");
     let condition = status
+        .sync
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
@@ -123,6 +124,7 @@ async fn source_sync_flow_against_the_api_server() {
         .status
         .as_ref()
         .unwrap()
+        .sync
         .sync_plan
         .clone()
         .expect("sync plan recorded");
@@ -184,7 +186,7 @@ async fn source_sync_flow_against_the_api_server() {
     // A second reconcile while the mover runs changes nothing and makes no second Job.
     let running = reconcile(&api, &ctx).await;
     assert_eq!(
-        running.status.as_ref().unwrap().sync_plan,
+        running.status.as_ref().unwrap().sync.sync_plan,
         Some(plan.clone())
     );
     assert_eq!(mover_jobs(&client).await.len(), 1);
@@ -205,8 +207,8 @@ async fn source_sync_flow_against_the_api_server() {
 
     let done = reconcile(&api, &ctx).await;
     let status = done.status.clone().unwrap();
-    assert_eq!(status.sync_plan, None, "the sync ended");
-    assert_eq!(status.last_manual_sync.as_deref(), Some("first"));
+    assert_eq!(status.sync.sync_plan, None, "the sync ended");
+    assert_eq!(status.sync.last_manual_sync.as_deref(), Some("first"));
     let last = status
         .last_sync
         .clone()
@@ -220,7 +222,7 @@ async fn source_sync_flow_against_the_api_server() {
         status.restic.unwrap().last_pruned.is_some(),
         "prune ran, so lastPruned is stamped"
     );
-    assert!(status.last_sync_time.is_some() && status.last_sync_duration.is_some());
+    assert!(status.sync.last_sync_time.is_some() && status.sync.last_sync_duration.is_some());
     assert_eq!(
         condition(&done, conditions::READY),
         ("True".into(), "SyncSucceeded".into())
@@ -268,9 +270,11 @@ async fn source_sync_flow_against_the_api_server() {
         r#"{"spec":{"trigger":{"manual":"second"}}}"#,
     ]);
     let started = reconcile(&api, &ctx).await;
+    let started_copy = started.clone();
     let plan = started
         .status
         .unwrap()
+        .sync
         .sync_plan
         .expect("second sync planned");
     reconcile(&api, &ctx).await;
@@ -286,8 +290,13 @@ async fn source_sync_flow_against_the_api_server() {
         condition(&failed, conditions::READY),
         ("False".into(), "NetworkError".into())
     );
-    assert_eq!(status.consecutive_failures, Some(1));
-    let retry_at = status.next_sync_time.clone().expect("a retry is planned").0;
+    assert_eq!(status.sync.consecutive_failures, Some(1));
+    let retry_at = status
+        .sync
+        .next_sync_time
+        .clone()
+        .expect("a retry is planned")
+        .0;
     let wait = retry_at
         .duration_since(jiff::Timestamp::now())
         .as_secs_f64();
@@ -295,14 +304,30 @@ async fn source_sync_flow_against_the_api_server() {
         (20.0..=31.0).contains(&wait),
         "first retry after ~30 s, not {wait} s"
     );
+    // A status decided on a cache that is behind is refused, never applied over newer fields:
+    // here, a status without the failure (and with the plan) decided on the object as it was
+    // while the second sync ran.
+    let stale = started_copy;
+    let decided = stale.status.clone().unwrap_or_default();
+    let before = api.get("db").await.unwrap();
+    let applied =
+        controller::write_status(&ctx, &stale, &ReplicationSourceStatus::default(), &decided)
+            .await
+            .expect("a refused write is not an error");
+    assert!(
+        !applied,
+        "the API server refuses a status decided on an old version"
+    );
+    assert_eq!(api.get("db").await.unwrap().status, before.status);
+
     for _ in 0..3 {
         let again = reconcile(&api, &ctx).await;
         assert_eq!(
-            again.status.as_ref().unwrap().sync_plan,
+            again.status.as_ref().unwrap().sync.sync_plan,
             None,
             "no sync before {retry_at}"
         );
-        assert_eq!(again.status.unwrap().consecutive_failures, Some(1));
+        assert_eq!(again.status.unwrap().sync.consecutive_failures, Some(1));
     }
 }
 

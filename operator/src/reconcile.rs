@@ -1,0 +1,456 @@
+//! One reconcile of either kind: observe, [`decide`], apply.
+//!
+//! [`Kind`] is what a ReplicationSource and a ReplicationDestination supply around the shared
+//! state machine: their words, how they observe and prepare their volumes, their Job, and what a
+//! finished sync records of its own. Everything else happens here, once for both: reading the
+//! Secret when the decision needs it, the stale-cache guard, creating and deleting objects,
+//! the status write, events, metrics and log lines.
+
+use std::{future::Future, sync::Arc};
+
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{PersistentVolumeClaim, Pod, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams},
+    core::{
+        NamespaceResourceScope,
+        object::{HasSpec, HasStatus},
+    },
+    runtime::{controller::Action, events::EventType},
+};
+use serde::Serialize;
+use sluice_api::{
+    SyncAction, SyncPlan, SyncSpec, SyncStatus, conditions::reason, labels,
+    mover_result::MoverResult,
+};
+
+use crate::{
+    context::{Context, Result},
+    controller::{
+        Synced, create_or_existing, ignore_not_found, is_current, object_labels, write_status,
+    },
+    decide::{
+        self, Decision, Mount, NewObject, Observed, Outcome, Phase, Progress, STEP, Spec, Step,
+        Untriggered, Verdict, Waiting,
+    },
+    job::MoverJobParams,
+    metrics::Metrics,
+    mover, plan, secret,
+    status::{self, Moment},
+    volume::{self, Owner},
+};
+
+/// What a kind supplies around the shared sync state machine. Its spec and status share their
+/// sync fields through [`SyncSpec`] and [`SyncStatus`].
+pub trait Kind:
+    Synced
+    + Serialize
+    + HasSpec<Spec: SyncSpec>
+    + HasStatus<
+        Status: Clone
+                    + Default
+                    + PartialEq
+                    + Serialize
+                    + Send
+                    + Sync
+                    + AsRef<SyncStatus>
+                    + AsMut<SyncStatus>,
+    >
+{
+    /// The kind's word for a run, owner label and rule without a trigger.
+    const PROFILE: Profile;
+
+    /// The plan of a run starting at `now`.
+    fn plan(&self, now: Timestamp) -> SyncPlan;
+    /// What `plan` does, for the event that it started: its actions, its target.
+    fn describe(&self, plan: &SyncPlan) -> String;
+    /// Before the Job exists: observes the volume it mounts and says what it needs next.
+    fn prepare(
+        &self,
+        plan: &SyncPlan,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<Step<Mount>>> + Send;
+    /// The claim the running Job mounts, when its binding is worth watching: its name, what it
+    /// is to the user, and the action of the event if it does not bind.
+    fn mounted_claim(&self, plan: &SyncPlan) -> Option<(String, &'static str, &'static str)>;
+    /// After the mover reported `result`: how the kind reads it, and what publishing it needs.
+    fn conclude(
+        &self,
+        plan: &SyncPlan,
+        result: MoverResult,
+        scope: &Scope,
+    ) -> impl Future<Output = Result<Progress>> + Send;
+    /// The mover Job of `plan`.
+    fn job(&self, plan: &SyncPlan, params: &MoverJobParams) -> Job;
+    /// Records the kind's own fields of a finished run in `status`; pure.
+    fn record(&self, status: &mut Self::Status, finished: &Finished) -> Recorded;
+    /// Updates the kind's own metrics from a status just written.
+    fn report(&self, _status: &Self::Status, _metrics: &Metrics) {}
+}
+
+/// A kind's word for one run, from which its messages and events are named, the label naming
+/// the owner of what it creates, and its rule without a trigger.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// What one run is called in messages: `sync` or `restore`.
+    pub noun: &'static str,
+    /// The label naming the owner on everything a sync creates.
+    pub owner_label: &'static str,
+    /// When the kind syncs without a trigger.
+    pub untriggered: Untriggered,
+}
+
+impl Profile {
+    /// A ReplicationSource's: a backup.
+    pub const BACKUP: Self = Self {
+        noun: "sync",
+        owner_label: labels::REPLICATION_SOURCE,
+        untriggered: Untriggered::Continuously,
+    };
+
+    /// A ReplicationDestination's: a restore.
+    pub const RESTORE: Self = Self {
+        noun: "restore",
+        owner_label: labels::REPLICATION_DESTINATION,
+        untriggered: Untriggered::OncePerGeneration,
+    };
+
+    /// The action of the kind's events: the noun capitalized, `Sync` or `Restore`.
+    pub fn action(&self) -> String {
+        let mut chars = self.noun.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    }
+
+    /// The reason of the event that a run started: `SyncStarted` or `RestoreStarted`.
+    pub fn started(&self) -> String {
+        format!("{}Started", self.action())
+    }
+}
+
+/// Where a kind observes and creates the objects of a sync: the client, the object's namespace
+/// and the owner of what it creates.
+pub struct Scope {
+    /// API client.
+    pub client: Client,
+    /// The object's namespace.
+    pub namespace: String,
+    /// Owner reference and labels.
+    pub owner: Owner,
+}
+
+impl Scope {
+    /// The namespaced API of `T`s here.
+    pub fn api<T>(&self) -> Api<T>
+    where
+        T: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The namespaced API of VolumeSnapshots here.
+    pub fn snapshots(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &volume::volume_snapshot_resource(),
+        )
+    }
+}
+
+/// A finished run, as a kind records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished<'a> {
+    /// Its plan.
+    pub plan: &'a SyncPlan,
+    /// How it went.
+    pub outcome: &'a Outcome,
+    /// When it was recorded.
+    pub now: Timestamp,
+}
+
+/// What a kind recorded of a finished run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// One line for the condition and the event of a success.
+    pub summary: String,
+    /// Objects of the run (besides its Job) to delete now.
+    pub temporary: Vec<Temporary>,
+}
+
+/// An object a finished run no longer needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Temporary {
+    /// A PersistentVolumeClaim.
+    Claim(String),
+    /// A VolumeSnapshot.
+    Snapshot(String),
+}
+
+/// Takes the next step for one object of kind `K`.
+pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled(&K::kind(&()));
+    let now = Timestamp::now();
+    let object = object.as_ref();
+    let cached = object.status().cloned().unwrap_or_default();
+    let scope = Scope {
+        client: ctx.client.clone(),
+        namespace: object.namespace().unwrap_or_default(),
+        owner: Owner::of(object, K::PROFILE.owner_label),
+    };
+    let sync_spec = object.spec();
+    let spec = Spec {
+        generation: object.meta().generation,
+        created: object.meta().creation_timestamp.as_ref().map(|t| t.0),
+        paused: sync_spec.paused(),
+        trigger: sync_spec.trigger(),
+        untriggered: K::PROFILE.untriggered,
+    };
+    let status: &SyncStatus = cached.as_ref();
+    let phase = match &status.sync_plan {
+        Some(plan) => Phase::Syncing {
+            plan,
+            progress: observe_progress(object, plan, &scope).await?,
+        },
+        None => Phase::Idle { secret: None },
+    };
+    let mut observed = Observed {
+        now,
+        spec,
+        status,
+        phase,
+    };
+    let mut decision = decide::decide(&observed);
+    if matches!(decision, Decision::ReadSecret) {
+        let secrets: Api<Secret> = scope.api();
+        let found = secrets.get_opt(sync_spec.repository()).await?;
+        let seen = secret::seen(&scope.namespace, sync_spec.repository(), found.as_ref());
+        observed.phase = Phase::Idle { secret: Some(seen) };
+        decision = decide::decide(&observed);
+    }
+    apply(object, &cached, decision, &scope, &ctx, now).await
+}
+
+/// Where the sync of `plan` stands: its Job, the Job's Pods and the volumes it needs.
+async fn observe_progress<K: Kind>(object: &K, plan: &SyncPlan, scope: &Scope) -> Result<Progress> {
+    let jobs: Api<Job> = scope.api();
+    let Some(job) = jobs.get_opt(&plan.job_name).await? else {
+        return Ok(Progress::Preparing(object.prepare(plan, scope).await?));
+    };
+    let pods: Api<Pod> = scope.api();
+    let selector = format!("{}={}", mover::JOB_NAME_LABEL, plan.job_name);
+    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let result = pods
+        .items
+        .iter()
+        .find_map(mover::result_from_pod)
+        .or_else(|| mover::result_from_failed_job(&job));
+    if let Some(result) = result {
+        return object.conclude(plan, result, scope).await;
+    }
+    let unbound = match object.mounted_claim(plan) {
+        None => None,
+        Some((claim, role, action)) => {
+            let claims: Api<PersistentVolumeClaim> = scope.api();
+            claims
+                .get_opt(&claim)
+                .await?
+                .filter(|found| !volume::is_bound(found))
+                .map(|_| volume::unbound(&claim, role, action))
+        }
+    };
+    Ok(Progress::Running { unbound })
+}
+
+/// Applies `decision`: the stale-cache guard, objects created or deleted, the status written,
+/// then events, metrics and log lines.
+async fn apply<K: Kind>(
+    object: &K,
+    cached: &K::Status,
+    decision: Decision,
+    scope: &Scope,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action> {
+    if decision.changes_objects() && !is_current(object, &ctx.client).await? {
+        // The cache may be behind a sync that just started or ended; wait for the watch.
+        return Ok(Action::requeue(STEP));
+    }
+    let starting = matches!(decision, Decision::Start { .. }).then(|| object.plan(now));
+    let plan = starting.as_ref().or(cached.as_ref().sync_plan.as_ref());
+    let mut status = cached.clone();
+    let recorded = match (&decision, plan) {
+        (Decision::Finish(outcome), Some(plan)) => {
+            let finished = Finished { plan, outcome, now };
+            object.record(&mut status, &finished)
+        }
+        _ => Recorded::default(),
+    };
+    let moment = Moment {
+        now,
+        generation: object.meta().generation,
+        noun: K::PROFILE.noun,
+        plan,
+        manual_trigger: object.spec().trigger().is_some_and(|t| t.manual.is_some()),
+        summary: &recorded.summary,
+    };
+    status::transition(status.as_mut(), &decision, &moment);
+
+    match (&decision, plan) {
+        (Decision::Create(NewObject::Claim(claim)), _) => {
+            create_or_existing(&scope.api(), claim.as_ref()).await?;
+        }
+        (Decision::Create(NewObject::Snapshot(snapshot)), _) => {
+            create_or_existing(&scope.snapshots(), snapshot.as_ref()).await?;
+        }
+        (Decision::CreateJob(mount), Some(plan)) => {
+            let params = MoverJobParams {
+                image: ctx.mover_image.clone(),
+                owner: scope.owner.reference.clone(),
+                owner_label: (K::PROFILE.owner_label, object.name_any()),
+                claim: mount.claim.clone(),
+                node_name: mount.node.clone(),
+            };
+            create_or_existing(&scope.api(), &object.job(plan, &params)).await?;
+        }
+        (Decision::Finish(_), Some(plan)) => delete_run(plan, &recorded.temporary, scope).await?,
+        _ => {}
+    }
+    if !write_status(ctx, object, cached, &status).await? {
+        return Ok(Action::requeue(STEP));
+    }
+    announce(object, &decision, &moment, ctx).await;
+    if matches!(decision, Decision::Finish(_)) {
+        object.report(&status, &ctx.metrics);
+    }
+    Ok(decision
+        .requeue(now)
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Deletes a finished run's Job (with its Pods) and the temporary objects the kind named.
+async fn delete_run(plan: &SyncPlan, temporary: &[Temporary], scope: &Scope) -> Result<()> {
+    let background = DeleteParams::background();
+    let jobs: Api<Job> = scope.api();
+    ignore_not_found(jobs.delete(&plan.job_name, &background).await.map(drop))?;
+    for object in temporary {
+        let deleted = match object {
+            Temporary::Claim(name) => {
+                let claims: Api<PersistentVolumeClaim> = scope.api();
+                claims.delete(name, &background).await.map(drop)
+            }
+            Temporary::Snapshot(name) => {
+                scope.snapshots().delete(name, &background).await.map(drop)
+            }
+        };
+        ignore_not_found(deleted)?;
+    }
+    Ok(())
+}
+
+/// Tells people what happened, once the status says so: events, metrics and log lines.
+async fn announce<K: Kind>(object: &K, decision: &Decision, moment: &Moment<'_>, ctx: &Context) {
+    let labels = object_labels(object);
+    let job = moment.plan.map_or("", |plan| plan.job_name.as_str());
+    let action = K::PROFILE.action();
+    match decision {
+        Decision::Start { missed, .. } => {
+            ctx.metrics.missed(&labels, *missed);
+            let actions = moment
+                .plan
+                .map(|plan| plan::actions_env(&plan.actions))
+                .unwrap_or_default();
+            tracing::info!(
+                namespace = %labels.namespace,
+                name = %labels.name,
+                job,
+                actions = %actions,
+                missed,
+                "{} started",
+                K::PROFILE.noun
+            );
+            if let Some(plan) = moment.plan {
+                let note = format!("started {job} ({})", object.describe(plan));
+                let started = K::PROFILE.started();
+                ctx.event(object, EventType::Normal, &started, &action, note)
+                    .await;
+            }
+        }
+        Decision::Wait {
+            waiting: waiting @ Waiting { warning, .. },
+            warn: true,
+        } => {
+            let (reason, note) = (waiting.reason, warning.clone());
+            ctx.event(object, EventType::Warning, reason, waiting.action, note)
+                .await;
+        }
+        Decision::Finish(Outcome {
+            result,
+            verdict: Verdict::Succeeded { .. },
+            ..
+        }) => {
+            let seconds = moment.plan.map_or(0.0, |plan| {
+                moment.now.duration_since(plan.started_at.0).as_secs_f64()
+            });
+            let backed_up = moment
+                .plan
+                .is_some_and(|plan| plan.actions.contains(&SyncAction::Backup));
+            let bytes_added = if backed_up { result.bytes_added } else { 0 };
+            tracing::info!(
+                namespace = %labels.namespace,
+                name = %labels.name,
+                job,
+                snapshot = result.snapshot_id.as_deref().unwrap_or(""),
+                bytes_added,
+                seconds,
+                "{} succeeded: {}",
+                K::PROFILE.noun,
+                moment.summary
+            );
+            let at = moment.now.as_second() as f64;
+            ctx.metrics
+                .sync_succeeded(&labels, at, seconds, bytes_added);
+            let summary = moment.summary.to_string();
+            ctx.event(
+                object,
+                EventType::Normal,
+                reason::SYNC_SUCCEEDED,
+                &action,
+                summary,
+            )
+            .await;
+        }
+        _ => {}
+    }
+    if let Some(report) = status::failure_report(decision, moment) {
+        let action = match decision {
+            Decision::SecretInvalid { .. } => "Validate",
+            _ => action.as_str(),
+        };
+        tracing::warn!(
+            kind = %labels.kind,
+            namespace = %labels.namespace,
+            name = %labels.name,
+            reason = report.reason,
+            failures = report.failures,
+            "{action} failed: {}",
+            report.detail(moment.now)
+        );
+        let at = moment.now.as_second() as f64;
+        ctx.metrics.sync_failed(&labels, at, report.reason);
+        ctx.event(
+            object,
+            EventType::Warning,
+            report.reason,
+            action,
+            report.message,
+        )
+        .await;
+    }
+}
