@@ -30,28 +30,10 @@ fn two_snapshots(w: &Path) -> (Repo, PathBuf) {
     (repo, src)
 }
 
-fn repo_dir(repo: &Repo) -> PathBuf {
-    PathBuf::from(&repo.location)
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_in(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Stores `bytes` under the name of their hash, as every repository file is named.
 fn store(repo: &Repo, kind: FileKind, bytes: &[u8]) -> Id {
     let id = Id::hash(bytes);
-    LocalBackend::new(repo_dir(repo))
+    LocalBackend::new(repo.path())
         .save(kind, &id.to_hex(), Payload::Bytes(bytes))
         .unwrap();
     id
@@ -87,7 +69,7 @@ fn a_stray_key_of_the_same_password_does_not_shadow_the_real_one() {
     let (repo, _) = two_snapshots(w.path());
     // What a lost race to create the repository can leave: keys that open with the same
     // password but protect master keys that open nothing here.
-    let backend = LocalBackend::new(repo_dir(&repo));
+    let backend = LocalBackend::new(repo.path());
     for _ in 0..3 {
         sluice_repo::key::add(
             &backend,
@@ -167,7 +149,7 @@ fn one_damaged_snapshot_file_is_skipped_with_a_warning_and_check_says_how_to_rem
 fn check_says_an_index_is_missing_and_repair_index_rebuilds_it() {
     let w = workdir();
     let (repo, src) = two_snapshots(w.path());
-    for f in files_in(&repo_dir(&repo).join("index")) {
+    for f in files_below(&repo.path().join("index")) {
         fs::remove_file(f).unwrap();
     }
 
@@ -201,14 +183,14 @@ fn repair_snapshots_drops_what_lost_its_data_and_keeps_the_rest() {
     let mut c = Crafted::new(&w.path().join("repo"));
     let kept = c.data(b"kept");
     c.flush();
-    let before = files_in(&c.dir.join("data"));
+    let before = files_below(&c.dir.join("data"));
     let lost = c.data(b"lost data");
     c.flush();
-    let lost_pack = added(&before, &files_in(&c.dir.join("data")));
-    let before = files_in(&c.dir.join("data"));
+    let lost_pack = added(&before, &files_below(&c.dir.join("data")));
+    let before = files_below(&c.dir.join("data"));
     let gone_tree = c.tree(vec![file(b"inside", vec![kept], 4, 0o644)]);
     c.flush();
-    let gone_tree_pack = added(&before, &files_in(&c.dir.join("data")));
+    let gone_tree_pack = added(&before, &files_below(&c.dir.join("data")));
     let root = c.tree(vec![
         file(b"a", vec![kept], 4, 0o644),
         file(b"b", vec![kept, lost], 13, 0o644),
@@ -252,7 +234,7 @@ fn added(before: &[PathBuf], after: &[PathBuf]) -> PathBuf {
 fn a_repository_without_its_config_is_not_covered_by_a_new_one() {
     let w = workdir();
     let (repo, src) = two_snapshots(w.path());
-    let config = repo_dir(&repo).join("config");
+    let config = repo.path().join("config");
     let saved = fs::read(&config).unwrap();
     fs::remove_file(&config).unwrap();
 
@@ -282,22 +264,6 @@ fn a_repository_without_its_config_is_not_covered_by_a_new_one() {
 }
 
 /// Runs `n` copies of a command at once and returns their outputs.
-fn all_at_once(n: usize, make: impl Fn(usize) -> Command) -> Vec<std::process::Output> {
-    let children: Vec<_> = (0..n)
-        .map(|i| {
-            make(i)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect()
-}
-
 #[test]
 fn many_inits_at_once_make_exactly_one_repository() {
     let w = workdir();
@@ -314,7 +280,7 @@ fn many_inits_at_once_make_exactly_one_repository() {
             assert!(stderr(o).contains("already exists"), "{}", stderr(o));
         }
         assert_eq!(
-            files_in(&repo_dir(&repo).join("keys")).len(),
+            files_below(&repo.path().join("keys")).len(),
             1,
             "losers leave no key"
         );
@@ -362,7 +328,7 @@ fn an_empty_password_file_is_refused_like_an_empty_password() {
     fs::write(&pw, "\n").unwrap();
     let out = fails(repo.sluice().arg("init").arg("--password-file").arg(&pw));
     assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
-    assert!(!repo_dir(&repo).join("config").exists());
+    assert!(!repo.path().join("config").exists());
 }
 
 #[test]
@@ -475,7 +441,7 @@ fn a_killed_jobs_lock_carries_the_identity_the_next_jobs_unlock_compares() {
     let mut first = job("mover-pod-1", "unlock,backup").spawn().unwrap();
     // Lock files, not the temporary files they are written under.
     let locks = || -> Vec<PathBuf> {
-        files_in(&repo_dir(&repo).join("locks"))
+        files_below(&repo.path().join("locks"))
             .into_iter()
             .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect()
@@ -560,7 +526,7 @@ fn a_backup_that_reuses_a_pack_that_is_gone_saves_no_snapshot() {
     // lists it, so the next backup would reuse what is not there. The tree pack, a few
     // hundred bytes, stays: the parent snapshot is still readable.
     let mut removed = 0;
-    for p in files_in(&repo_dir(&repo).join("data")) {
+    for p in files_below(&repo.path().join("data")) {
         if fs::metadata(&p).unwrap().len() > 100_000 {
             fs::remove_file(p).unwrap();
             removed += 1;
@@ -573,7 +539,7 @@ fn a_backup_that_reuses_a_pack_that_is_gone_saves_no_snapshot() {
     let err = stderr(&out);
     assert!(err.contains("gone from the repository"), "{err}");
     assert_eq!(
-        files_in(&repo_dir(&repo).join("snapshots")).len(),
+        files_below(&repo.path().join("snapshots")).len(),
         1,
         "no second snapshot"
     );

@@ -1,14 +1,14 @@
 //! `check`: clean repositories pass; damage is named by pack, blob and the
 //! snapshots it breaks.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::*;
+use support::*;
 
 fn repo_with_two_snapshots(root: &Path) -> (Repo, Vec<String>) {
-    let repo = Repo::new(&root.join("repo"));
+    let repo = Repo::local(&root.join("repo"));
     ok(repo.sluice().arg("init"));
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -55,7 +55,7 @@ fn flipped_byte_is_named_by_pack_blob_and_snapshot() {
     // The structure is intact; only reading the data finds the damage.
     ok(repo.sluice().arg("check"));
     let out = exits(repo.sluice().args(["check", "--read-data"]), 1);
-    let err = text(&out.stderr);
+    let err = stderr(&out);
     let line = err
         .lines()
         .find(|l| l.contains(&format!("pack {name}")) && l.contains("blob "))
@@ -82,7 +82,7 @@ fn deleted_pack_is_named_by_the_structure_check() {
     let name = pack.file_name().unwrap().to_string_lossy().into_owned();
     std::fs::remove_file(&pack).unwrap();
     let out = exits(repo.sluice().arg("check"), 1);
-    let err = text(&out.stderr);
+    let err = stderr(&out);
     let line = err
         .lines()
         .find(|l| l.contains(&format!("pack {name}")) && l.contains("missing"))
@@ -112,13 +112,13 @@ fn unreferenced_pack_is_a_note_not_an_error() {
     } else {
         "00"
     };
-    let extra = repo.path.join("data").join(prefix);
+    let extra = repo.path().join("data").join(prefix);
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::copy(&stray, extra.join(format!("{prefix}{}", &original[2..]))).unwrap();
     let out = ok(repo.sluice().arg("check"));
     assert!(
-        text(&out.stdout).contains("not referenced by any index"),
+        stdout(&out).contains("not referenced by any index"),
         "{}",
-        text(&out.stdout)
+        stdout(&out)
     );
 }

@@ -1,16 +1,16 @@
 //! kill -9 during backups: the repository always passes `restic check`,
 //! the next backup succeeds and every snapshot restores.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 #[test]
 fn killed_backups_never_damage_the_repository() {
     let w = tempfile::tempdir().unwrap();
-    let repo = Repo::new(&w.path().join("repo"));
+    let repo = Repo::local(&w.path().join("repo"));
     ok(repo.sluice().arg("init"));
     let src = w.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -41,9 +41,7 @@ fn killed_backups_never_damage_the_repository() {
         restic_restore(&repo, id, &w.path().join("restore").join(id));
     }
     // The newest snapshot is the last completed backup of the final state.
-    let latest = restic_restore(&repo, "latest", &w.path().join("latest"));
-    let src_digest = tree_digest(&src);
+    restic_restore(&repo, "latest", &w.path().join("latest"));
     let restored_root = w.path().join("latest").join(src.strip_prefix("/").unwrap());
-    assert_eq!(tree_digest(&restored_root), src_digest);
-    drop(latest);
+    assert_same_tree(&src, &restored_root, Compare::EXACT);
 }

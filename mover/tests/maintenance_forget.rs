@@ -2,13 +2,13 @@
 //! snapshot sets: New Year ISO weeks, DST change days (Europe/Berlin),
 //! future times and equal timestamps, several hosts and paths.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
 use serde_json::Value;
+use support::*;
 
 const TZ: &str = "Europe/Berlin";
 
@@ -68,7 +68,7 @@ const POLICIES: &[&[&str]] = &[
 
 /// Makes the snapshot set, alternating restic and sluice-mover as writer.
 fn make_repo(root: &Path) -> Repo {
-    let repo = Repo::new(&root.join("repo"));
+    let repo = Repo::local(&root.join("repo"));
     ok(repo.restic().arg("init"));
     for dir in ["a", "b"] {
         let d = root.join(dir);
@@ -115,7 +115,7 @@ fn times(repo: &Repo) -> BTreeMap<String, String> {
 }
 
 fn groups(stdout: &[u8], times: &BTreeMap<String, String>) -> Groups {
-    let text = text(stdout);
+    let text = String::from_utf8_lossy(stdout);
     let line = text
         .lines()
         .find(|l| l.starts_with('['))
@@ -215,7 +215,7 @@ fn malformed_keep_within_is_rejected_before_any_work() {
     let w = tempfile::tempdir().unwrap();
     // No repository exists: a rejection that names the flag proves the
     // value was checked before the repository was even opened.
-    let repo = Repo::new(&w.path().join("absent"));
+    let repo = Repo::local(&w.path().join("absent"));
     for bad in ["1x", "d", "5", "-1d", "1y2"] {
         let out = exits(
             repo.sluice()
@@ -223,7 +223,7 @@ fn malformed_keep_within_is_rejected_before_any_work() {
                 .arg(format!("--keep-within={bad}")),
             1,
         );
-        let err = text(&out.stderr);
+        let err = stderr(&out);
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
         assert!(
             err.contains("--keep-within") && err.contains(bad),
@@ -241,9 +241,5 @@ fn malformed_keep_within_is_rejected_before_any_work() {
         ]),
         1,
     );
-    assert!(
-        text(&out.stderr).contains("--max-unused"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(stderr(&out).contains("--max-unused"), "{}", stderr(&out));
 }

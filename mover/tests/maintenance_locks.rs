@@ -1,12 +1,12 @@
 //! Locks shared with restic: restic itself holds the lock while sluice-mover
 //! acts.
 
-mod common;
+mod support;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 /// Starts `restic backup --stdin` reading from a pipe we keep open: restic
 /// holds its (shared) lock until the pipe closes.
@@ -36,7 +36,7 @@ fn release(mut child: Child) {
 }
 
 fn new_repo(root: &std::path::Path) -> Repo {
-    let repo = Repo::new(&root.join("repo"));
+    let repo = Repo::local(&root.join("repo"));
     ok(repo.restic().arg("init"));
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -81,8 +81,8 @@ fn exclusive_command_waits_for_or_reports_restics_lock() {
     let pid = restic.id();
 
     let out = exits(repo.sluice().args(["forget", "--keep-last", "1"]), 11);
-    let err = text(&out.stderr);
-    let host = text(&ok(&mut std::process::Command::new("hostname")).stdout)
+    let err = stderr(&out);
+    let host = stdout(&ok(&mut std::process::Command::new("hostname")))
         .trim()
         .to_string();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -104,7 +104,7 @@ fn exclusive_command_waits_for_or_reports_restics_lock() {
     assert!(
         out.status.success(),
         "forget --retry-lock failed: {}",
-        text(&out.stderr)
+        stderr(&out)
     );
     // One snapshot per group: the directory's and restic's stdin backup.
     assert_eq!(repo.snapshot_ids().len(), 2);
@@ -116,7 +116,7 @@ fn stale_lock_of_a_killed_process_is_removed_automatically() {
     let repo = new_repo(w.path());
     leave_stale_lock(&repo, w.path());
     let out = ok(repo.sluice().args(["forget", "--keep-last", "5"]));
-    let err = text(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("removing stale lock"),
         "no log line about the stale lock: {err}"
@@ -131,27 +131,19 @@ fn unlock_removes_stale_locks_and_remove_all_removes_every_lock() {
     let repo = new_repo(w.path());
     leave_stale_lock(&repo, w.path());
     let out = ok(repo.sluice().arg("unlock"));
-    assert!(
-        text(&out.stdout).contains("removed 1 locks"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(stdout(&out).contains("removed 1 locks"), "{}", stdout(&out));
     assert!(repo.files("locks").is_empty());
 
     let mut restic = restic_holding_lock(&repo);
     let out = ok(repo.sluice().arg("unlock"));
     assert!(
-        text(&out.stdout).contains("removed 0 locks"),
+        stdout(&out).contains("removed 0 locks"),
         "a live lock was removed: {}",
-        text(&out.stdout)
+        stdout(&out)
     );
     assert_eq!(repo.files("locks").len(), 1);
     let out = ok(repo.sluice().args(["unlock", "--remove-all"]));
-    assert!(
-        text(&out.stdout).contains("removed 1 locks"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(stdout(&out).contains("removed 1 locks"), "{}", stdout(&out));
     assert!(repo.files("locks").is_empty());
     kill9(&mut restic);
 }

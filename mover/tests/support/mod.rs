@@ -1,9 +1,11 @@
-//! Shared helpers of the restic-compatibility tests: running sluice-mover
-//! and restic, building awkward trees, and comparing trees exactly.
+//! Helpers shared by the mover's integration tests: repositories that
+//! sluice-mover and the real restic both drive (local, or on MinIO),
+//! running commands, awkward trees, crafted repositories (`craft`), and
+//! killing and waiting. Data and tree comparison come from
+//! `sluice_testkit`, so every crate's tests use the same ones.
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
-use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sluice_testkit::MinIo;
 pub use sluice_testkit::data::random_bytes;
 use sluice_testkit::tools::Tool;
 pub use sluice_testkit::tree::{Compare, assert_same_tree};
@@ -18,6 +21,21 @@ pub use sluice_testkit::tree::{Compare, assert_same_tree};
 pub mod craft;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Variables of the test's own environment that would change what the
+/// tools do; each command gets only what its `Repo` sets.
+const AMBIENT: [&str; 10] = [
+    "RESTIC_PASSWORD_FILE",
+    "RESTIC_CACERT",
+    "RESTIC_COMPRESSION",
+    "RESTIC_PACK_SIZE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "SLUICE_LOG",
+    "SLUICE_LOG_FORMAT",
+];
 
 /// A repository location plus the environment both tools need.
 pub struct Repo {
@@ -27,6 +45,7 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// A repository in a local directory.
     pub fn local(path: &Path) -> Repo {
         Repo {
             location: path.display().to_string(),
@@ -35,16 +54,37 @@ impl Repo {
         }
     }
 
+    /// A repository at `bucket_and_prefix` on `minio`, with its credentials.
+    pub fn s3(minio: &MinIo, bucket_and_prefix: &str) -> Repo {
+        Repo {
+            location: minio.repository(bucket_and_prefix),
+            password: PASSWORD.to_string(),
+            env: minio
+                .env()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The directory of a local repository.
+    pub fn path(&self) -> PathBuf {
+        assert!(
+            !self.location.starts_with("s3:"),
+            "{} is not a local repository",
+            self.location
+        );
+        PathBuf::from(&self.location)
+    }
+
     fn apply(&self, c: &mut Command) {
+        for name in AMBIENT {
+            c.env_remove(name);
+        }
         c.env("RESTIC_REPOSITORY", &self.location)
             .env("RESTIC_PASSWORD", &self.password)
-            .env_remove("RESTIC_PASSWORD_FILE")
             // New keys derive cheaply: these tests create many repositories.
-            .env("SLUICE_INSECURE_TEST_KDF", "1")
-            .env(
-                "RESTIC_CACHE_DIR",
-                std::env::temp_dir().join("sluice-test-restic-cache"),
-            );
+            .env("SLUICE_INSECURE_TEST_KDF", "1");
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -57,43 +97,112 @@ impl Repo {
         c
     }
 
-    /// A restic command against this repository.
+    /// A restic command against this repository, without a cache, so what
+    /// it reports is what the repository holds.
     pub fn restic(&self) -> Command {
         let mut c = Command::new(Tool::Restic.path());
         self.apply(&mut c);
+        c.arg("--no-cache");
         c
     }
+
+    /// Ids of the snapshots, sorted, as restic lists them.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let out = ok(self.restic().args(["snapshots", "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("snapshots JSON");
+        let mut ids: Vec<String> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["id"].as_str().expect("id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Files in a directory of a local repository (`locks`, `index`,
+    /// `data`...; `""` for all), sorted.
+    pub fn files(&self, dir: &str) -> Vec<PathBuf> {
+        files_below(&self.path().join(dir))
+    }
+}
+
+/// Every file below `dir` (none when it does not exist), sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+fn describe(c: &Command, o: &Output) -> String {
+    format!(
+        "{c:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
 }
 
 /// Runs a command and returns its output, panicking with both streams if
 /// it did not exit 0.
 pub fn ok(c: &mut Command) -> Output {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{c:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
+    let o = run(c);
+    assert!(o.status.success(), "{}", describe(c, &o));
+    o
 }
 
 /// Runs a command that is expected to fail and returns its output.
 pub fn fails(c: &mut Command) -> Output {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    let o = run(c);
     assert!(
-        !out.status.success(),
-        "{c:?} unexpectedly succeeded\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        !o.status.success(),
+        "unexpected success: {}",
+        describe(c, &o)
     );
-    out
+    o
+}
+
+/// Runs a command, failing unless it exited with `code`.
+pub fn exits(c: &mut Command, code: i32) -> Output {
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(code), "{}", describe(c, &o));
+    o
+}
+
+/// Starts `n` commands (`make(i)` for each i) at once and waits for all.
+pub fn all_at_once(n: usize, make: impl Fn(usize) -> Command) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            make(i)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -102,6 +211,41 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Waits until `dir` of a local repository holds at least one complete
+/// file (the local backend writes under a dot-prefixed temporary name
+/// first).
+pub fn wait_for_file(repo: &Repo, dir: &str, timeout: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        let complete = repo
+            .files(dir)
+            .iter()
+            .any(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'));
+        if complete {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill9(child: &mut std::process::Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Copies a directory tree (repositories are plain files).
+pub fn copy_dir(from: &Path, to: &Path) {
+    ok(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// Restores snapshot `id` with restic into `target`.
+pub fn restic_restore(repo: &Repo, id: &str, target: &Path) {
+    ok(repo.restic().args(["restore", id, "--target"]).arg(target));
 }
 
 fn c_path(p: &Path) -> CString {
