@@ -111,7 +111,7 @@ fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
     stack.cluster.apply(&source(ns, "data", "Direct", ""));
 
     let locks = stack.minio.data_dir().join(bucket).join("locks");
-    let mover = wait_for_mover_holding_lock(bucket, &locks);
+    let mover = wait_for_mover_holding_lock(&stack.minio.repository(bucket), &locks);
     // SAFETY: plain kill(2) of a process this test found by its environment.
     unsafe { libc::kill(mover, libc::SIGKILL) };
     let object = "replicationsource/data";
@@ -232,35 +232,35 @@ fn wait_for_mover_pod_holding_lock(
     }
 }
 
-/// The pid of the `sluice-mover job` process whose repository is `bucket`,
-/// once it holds a lock in the repository.
-fn wait_for_mover_holding_lock(bucket: &str, locks: &Path) -> i32 {
+/// The pid of the `sluice-mover job` process whose repository is
+/// `repository` (a URL with this run's MinIO port, so another run's movers
+/// on the same machine never match), once it holds a lock.
+fn wait_for_mover_holding_lock(repository: &str, locks: &Path) -> i32 {
     let deadline = Instant::now() + SYNC;
     loop {
         let has_lock = fs::read_dir(locks).is_ok_and(|mut d| d.next().is_some());
-        if has_lock && let Some(pid) = mover_pid(bucket) {
+        if has_lock && let Some(pid) = mover_pid(repository) {
             return pid;
         }
         assert!(
             Instant::now() < deadline,
-            "no mover for {bucket} held a lock within {SYNC:?}"
+            "no mover for {repository} held a lock within {SYNC:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn mover_pid(bucket: &str) -> Option<i32> {
-    let wanted = format!("/{bucket}");
+fn mover_pid(repository: &str) -> Option<i32> {
     fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
         let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
         let environ = fs::read(entry.path().join("environ")).ok()?;
         let is_job = cmdline.split(|b| *b == 0).any(|arg| arg == b"job");
         let environ = String::from_utf8_lossy(&environ);
-        let repository = environ
+        let found = environ
             .split('\0')
             .find_map(|var| var.strip_prefix("RESTIC_REPOSITORY="))?;
-        (is_job && repository.ends_with(&wanted)).then_some(pid)
+        (is_job && found == repository).then_some(pid)
     })
 }
 

@@ -1,13 +1,15 @@
 //! The base image of the final stage, assembled from this machine.
 //!
 //! The Dockerfile builds on `gcr.io/distroless/cc-debian12`: Debian 12's C
-//! runtime (glibc and libgcc), CA certificates, and `/etc/passwd` with the
-//! `nonroot` user (65532), and nothing else: no shell, no package manager.
-//! No registry is reachable here, so `make image` makes the equivalent from
-//! this machine's own Debian 12 packages: exactly the shared libraries the
-//! binaries load (as the dynamic loader resolves them), the CA bundle of
-//! `ca-certificates`, and the same account files. On a machine that is not
-//! Debian 12 it refuses, rather than mixing another libc into the image.
+//! runtime (glibc and libgcc), CA certificates, the time zone database, and
+//! `/etc/passwd` with the `nonroot` user (65532), and nothing else: no
+//! shell, no package manager. No registry is reachable here, so `make
+//! image` makes the equivalent from this machine's own Debian 12 packages:
+//! exactly the shared libraries the binaries load (as the dynamic loader
+//! resolves them), the CA bundle of `ca-certificates`, `tzdata`'s
+//! `/usr/share/zoneinfo` (schedules name IANA zones), and the same account
+//! files. On a machine that is not Debian 12 it refuses, rather than mixing
+//! another libc into the image.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,9 @@ const DISTROLESS_CC: &str = "gcr.io/distroless/cc-debian12";
 
 /// Debian's CA bundle, which rustls' native roots and OpenSSL both read.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The time zone database of Debian's `tzdata`.
+const ZONEINFO: &str = "/usr/share/zoneinfo";
 
 /// The unprivileged account of distroless' `nonroot` images.
 pub const NONROOT_UID: u32 = 65532;
@@ -70,7 +75,9 @@ pub fn entries(base: &str, binaries: &[PathBuf]) -> Result<Vec<Entry>> {
         Entry::host_file(CA_BUNDLE, Path::new(CA_BUNDLE), 0o644),
         Entry::dir("/tmp", 0o1777),
         Entry::dir("/home/nonroot", 0o700).owned_by(NONROOT_UID),
+        Entry::symlink("/etc/localtime", Path::new("/usr/share/zoneinfo/Etc/UTC")),
     ];
+    entries.extend(tree(Path::new(ZONEINFO))?);
     let mut libraries = Vec::new();
     for binary in binaries {
         let output = Command::new("ldd")
@@ -94,6 +101,30 @@ pub fn entries(base: &str, binaries: &[PathBuf]) -> Result<Vec<Entry>> {
         entries.push(Entry::host_file(&library, &resolved, 0o755));
     }
     Ok(entries)
+}
+
+/// The files, directories and symlinks below `root`, at the same paths.
+fn tree(root: &Path) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let listing =
+            fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in listing {
+            let path = entry?.path();
+            let image_path = path.to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.is_symlink() {
+                out.push(Entry::symlink(&image_path, &fs::read_link(&path)?));
+            } else if meta.is_dir() {
+                out.push(Entry::dir(&image_path, 0o755));
+                stack.push(path);
+            } else {
+                out.push(Entry::host_file(&image_path, &path, 0o644));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses any machine other than Debian 12, whose packages the base is
@@ -164,6 +195,23 @@ mod tests {
                 .is_empty()
         );
         assert!(shared_libraries("\tlibfoo.so => not found\n").is_err());
+    }
+
+    #[test]
+    fn the_base_has_certificates_zones_and_the_nonroot_user() {
+        let entries = entries("gcr.io/distroless/cc-debian12:nonroot", &[]).unwrap();
+        let has = |path: &str| entries.iter().any(|e| e.path == path);
+        for path in [
+            CA_BUNDLE,
+            "/usr/share/zoneinfo/Europe/Berlin",
+            "/etc/passwd",
+            "/etc/localtime",
+            "/tmp",
+        ] {
+            assert!(has(path), "{path} is missing from the base");
+        }
+        let home = entries.iter().find(|e| e.path == "/home/nonroot").unwrap();
+        assert_eq!(home.uid, NONROOT_UID);
     }
 
     #[test]

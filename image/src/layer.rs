@@ -27,6 +27,8 @@ pub enum Content {
     HostFile(PathBuf),
     /// A file with these bytes.
     Bytes(Vec<u8>),
+    /// A symbolic link to this target.
+    Symlink(PathBuf),
 }
 
 /// One path of the image's file system.
@@ -53,6 +55,11 @@ impl Entry {
     /// A file owned by root with the bytes of `host`.
     pub fn host_file(path: &str, host: &Path, mode: u32) -> Entry {
         Entry::new(path, Content::HostFile(host.to_path_buf()), mode)
+    }
+
+    /// A symbolic link owned by root.
+    pub fn symlink(path: &str, target: &Path) -> Entry {
+        Entry::new(path, Content::Symlink(target.to_path_buf()), 0o777)
     }
 
     /// The same entry owned by `uid` (and the group of the same number).
@@ -143,6 +150,11 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, entry: &Entry) -> Res
             header.set_size(bytes.len() as u64);
             tar.append_data(&mut header, path, bytes.as_slice())?;
         }
+        Content::Symlink(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            tar.append_link(&mut header, path, target)?;
+        }
         Content::HostFile(host) => {
             let file =
                 File::open(host).with_context(|| format!("cannot read {}", host.display()))?;
@@ -221,6 +233,7 @@ mod tests {
             Entry::host_file("/usr/local/bin/tool", &host, 0o755),
             Entry::bytes("/etc/passwd", "root:x:0:0::/:/x\n", 0o644),
             Entry::dir("/home/nonroot", 0o700).owned_by(65532),
+            Entry::symlink("/etc/localtime", Path::new("/usr/share/zoneinfo/UTC")),
         ];
         let a = write(&entries, &dir.path().join("a.tar.gz")).unwrap();
         let mut reversed = entries.clone();
@@ -238,6 +251,7 @@ mod tests {
             listing(&a.path),
             [
                 ("etc/".to_string(), 0o755, 0),
+                ("etc/localtime".to_string(), 0o777, 0),
                 ("etc/passwd".to_string(), 0o644, 0),
                 ("home/".to_string(), 0o755, 0),
                 ("home/nonroot/".to_string(), 0o700, 65532),
