@@ -21,6 +21,7 @@ fn failure_scenarios() {
         scope.spawn(|| missing_secret_keys_are_reported_before_any_job(stack));
         scope.spawn(|| killed_mover_leaves_a_lock_the_next_sync_clears(stack));
         scope.spawn(|| deleted_mover_pod_leaves_a_lock_the_next_pod_clears_at_once(stack));
+        scope.spawn(|| mover_over_its_memory_limit_is_reported_as_oom_killed(stack));
     });
     object_storage_down_during_a_sync_is_retried_until_it_is_back(&mut stack);
 }
@@ -116,6 +117,13 @@ fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
     unsafe { libc::kill(mover, libc::SIGKILL) };
     let object = "replicationsource/data";
     stack.wait_field(ns, object, READY_REASON, SYNC, |v| v == "MoverFailed");
+    // The container's real exit: killed by SIGKILL, said as such.
+    let message = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    );
+    assert!(message.contains("SIGKILL, exit code 137"), "{message}");
     assert_eq!(stack.get(ns, object, "{.status.consecutiveFailures}"), "1");
     assert_ne!(
         stack.get(ns, object, "{.status.nextSyncTime}"),
@@ -135,6 +143,28 @@ fn killed_mover_leaves_a_lock_the_next_sync_clears(stack: &Stack) {
     let left = stack.run_restic(bucket, &["list", "locks", "--no-lock"]);
     assert_eq!(left.trim(), "", "stale lock not removed");
     stack.run_restic(bucket, &["check", "--read-data"]);
+}
+
+fn mover_over_its_memory_limit_is_reported_as_oom_killed(stack: &Stack) {
+    let ns = "oom";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "oom/repo", None);
+    stack.run_restic("oom/repo", &["init"]);
+    write_slow_sample(&stack.claim(ns, "data"), "oom");
+    // Far below what a backup needs: the kernel kills the mover.
+    let limit = "    moverResources: {limits: {memory: 12Mi}}\n";
+    stack.cluster.apply(&source(ns, "data", "Direct", limit));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, READY_REASON, SYNC, |v| v == "MoverFailed");
+    let message = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    );
+    assert!(
+        message.contains("OOMKilled") && message.contains("moverResources.limits.memory"),
+        "the condition names the OOM kill and the fix: {message}"
+    );
 }
 
 /// Writes the sample tree and 64 MiB of incompressible data to `data`, so

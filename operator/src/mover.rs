@@ -42,13 +42,31 @@ pub fn result_from_pod(pod: &Pod) -> Option<MoverResult> {
         Ok(result) => Some(result),
         Err(_) => Some(MoverResult {
             error_class: Some(ErrorClass::Internal),
-            message: Some(format!(
-                "mover exited with code {} without a result: {}",
+            message: Some(without_result(
                 terminated.exit_code,
-                last_lines(&message, 5)
+                terminated.reason.as_deref(),
+                &message,
             )),
             ..Default::default()
         }),
+    }
+}
+
+/// What to say of a mover that ended without writing a result: the
+/// kernel's OOM killer (the container's memory limit) and a SIGKILL are
+/// told apart from a crash, because they are fixed differently.
+fn without_result(exit_code: i32, reason: Option<&str>, message: &str) -> String {
+    let tail = last_lines(message, 5);
+    match (reason, exit_code) {
+        (Some("OOMKilled"), _) => format!(
+            "mover was killed for exceeding its memory limit (OOMKilled, exit code {exit_code}): \
+             raise spec.restic.moverResources.limits.memory; last output: {tail}"
+        ),
+        (_, 137) => format!(
+            "mover was killed (SIGKILL, exit code 137) before writing a result: \
+             the node, a user or a deadline stopped it; last output: {tail}"
+        ),
+        _ => format!("mover exited with code {exit_code} without a result: {tail}"),
     }
 }
 
@@ -85,6 +103,10 @@ mod tests {
     };
 
     fn terminated(exit_code: i32, message: &str) -> Pod {
+        terminated_because(exit_code, None, message)
+    }
+
+    fn terminated_because(exit_code: i32, reason: Option<&str>, message: &str) -> Pod {
         Pod {
             status: Some(PodStatus {
                 container_statuses: Some(vec![ContainerStatus {
@@ -92,6 +114,7 @@ mod tests {
                     state: Some(ContainerState {
                         terminated: Some(ContainerStateTerminated {
                             exit_code,
+                            reason: reason.map(String::from),
                             message: Some(message.into()),
                             ..Default::default()
                         }),
@@ -151,5 +174,27 @@ mod tests {
             message.contains("code 101") && message.contains("panicked"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_mover_without_a_result_says_how_it_ended() {
+        for (exit_code, reason, expected) in [
+            (
+                137,
+                Some("OOMKilled"),
+                "exceeding its memory limit (OOMKilled",
+            ),
+            (137, Some("Error"), "killed (SIGKILL, exit code 137)"),
+            (2, Some("Error"), "exited with code 2 without a result"),
+        ] {
+            let result =
+                result_from_pod(&terminated_because(exit_code, reason, "reading files\n")).unwrap();
+            let message = result.message.unwrap();
+            assert!(
+                message.contains(expected),
+                "{reason:?}/{exit_code}: {message}"
+            );
+            assert!(message.contains("reading files"), "{message}");
+        }
     }
 }
