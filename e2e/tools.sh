@@ -164,6 +164,7 @@ build_kube() {
 
 build_snapshotter() {
     local v=$SNAPSHOTTER_VERSION names=(snapshot-controller csi-snapshotter) missing=() n
+    local staging_v="v0.${KUBE_VERSION#v1.}"
     for n in "${names[@]}"; do fresh "$n" "$v" || missing+=("$n"); done
     if ((${#missing[@]} == 0)) && [[ -d "$BIN/snapshot-crds-${v#v}" ]]; then
         log "snapshotter $v is up to date"
@@ -179,7 +180,10 @@ build_snapshotter() {
         [[ -f "$upstream" ]] || die "could not download external-snapshotter $v: is the Go module proxy reachable?"
         {
             echo
-            sed -n 's#^replace \(.*\) => \([^.][^ ]*\) \(v.*\)#replace \1 => \2 \3#p' "$upstream"
+            # Kubernetes libraries at the patch release of the pins above, so
+            # the Go build cache the kube build filled serves them too.
+            sed -n 's#^replace \(.*\) => \([^.][^ ]*\) \(v.*\)#replace \1 => \2 \3#p' "$upstream" |
+                sed 's#^\(replace k8s\.io/[^ ]* => k8s\.io/[^ ]*\) v0\.[0-9]*\.[0-9]*$#\1 '"$staging_v"'#'
             echo "replace github.com/kubernetes-csi/external-snapshotter/client/v8 => github.com/kubernetes-csi/external-snapshotter/client/v8 $v"
         } >>"$mod/go.mod"
         for n in "${missing[@]}"; do
