@@ -1,4 +1,5 @@
-//! What every reconcile needs: the client, the event recorder, metrics and the mover image.
+//! What every reconcile needs: the client, the event recorder, metrics, the mover image and the
+//! stores of what Sluice owns.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use kube::{
     runtime::events::{Event, EventType, Recorder},
 };
 
-use crate::metrics::Metrics;
+use crate::{cache::Owned, metrics::Metrics};
 
 /// Shared state of both controllers.
 pub struct Context {
@@ -19,6 +20,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Image of the mover Jobs.
     pub mover_image: String,
+    /// The Jobs, Pods, PVCs and VolumeSnapshots Sluice made, as watched.
+    pub owned: Owned,
 }
 
 /// The result every reconcile step returns; errors are API failures worth a retry.

@@ -4,10 +4,13 @@
 //! objects (a stale cache, a create that raced itself, a delete that finds nothing). The
 //! reconcile itself is [`crate::reconcile`].
 
-use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
+use std::{fmt::Debug, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{batch::v1::Job, core::v1::PersistentVolumeClaim};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{PersistentVolumeClaim, Pod},
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -21,7 +24,13 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sluice_api::labels;
 
-use crate::{context::Context, metrics::ObjectLabels};
+use crate::{
+    cache::{self, Feed},
+    context::Context,
+    metrics::ObjectLabels,
+    reconcile::{self, Kind},
+    volume::VolumeSnapshot,
+};
 
 /// The kinds the controllers reconcile: namespaced, statically typed custom resources.
 pub trait Synced:
@@ -50,23 +59,25 @@ impl<K> Synced for K where
 const API_ERROR_RETRY: Duration = Duration::from_secs(15);
 
 /// Runs the controller for `K` until the stream ends (shutdown): every object of `K` in the
-/// cluster, and the Jobs and PVCs Sluice made (by label) for their owners.
-pub async fn run<K, F, Fut>(ctx: Arc<Context>, reconcile: F)
-where
-    K: Synced,
-    F: FnMut(Arc<K>, Arc<Context>) -> Fut,
-    Fut: Future<Output = kube::Result<Action>> + Send + 'static,
-{
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE
-    ));
-    Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Job>::all(client.clone()), owned.clone())
-        .owns(Api::<PersistentVolumeClaim>::all(client), owned)
-        .run(reconcile, error_policy::<K>, ctx)
+/// cluster, woken by changes to it and, through `feed`, to the Jobs, Pods, PVCs and
+/// VolumeSnapshots Sluice made for it (mapped by the owner label they carry).
+pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed) {
+    let label = K::PROFILE.owner_label;
+    let controller = Controller::new(
+        Api::<K>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .watches_shared_stream(feed.jobs, cache::owner::<K, Job>(label))
+    .watches_shared_stream(feed.pods, cache::owner::<K, Pod>(label))
+    .watches_shared_stream(feed.claims, cache::owner::<K, PersistentVolumeClaim>(label));
+    let controller = match feed.snapshots {
+        Some(snapshots) => {
+            controller.watches_shared_stream(snapshots, cache::owner::<K, VolumeSnapshot>(label))
+        }
+        None => controller,
+    };
+    controller
+        .run(reconcile::reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed");

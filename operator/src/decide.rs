@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, TypedLocalObjectReference};
-use kube::api::DynamicObject;
 use sluice_api::{
     SyncPlan, SyncStatus, Trigger, conditions,
     mover_result::{ErrorClass, MoverResult},
@@ -25,21 +24,20 @@ use crate::{
     backoff::{self, Retry},
     schedule::Schedule,
     secret, status,
+    volume::VolumeSnapshot,
 };
 
 /// Waiting this long for something outside Sluice (a VolumeSnapshot to become ready, a claim to
 /// bind) gets a Warning event on each look; the sync keeps waiting.
 pub const READY_WARNING: SignedDuration = SignedDuration::from_mins(5);
 
-/// How soon a reconcile looks again after a step whose effect it will see at once (a plan
-/// recorded, an object created, a result recorded), or after reading a stale cache.
+/// How soon a reconcile looks again after reading a stale cache; also the shortest timer.
 pub const STEP: Duration = Duration::from_secs(1);
 
-/// How often a running mover Job is looked at even without a watch event.
-pub const POLL: Duration = Duration::from_secs(10);
-
-/// How often a sync waiting for a VolumeSnapshot or a claim is looked at.
-pub const WAIT_POLL: Duration = Duration::from_secs(5);
+/// How often a sync in progress is looked at without an event. Its Job, Pods and volumes are
+/// watched, so any change to them wakes the reconcile at once; this only bounds what an event
+/// that went missing costs.
+pub const SAFETY: Duration = Duration::from_secs(300);
 
 /// When an object without `spec.trigger` (neither a schedule nor `manual`) syncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +120,7 @@ pub enum NewObject {
     /// A PersistentVolumeClaim.
     Claim(Box<PersistentVolumeClaim>),
     /// A VolumeSnapshot.
-    Snapshot(Box<DynamicObject>),
+    Snapshot(Box<VolumeSnapshot>),
 }
 
 /// A wait for something outside Sluice, as the Synchronizing condition and, when it lasts past
@@ -247,12 +245,12 @@ pub enum Decision {
     Create(NewObject),
     /// Create the mover Job, mounting this.
     CreateJob(Mount),
-    /// Wait for a VolumeSnapshot or a claim; `warn` once the wait is long.
+    /// Wait for a VolumeSnapshot or a claim; warn from `warn_at` on.
     Wait {
         /// What is awaited.
         waiting: Waiting,
-        /// Past [`READY_WARNING`] since the sync started.
-        warn: bool,
+        /// [`READY_WARNING`] after the sync started.
+        warn_at: Timestamp,
     },
     /// The mover runs.
     Running,
@@ -336,23 +334,23 @@ fn between_syncs(observed: &Observed, secret: Option<&SecretSeen>) -> Decision {
 }
 
 fn during_sync(observed: &Observed, plan: &SyncPlan, progress: &Progress) -> Decision {
-    let warn = observed.now.duration_since(plan.started_at.0) > READY_WARNING;
+    let warn_at = plan.started_at.0 + READY_WARNING;
     match progress {
-        Progress::Preparing(step) => next_step(observed, step, warn, |mount| {
+        Progress::Preparing(step) => next_step(observed, step, warn_at, |mount| {
             Decision::CreateJob(mount.clone())
         }),
         Progress::Running {
             unbound: Some(waiting),
         } => Decision::Wait {
             waiting: waiting.clone(),
-            warn,
+            warn_at,
         },
         Progress::Running { unbound: None } => Decision::Running,
         Progress::Ended { result, .. } if result.error_class.is_some() => {
             let class = result.error_class.unwrap_or(ErrorClass::Internal);
             finish_failed(observed, result.clone(), class.condition_reason())
         }
-        Progress::Ended { result, publish } => next_step(observed, publish, warn, |image| {
+        Progress::Ended { result, publish } => next_step(observed, publish, warn_at, |image| {
             let next = schedule(&observed.spec)
                 .ok()
                 .flatten()
@@ -370,7 +368,7 @@ fn during_sync(observed: &Observed, plan: &SyncPlan, progress: &Progress) -> Dec
 fn next_step<T>(
     observed: &Observed,
     step: &Step<T>,
-    warn: bool,
+    warn_at: Timestamp,
     ready: impl FnOnce(&T) -> Decision,
 ) -> Decision {
     match step {
@@ -378,7 +376,7 @@ fn next_step<T>(
         Step::Create(object) => Decision::Create(object.clone()),
         Step::Wait(waiting) => Decision::Wait {
             waiting: waiting.clone(),
-            warn,
+            warn_at,
         },
         Step::Fail {
             class,
@@ -454,16 +452,27 @@ fn reference(observed: &Observed) -> Timestamp {
 
 impl Decision {
     /// When the controller looks again without a watch event: `None` waits for a change of the
-    /// object (or of what it owns).
+    /// object (or of what it owns). Timers are for what time alone changes: a schedule, a
+    /// backoff, a Secret that is not watched, a wait that becomes worth a warning.
     pub fn requeue(&self, now: Timestamp) -> Option<Duration> {
         match self {
             Self::Paused | Self::InvalidSchedule(_) | Self::WaitForTrigger => None,
             Self::Blocked | Self::SecretInvalid { .. } => Some(secret::RECHECK),
             Self::BackingOff(at) | Self::WaitForSchedule(at) => Some(until(*at, now)),
-            Self::ReadSecret | Self::Start { .. } | Self::Create(_) | Self::Finish(_) => Some(STEP),
-            Self::CreateJob(_) | Self::Running => Some(POLL),
-            Self::Wait { .. } => Some(WAIT_POLL),
+            Self::ReadSecret => Some(STEP),
+            Self::Wait { warn_at, .. } if *warn_at > now => Some(until(*warn_at, now)),
+            Self::Start { .. }
+            | Self::Create(_)
+            | Self::CreateJob(_)
+            | Self::Running
+            | Self::Wait { .. }
+            | Self::Finish(_) => Some(SAFETY),
         }
+    }
+
+    /// Whether a wait has lasted long enough at `now` to be worth a Warning event.
+    pub fn warns(&self, now: Timestamp) -> bool {
+        matches!(self, Self::Wait { warn_at, .. } if *warn_at <= now)
     }
 
     /// Whether applying this creates or deletes objects, so it must come from the API server's

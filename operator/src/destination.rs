@@ -15,7 +15,7 @@ use k8s_openapi::api::{
     core::v1::{PersistentVolumeClaim, TypedLocalObjectReference},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt, api::DynamicObject};
+use kube::ResourceExt;
 use sluice_api::{
     DestinationCopyMethod, OnMissingSnapshot, ReplicationDestination, ReplicationDestinationStatus,
     RestoredSnapshot, SyncPlan,
@@ -23,18 +23,19 @@ use sluice_api::{
 };
 
 use crate::{
+    cache::Feed,
     context::{Context, Result},
     controller,
     decide::{Mount, NewObject, Outcome, Progress, Step, Verdict},
     job::{self, MoverJobParams},
     plan,
-    reconcile::{self, Finished, Kind, Profile, Recorded, Scope, Temporary},
-    volume::{self, Owner, PvcShape},
+    reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
+    volume::{self, Owner, PvcShape, VolumeSnapshot},
 };
 
 /// Runs the controller until the stream ends.
-pub async fn run(ctx: Arc<Context>) {
-    controller::run::<ReplicationDestination, _, _>(ctx, reconcile::reconcile).await;
+pub async fn run(ctx: Arc<Context>, feed: Feed) {
+    controller::run::<ReplicationDestination>(ctx, feed).await;
 }
 
 /// Name of the PVC a destination without `destinationPVC` restores into.
@@ -59,19 +60,14 @@ impl Kind for ReplicationDestination {
     }
 
     async fn prepare(&self, _: &SyncPlan, scope: &Scope) -> Result<Step<Mount>> {
-        let target = match &self.spec.restic.destination_pvc {
-            // The user's own claim: used as it is.
-            Some(_) => None,
-            None => {
-                let claims: Api<PersistentVolumeClaim> = scope.api();
-                claims.get_opt(&target_pvc_name(self)).await?
-            }
-        };
-        Ok(target_step(self, &scope.owner, target.as_ref()))
+        let target = scope.owned.claim(&scope.namespace, &target_pvc_name(self));
+        Ok(target_step(self, &scope.owner, target.as_deref()))
     }
 
     fn mounted_claim(&self, _: &SyncPlan) -> Option<(String, &'static str, &'static str)> {
-        Some((target_pvc_name(self), "the restore target", "Restore"))
+        // The user's own destinationPVC is theirs to bind.
+        let made = self.spec.restic.destination_pvc.is_none();
+        made.then(|| (target_pvc_name(self), "the restore target", "Restore"))
     }
 
     async fn conclude(
@@ -85,8 +81,8 @@ impl Kind for ReplicationDestination {
             (Some(_), _) => Step::Ready(None),
             (None, DestinationCopyMethod::Direct) => publish_step(self, plan, &scope.owner, None),
             (None, DestinationCopyMethod::Snapshot) => {
-                let snapshot = scope.snapshots().get_opt(&plan.job_name).await?;
-                publish_step(self, plan, &scope.owner, snapshot.as_ref())
+                let snapshot = scope.owned.snapshot(&scope.namespace, &plan.job_name);
+                publish_step(self, plan, &scope.owner, snapshot.as_deref())
             }
         };
         Ok(Progress::Ended { result, publish })
@@ -145,7 +141,7 @@ pub fn publish_step(
     destination: &ReplicationDestination,
     plan: &SyncPlan,
     owner: &Owner,
-    snapshot: Option<&DynamicObject>,
+    snapshot: Option<&VolumeSnapshot>,
 ) -> Step<Option<TypedLocalObjectReference>> {
     let target = target_pvc_name(destination);
     if destination.spec.restic.copy_method == DestinationCopyMethod::Direct {

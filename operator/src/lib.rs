@@ -7,6 +7,7 @@
 //! backup and a restore, so most behaviour is tested without an API server.
 
 pub mod backoff;
+pub mod cache;
 pub mod context;
 pub mod controller;
 pub mod decide;
@@ -22,6 +23,7 @@ pub mod schedule;
 pub mod secret;
 pub mod source;
 pub mod status;
+pub mod traffic;
 pub mod volume;
 
 #[cfg(test)]

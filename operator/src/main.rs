@@ -11,7 +11,8 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use kube::runtime::events::{Recorder, Reporter};
 use sluice_operator::{
-    context::Context, destination, http, leader::LeaderElector, metrics::Metrics, source,
+    cache::Owned, context::Context, destination, http, leader::LeaderElector, metrics::Metrics,
+    source, traffic::CountRequests,
 };
 
 /// Kubernetes operator that backs PVCs up into restic-format repositories.
@@ -74,10 +75,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API failed: {e}; check KUBECONFIG or the in-cluster service account"))?;
     let metrics = Arc::new(Metrics::default());
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes API to connect to: {e}; check KUBECONFIG or the in-cluster service account"
+        )
+    })?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API failed: {e}; check KUBECONFIG or the in-cluster service account"))?
+        .with_layer(&CountRequests::new(metrics.clone()))
+        .build();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -116,15 +123,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity),
         },
     );
+    let (owned, [sources, destinations], watching) = Owned::watch(&client).await;
     let ctx = Arc::new(Context {
         client,
         recorder,
         metrics,
         mover_image: args.mover_image,
+        owned: owned.clone(),
     });
+    let controllers = async {
+        // Reconciling before the stores are listed would take what they have not seen yet for
+        // missing.
+        owned.ready().await;
+        tracing::info!("owned Jobs, Pods, PVCs and VolumeSnapshots listed; reconciling");
+        tokio::select! {
+            _ = source::run(ctx.clone(), sources) => "ReplicationSource",
+            _ = destination::run(ctx.clone(), destinations) => "ReplicationDestination",
+        }
+    };
     tokio::select! {
-        _ = source::run(ctx.clone()) => anyhow::bail!("the ReplicationSource controller stopped"),
-        _ = destination::run(ctx) => anyhow::bail!("the ReplicationDestination controller stopped"),
+        stopped = controllers => anyhow::bail!("the {stopped} controller stopped"),
+        _ = watching => anyhow::bail!("the watches of owned objects stopped"),
         _ = elector.hold() => anyhow::bail!("lost the leader Lease; exiting so another replica takes over"),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }

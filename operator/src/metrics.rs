@@ -35,6 +35,15 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+/// One kind of request the operator makes to the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// The resource and subresource, e.g. `replicationsources/status`.
+    pub resource: String,
+}
+
 /// Which controller a reconcile belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -58,6 +67,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     reconciles: Family<ControllerLabels, Counter>,
     reconcile_errors: Family<ControllerLabels, Counter>,
+    api_requests: Family<RequestLabels, Counter>,
 }
 
 fn sync_duration_histogram() -> Histogram {
@@ -83,6 +93,7 @@ impl Default for Metrics {
             failures: Family::default(),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
+            api_requests: Family::default(),
         };
         registry.register(
             "sync_last_success_timestamp_seconds",
@@ -138,6 +149,11 @@ impl Default for Metrics {
             "reconcile_errors",
             "Reconciles that returned an error",
             metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Requests the operator sent to the API server, by verb and resource",
+            metrics.api_requests.clone(),
         );
         Self {
             registry,
@@ -211,6 +227,16 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&ControllerLabels {
                 kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to the API server.
+    pub fn api_request(&self, verb: &str, resource: &str) {
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                verb: verb.to_string(),
+                resource: resource.to_string(),
             })
             .inc();
     }

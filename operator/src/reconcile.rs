@@ -11,11 +11,11 @@ use std::{future::Future, sync::Arc};
 use jiff::Timestamp;
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{PersistentVolumeClaim, Pod, Secret},
+    core::v1::{PersistentVolumeClaim, Secret},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams},
+    api::DeleteParams,
     core::{
         NamespaceResourceScope,
         object::{HasSpec, HasStatus},
@@ -29,19 +29,20 @@ use sluice_api::{
 };
 
 use crate::{
+    cache::Owned,
     context::{Context, Result},
     controller::{
         Synced, create_or_existing, ignore_not_found, is_current, object_labels, write_status,
     },
     decide::{
         self, Decision, Mount, NewObject, Observed, Outcome, Phase, Progress, STEP, Spec, Step,
-        Untriggered, Verdict, Waiting,
+        Untriggered, Verdict,
     },
     job::MoverJobParams,
     metrics::Metrics,
     mover, plan, secret,
     status::{self, Moment},
-    volume::{self, Owner},
+    volume::{self, Owner, VolumeSnapshot},
 };
 
 /// What a kind supplies around the shared sync state machine. Its spec and status share their
@@ -49,7 +50,7 @@ use crate::{
 pub trait Kind:
     Synced
     + Serialize
-    + HasSpec<Spec: SyncSpec>
+    + HasSpec<Spec: SyncSpec + Sync>
     + HasStatus<
         Status: Clone
                     + Default
@@ -74,8 +75,8 @@ pub trait Kind:
         plan: &SyncPlan,
         scope: &Scope,
     ) -> impl Future<Output = Result<Step<Mount>>> + Send;
-    /// The claim the running Job mounts, when its binding is worth watching: its name, what it
-    /// is to the user, and the action of the event if it does not bind.
+    /// The claim the running Job mounts, when Sluice made it and its binding is worth watching:
+    /// its name, what it is to the user, and the action of the event if it does not bind.
     fn mounted_claim(&self, plan: &SyncPlan) -> Option<(String, &'static str, &'static str)>;
     /// After the mover reported `result`: how the kind reads it, and what publishing it needs.
     fn conclude(
@@ -134,8 +135,8 @@ impl Profile {
     }
 }
 
-/// Where a kind observes and creates the objects of a sync: the client, the object's namespace
-/// and the owner of what it creates.
+/// Where a kind observes and creates the objects of a sync: the client, the object's namespace,
+/// the owner of what it creates and the stores of what Sluice owns.
 pub struct Scope {
     /// API client.
     pub client: Client,
@@ -143,6 +144,8 @@ pub struct Scope {
     pub namespace: String,
     /// Owner reference and labels.
     pub owner: Owner,
+    /// What Sluice owns, as watched.
+    pub owned: Owned,
 }
 
 impl Scope {
@@ -152,15 +155,6 @@ impl Scope {
         T: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// The namespaced API of VolumeSnapshots here.
-    pub fn snapshots(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.client.clone(),
-            &self.namespace,
-            &volume::volume_snapshot_resource(),
-        )
     }
 }
 
@@ -203,6 +197,7 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         client: ctx.client.clone(),
         namespace: object.namespace().unwrap_or_default(),
         owner: Owner::of(object, K::PROFILE.owner_label),
+        owned: ctx.owned.clone(),
     };
     let sync_spec = object.spec();
     let spec = Spec {
@@ -239,32 +234,24 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
 
 /// Where the sync of `plan` stands: its Job, the Job's Pods and the volumes it needs.
 async fn observe_progress<K: Kind>(object: &K, plan: &SyncPlan, scope: &Scope) -> Result<Progress> {
-    let jobs: Api<Job> = scope.api();
-    let Some(job) = jobs.get_opt(&plan.job_name).await? else {
+    let namespace = &scope.namespace;
+    let Some(job) = scope.owned.job(namespace, &plan.job_name) else {
         return Ok(Progress::Preparing(object.prepare(plan, scope).await?));
     };
-    let pods: Api<Pod> = scope.api();
-    let selector = format!("{}={}", mover::JOB_NAME_LABEL, plan.job_name);
-    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let pods = scope.owned.pods_of(namespace, &plan.job_name);
     let result = pods
-        .items
         .iter()
-        .find_map(mover::result_from_pod)
+        .find_map(|pod| mover::result_from_pod(pod))
         .or_else(|| mover::result_from_failed_job(&job));
     if let Some(result) = result {
         return object.conclude(plan, result, scope).await;
     }
-    let unbound = match object.mounted_claim(plan) {
-        None => None,
-        Some((claim, role, action)) => {
-            let claims: Api<PersistentVolumeClaim> = scope.api();
-            claims
-                .get_opt(&claim)
-                .await?
-                .filter(|found| !volume::is_bound(found))
-                .map(|_| volume::unbound(&claim, role, action))
-        }
-    };
+    let unbound = object
+        .mounted_claim(plan)
+        .and_then(|(claim, role, action)| {
+            let found = scope.owned.claim(namespace, &claim)?;
+            (!volume::is_bound(&found)).then(|| volume::unbound(&claim, role, action))
+        });
     Ok(Progress::Running { unbound })
 }
 
@@ -307,7 +294,7 @@ async fn apply<K: Kind>(
             create_or_existing(&scope.api(), claim.as_ref()).await?;
         }
         (Decision::Create(NewObject::Snapshot(snapshot)), _) => {
-            create_or_existing(&scope.snapshots(), snapshot.as_ref()).await?;
+            create_or_existing(&scope.api::<VolumeSnapshot>(), snapshot.as_ref()).await?;
         }
         (Decision::CreateJob(mount), Some(plan)) => {
             let params = MoverJobParams {
@@ -345,9 +332,11 @@ async fn delete_run(plan: &SyncPlan, temporary: &[Temporary], scope: &Scope) -> 
                 let claims: Api<PersistentVolumeClaim> = scope.api();
                 claims.delete(name, &background).await.map(drop)
             }
-            Temporary::Snapshot(name) => {
-                scope.snapshots().delete(name, &background).await.map(drop)
-            }
+            Temporary::Snapshot(name) => scope
+                .api::<VolumeSnapshot>()
+                .delete(name, &background)
+                .await
+                .map(drop),
         };
         ignore_not_found(deleted)?;
     }
@@ -382,13 +371,16 @@ async fn announce<K: Kind>(object: &K, decision: &Decision, moment: &Moment<'_>,
                     .await;
             }
         }
-        Decision::Wait {
-            waiting: waiting @ Waiting { warning, .. },
-            warn: true,
-        } => {
-            let (reason, note) = (waiting.reason, warning.clone());
-            ctx.event(object, EventType::Warning, reason, waiting.action, note)
-                .await;
+        Decision::Wait { waiting, .. } if decision.warns(moment.now) => {
+            let note = waiting.warning.clone();
+            ctx.event(
+                object,
+                EventType::Warning,
+                waiting.reason,
+                waiting.action,
+                note,
+            )
+            .await;
         }
         Decision::Finish(Outcome {
             result,

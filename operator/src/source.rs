@@ -15,10 +15,7 @@ use k8s_openapi::api::{
     core::v1::{PersistentVolumeClaim, Pod},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api, ResourceExt,
-    api::{DynamicObject, ListParams},
-};
+use kube::{Api, ResourceExt, api::ListParams};
 use sluice_api::{
     CopyMethod, LastSync, ReplicationSource, ReplicationSourceStatus, ResticSourceStatus, SyncPlan,
     conditions::reason,
@@ -26,19 +23,20 @@ use sluice_api::{
 };
 
 use crate::{
+    cache::Feed,
     context::{Context, Result},
     controller,
     decide::{Mount, NewObject, Outcome, Progress, Step, Verdict},
     job::{self, MoverJobParams},
     metrics::Metrics,
     plan,
-    reconcile::{self, Finished, Kind, Profile, Recorded, Scope, Temporary},
-    volume::{self, Owner, PvcShape},
+    reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
+    volume::{self, Owner, PvcShape, VolumeSnapshot},
 };
 
 /// Runs the controller until the stream ends (shutdown).
-pub async fn run(ctx: Arc<Context>) {
-    controller::run::<ReplicationSource, _, _>(ctx, reconcile::reconcile).await;
+pub async fn run(ctx: Arc<Context>, feed: Feed) {
+    controller::run::<ReplicationSource>(ctx, feed).await;
 }
 
 impl Kind for ReplicationSource {
@@ -64,12 +62,18 @@ impl Kind for ReplicationSource {
                 }
             }
             CopyMethod::Clone | CopyMethod::Snapshot => CopySeen {
+                // The user's claim is not Sluice's, so not watched.
                 source: claims.get_opt(&self.spec.source_pvc).await?,
-                snapshot: match self.spec.restic.copy_method {
-                    CopyMethod::Snapshot => scope.snapshots().get_opt(&plan.job_name).await?,
-                    _ => None,
-                },
-                copy: claims.get_opt(&plan.job_name).await?,
+                snapshot: scope
+                    .owned
+                    .snapshot(&scope.namespace, &plan.job_name)
+                    .as_deref()
+                    .cloned(),
+                copy: scope
+                    .owned
+                    .claim(&scope.namespace, &plan.job_name)
+                    .as_deref()
+                    .cloned(),
                 node: None,
             },
         };
@@ -137,7 +141,7 @@ pub struct CopySeen {
     /// The source PVC (`Clone`, `Snapshot`).
     pub source: Option<PersistentVolumeClaim>,
     /// The VolumeSnapshot named after the sync (`Snapshot`).
-    pub snapshot: Option<DynamicObject>,
+    pub snapshot: Option<VolumeSnapshot>,
     /// The copy PVC named after the sync (`Clone`, `Snapshot`).
     pub copy: Option<PersistentVolumeClaim>,
     /// The node of the Pod that mounts the source (`Direct`).

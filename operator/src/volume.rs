@@ -2,8 +2,8 @@
 //!
 //! `Snapshot` takes a VolumeSnapshot and restores it into a temporary PVC, `Clone` makes a
 //! temporary PVC with the source as `dataSource`, and `Direct` uses the live PVC on the node of
-//! the Pod that mounts it. VolumeSnapshots are handled as dynamic objects of
-//! `snapshot.storage.k8s.io/v1`, whose CRDs the cluster's snapshot controller installs.
+//! the Pod that mounts it. [`VolumeSnapshot`] is `snapshot.storage.k8s.io/v1` as far as Sluice
+//! writes and reads it; its CRD comes with the cluster's snapshot controller.
 
 use std::collections::BTreeMap;
 
@@ -15,11 +15,8 @@ use k8s_openapi::apimachinery::pkg::{
     api::resource::Quantity,
     apis::meta::v1::{ObjectMeta, OwnerReference},
 };
-use kube::{
-    Resource,
-    api::{ApiResource, DynamicObject, GroupVersionKind},
-};
-use serde_json::json;
+use kube::{CustomResource, Resource};
+use serde::{Deserialize, Serialize};
 use sluice_api::{AccessMode, conditions::reason, labels};
 
 use crate::decide::{READY_WARNING, Waiting};
@@ -27,13 +24,57 @@ use crate::decide::{READY_WARNING, Waiting};
 /// API group of VolumeSnapshots.
 pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
 
-/// The VolumeSnapshot resource, for dynamic API calls.
-pub fn volume_snapshot_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        SNAPSHOT_GROUP,
-        "v1",
-        "VolumeSnapshot",
-    ))
+/// What a VolumeSnapshot is taken of, and with which class. Fields Sluice does not use are
+/// not kept: Sluice never writes back a VolumeSnapshot it read.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[kube(
+    group = "snapshot.storage.k8s.io",
+    version = "v1",
+    kind = "VolumeSnapshot",
+    namespaced,
+    status = "VolumeSnapshotStatus",
+    schema = "disabled",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSpec {
+    /// The PVC the snapshot is taken of.
+    pub source: VolumeSnapshotSource,
+    /// The VolumeSnapshotClass; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+}
+
+/// The source of a VolumeSnapshot.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSource {
+    /// A PVC in the snapshot's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_name: Option<String>,
+}
+
+/// What the snapshotter reports.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotStatus {
+    /// The snapshot can be restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_to_use: Option<bool>,
+    /// The smallest volume it restores into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<Quantity>,
+    /// Why the snapshotter failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<VolumeSnapshotError>,
+}
+
+/// A snapshotter's error.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct VolumeSnapshotError {
+    /// What failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Who owns what a sync creates: the owner reference, so garbage collection removes it with its
@@ -78,41 +119,28 @@ impl Owner {
 }
 
 /// A VolumeSnapshot of `pvc`.
-pub fn volume_snapshot(meta: ObjectMeta, pvc: &str, class: Option<&str>) -> DynamicObject {
-    let mut snapshot = DynamicObject::new(
-        meta.name.as_deref().unwrap_or_default(),
-        &volume_snapshot_resource(),
-    );
-    snapshot.metadata = meta;
-    let mut spec = json!({ "source": { "persistentVolumeClaimName": pvc } });
-    if let Some(class) = class {
-        spec["volumeSnapshotClassName"] = json!(class);
+pub fn volume_snapshot(meta: ObjectMeta, pvc: &str, class: Option<&str>) -> VolumeSnapshot {
+    VolumeSnapshot {
+        metadata: meta,
+        spec: VolumeSnapshotSpec {
+            source: VolumeSnapshotSource {
+                persistent_volume_claim_name: Some(pvc.to_string()),
+            },
+            volume_snapshot_class_name: class.map(str::to_string),
+        },
+        status: None,
     }
-    snapshot.data = json!({ "spec": spec });
-    snapshot
 }
 
 /// A snapshot's `status.restoreSize` once it is `readyToUse`; `None` while it is not.
-pub fn snapshot_ready(snapshot: &DynamicObject) -> Option<Option<Quantity>> {
-    let status = snapshot.data.get("status")?;
-    if status.get("readyToUse")?.as_bool() != Some(true) {
-        return None;
-    }
-    Some(
-        status
-            .get("restoreSize")
-            .and_then(|size| size.as_str())
-            .map(|size| Quantity(size.to_string())),
-    )
+pub fn snapshot_ready(snapshot: &VolumeSnapshot) -> Option<Option<Quantity>> {
+    let status = snapshot.status.as_ref()?;
+    (status.ready_to_use == Some(true)).then(|| status.restore_size.clone())
 }
 
 /// A snapshot's `status.error.message`, when the snapshotter gave up.
-pub fn snapshot_error(snapshot: &DynamicObject) -> Option<String> {
-    snapshot
-        .data
-        .pointer("/status/error/message")
-        .and_then(|message| message.as_str())
-        .map(str::to_string)
+pub fn snapshot_error(snapshot: &VolumeSnapshot) -> Option<String> {
+    snapshot.status.as_ref()?.error.as_ref()?.message.clone()
 }
 
 /// Shape of a new PVC: size, class and access modes, each defaulting to the source's.
@@ -236,7 +264,7 @@ pub fn unbound(claim: &str, role: &str, action: &'static str) -> Waiting {
 
 /// The wait for VolumeSnapshot `name` (`of` says of what) to become `readyToUse`, with the
 /// snapshotter's error in the warning when it gave one.
-pub fn snapshot_not_ready(snapshot: &DynamicObject, name: &str, of: &str) -> Waiting {
+pub fn snapshot_not_ready(snapshot: &VolumeSnapshot, name: &str, of: &str) -> Waiting {
     let detail = snapshot_error(snapshot).unwrap_or_else(|| "not readyToUse yet".to_string());
     Waiting {
         reason: reason::WAITING_FOR_SNAPSHOT,
@@ -277,6 +305,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         PersistentVolumeClaimVolumeSource, PodSpec, PodStatus, Volume,
     };
+    use serde_json::json;
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
@@ -295,19 +324,28 @@ mod tests {
         assert_eq!(value["spec"]["volumeSnapshotClassName"], "csi-snap");
     }
 
+    fn with_status(snapshot: &VolumeSnapshot, status: serde_json::Value) -> VolumeSnapshot {
+        let mut value = serde_json::to_value(snapshot).unwrap();
+        value["status"] = status;
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn snapshot_is_ready_only_with_ready_to_use() {
-        let mut snapshot = volume_snapshot(meta(), "data", None);
+        let taken = volume_snapshot(meta(), "data", None);
+        assert_eq!(snapshot_ready(&taken), None);
+        let snapshot = with_status(&taken, json!({"readyToUse": false}));
         assert_eq!(snapshot_ready(&snapshot), None);
-        snapshot.data["status"] = json!({"readyToUse": false});
-        assert_eq!(snapshot_ready(&snapshot), None);
-        snapshot.data["status"] = json!({"readyToUse": true, "restoreSize": "2Gi"});
+        let snapshot = with_status(&taken, json!({"readyToUse": true, "restoreSize": "2Gi"}));
         assert_eq!(
             snapshot_ready(&snapshot),
             Some(Some(Quantity("2Gi".into())))
         );
-        snapshot.data["status"] = json!({"readyToUse": false, "error": {"message": "no driver"}});
-        assert_eq!(snapshot_error(&snapshot).as_deref(), Some("no driver"));
+        let failed = with_status(
+            &taken,
+            json!({"readyToUse": false, "error": {"message": "no driver", "time": "2026-11-22T10:00:00Z"}}),
+        );
+        assert_eq!(snapshot_error(&failed).as_deref(), Some("no driver"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sluice_api::{
     mover_result::{ErrorClass, MoverResult},
 };
 use sluice_e2e::Cluster;
-use sluice_operator::{context::Context, controller, metrics::Metrics};
+use sluice_operator::{cache::Owned, context::Context, controller, metrics::Metrics, mover};
 
 const NAMESPACE: &str = "apps";
 
@@ -49,13 +49,31 @@ spec:
     retain: {daily: 7}
 "#;
 
+/// A context whose stores watch the cluster as the operator's do (with no controller fed).
 async fn context(client: Client) -> Arc<Context> {
+    let (owned, [], watching) = Owned::watch::<0>(&client).await;
+    tokio::spawn(watching);
+    owned.ready().await;
     Arc::new(Context {
         recorder: Recorder::new(client.clone(), "sluice-operator-test".to_string().into()),
         client,
         metrics: Arc::new(Metrics::default()),
         mover_image: "sluice-mover:test".into(),
+        owned,
     })
+}
+
+/// Waits until the operator's store of Pods holds the termination of `job`'s mover, as a
+/// reconcile woken by that change would see it.
+async fn seen_terminated(ctx: &Context, job: &str) {
+    for _ in 0..150 {
+        let pods = ctx.owned.pods_of(NAMESPACE, job);
+        if pods.iter().any(|pod| mover::result_from_pod(pod).is_some()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store never saw the mover Pod of {job} terminate");
 }
 
 async fn reconcile(api: &Api<ReplicationSource>, ctx: &Arc<Context>) -> ReplicationSource {
@@ -204,6 +222,7 @@ async fn source_sync_flow_against_the_api_server() {
         ..Default::default()
     };
     terminate_mover_pod(&client, &plan.job_name, 0, &result).await;
+    seen_terminated(&ctx, &plan.job_name).await;
 
     let done = reconcile(&api, &ctx).await;
     let status = done.status.clone().unwrap();
@@ -284,6 +303,7 @@ async fn source_sync_flow_against_the_api_server() {
         ..Default::default()
     };
     terminate_mover_pod(&client, &plan.job_name, 1, &failed).await;
+    seen_terminated(&ctx, &plan.job_name).await;
     let failed = reconcile(&api, &ctx).await;
     let status = failed.status.clone().unwrap();
     assert_eq!(

@@ -421,13 +421,13 @@ fn during_a_sync() {
             Decision::Create(claim()),
         ),
         (
-            "waiting for a snapshot, not long yet",
+            "waiting for a snapshot warns five minutes after the sync started",
             source(),
             just,
             Progress::Preparing(Step::Wait(waiting())),
             Decision::Wait {
                 waiting: waiting(),
-                warn: false,
+                warn_at: at("2026-11-22T10:34:00Z"),
             },
         ),
         (
@@ -437,7 +437,7 @@ fn during_a_sync() {
             Progress::Preparing(Step::Wait(waiting())),
             Decision::Wait {
                 waiting: waiting(),
-                warn: true,
+                warn_at: at("2026-11-22T10:25:00Z"),
             },
         ),
         (
@@ -482,7 +482,7 @@ fn during_a_sync() {
             },
             Decision::Wait {
                 waiting: waiting(),
-                warn: true,
+                warn_at: at("2026-11-22T10:25:00Z"),
             },
         ),
         (
@@ -564,7 +564,7 @@ fn during_a_sync() {
             ended(ok(), Step::Wait(waiting())),
             Decision::Wait {
                 waiting: waiting(),
-                warn: false,
+                warn_at: at("2026-11-22T10:34:00Z"),
             },
         ),
         (
@@ -585,8 +585,12 @@ fn during_a_sync() {
 }
 
 #[test]
-fn each_decision_says_when_to_look_again() {
+fn timers_are_for_what_time_alone_changes() {
     let now = at(NOW);
+    let wait_until = |warn_at| Decision::Wait {
+        waiting: waiting(),
+        warn_at,
+    };
     let cases = [
         (Decision::Paused, None),
         (Decision::WaitForTrigger, None),
@@ -611,25 +615,27 @@ fn each_decision_says_when_to_look_again() {
             Decision::WaitForSchedule(now - SignedDuration::from_secs(5)),
             Some(STEP),
         ),
-        (start(None, 0), Some(STEP)),
-        (Decision::Create(claim()), Some(STEP)),
-        (Decision::CreateJob(mount()), Some(POLL)),
-        (Decision::Running, Some(POLL)),
         (
-            Decision::Wait {
-                waiting: waiting(),
-                warn: false,
-            },
-            Some(WAIT_POLL),
+            wait_until(now + SignedDuration::from_secs(120)),
+            Some(Duration::from_secs(120)),
         ),
+        // In a sync, what is owned is watched: a timer only covers a missed event.
+        (wait_until(now - SignedDuration::from_secs(1)), Some(SAFETY)),
+        (start(None, 0), Some(SAFETY)),
+        (Decision::Create(claim()), Some(SAFETY)),
+        (Decision::CreateJob(mount()), Some(SAFETY)),
+        (Decision::Running, Some(SAFETY)),
         (
             finish(ok(), Verdict::Succeeded { next: None }, None),
-            Some(STEP),
+            Some(SAFETY),
         ),
     ];
     for (decision, expected) in cases {
         assert_eq!(decision.requeue(now), expected, "{decision:?}");
     }
+    assert!(!wait_until(now + SignedDuration::from_secs(1)).warns(now));
+    assert!(wait_until(now).warns(now));
+    assert!(!Decision::Running.warns(now));
 }
 
 #[test]

@@ -128,7 +128,7 @@ fn direct_publishes_the_claim_and_snapshot_a_ready_snapshot_of_it() {
     assert_eq!(value["spec"]["volumeSnapshotClassName"], "csi");
 
     let mut pending = taken.clone();
-    pending.data["status"] = json!({"readyToUse": false});
+    pending.status = serde_json::from_value(json!({"readyToUse": false})).unwrap();
     let Step::Wait(waiting) = publish_step(&snapshot, &plan(), &owner(&snapshot), Some(&pending))
     else {
         panic!("the image is awaited");
@@ -141,7 +141,7 @@ fn direct_publishes_the_claim_and_snapshot_a_ready_snapshot_of_it() {
     );
 
     let mut ready = taken;
-    ready.data["status"] = json!({"readyToUse": true});
+    ready.status = serde_json::from_value(json!({"readyToUse": true})).unwrap();
     assert_eq!(
         publish_step(&snapshot, &plan(), &owner(&snapshot), Some(&ready)),
         Step::Ready(Some(TypedLocalObjectReference {

@@ -37,9 +37,9 @@ fn source_claim() -> PersistentVolumeClaim {
     )
 }
 
-fn snapshot(status: serde_json::Value) -> DynamicObject {
+fn snapshot(status: serde_json::Value) -> VolumeSnapshot {
     let mut snapshot = volume::volume_snapshot(Default::default(), "data", None);
-    snapshot.data["status"] = status;
+    snapshot.status = serde_json::from_value(status).unwrap();
     snapshot
 }
 

@@ -294,7 +294,7 @@ fn a_start_records_the_plan_and_the_missed_times() {
         &started,
         &Decision::Wait {
             waiting: waiting.clone(),
-            warn: true,
+            warn_at: at(NOW),
         },
         &moment(Some(&plan), ""),
     );
