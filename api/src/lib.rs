@@ -47,6 +47,6 @@ pub use source::{
 #[cfg(feature = "crd")]
 pub use sync::{LastSync, RestoredSnapshot, SyncAction, SyncPlan, SyncSpec, SyncStatus};
 #[cfg(feature = "crd")]
-pub use trigger::{SCHEDULE_PATTERN, Trigger};
+pub use trigger::{JITTER_PATTERN, SCHEDULE_PATTERN, Trigger};
 #[cfg(feature = "crd")]
 pub use volume::{AccessMode, CopyMethod, DestinationCopyMethod};

@@ -338,6 +338,7 @@ fn convert_trigger(spec: &mut Fields, notes: &mut Notes) -> Result<Option<Trigge
         schedule: fields.take("schedule")?,
         manual: fields.take("manual")?,
         time_zone: None,
+        jitter: None,
     };
     fields.finish(notes);
     Ok(Some(trigger))

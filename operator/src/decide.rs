@@ -23,7 +23,9 @@ use sluice_api::{
 use crate::{
     backoff::{self, Retry},
     schedule::Schedule,
-    secret, status,
+    secret,
+    spread::Identity,
+    status,
     volume::VolumeSnapshot,
 };
 
@@ -61,6 +63,8 @@ pub struct Spec<'a> {
     pub trigger: Option<&'a Trigger>,
     /// The kind's rule without a trigger.
     pub untriggered: Untriggered,
+    /// Where the object's `H` schedule fields and jitter come from.
+    pub identity: Identity,
 }
 
 /// The repository Secret, as far as deciding needs it.
@@ -434,7 +438,10 @@ fn schedule(spec: &Spec) -> Result<Option<Schedule>, String> {
     trigger
         .schedule
         .as_deref()
-        .map(|expression| Schedule::parse(expression, trigger.time_zone.as_deref()))
+        .map(|expression| {
+            let zone = trigger.time_zone.as_deref();
+            Schedule::parse(expression, zone, trigger.jitter.as_deref(), spec.identity)
+        })
         .transpose()
         .map_err(|error| error.to_string())
 }

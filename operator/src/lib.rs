@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod secret;
 pub mod source;
+pub mod spread;
 pub mod status;
 pub mod traffic;
 pub mod volume;

@@ -41,6 +41,7 @@ use crate::{
     job::MoverJobParams,
     metrics::Metrics,
     mover, plan, secret,
+    spread::Identity,
     status::{self, Moment},
     volume::{self, Owner, VolumeSnapshot},
 };
@@ -206,6 +207,7 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         paused: sync_spec.paused(),
         trigger: sync_spec.trigger(),
         untriggered: K::PROFILE.untriggered,
+        identity: Identity::of(&scope.namespace, &object.name_any()),
     };
     let status: &SyncStatus = cached.as_ref();
     let phase = match &status.sync_plan {

@@ -3,20 +3,26 @@
 //! A schedule is read in local time (croner over jiff's `Zoned`), so `0 9 * * *` in
 //! `Europe/Berlin` stays at nine o'clock across daylight-saving changes. Runs missed while the
 //! operator was down or a sync ran long collapse into one run; how many were skipped is counted
-//! for status and metrics instead of replaying them.
+//! for status and metrics instead of replaying them. An object's `H` fields and jitter
+//! ([`crate::spread`]) are applied once, when the schedule is parsed: every occurrence is the
+//! cron occurrence delayed by the object's own offset.
 
 use croner::{Cron, parser::CronParser, parser::Seconds, parser::Year};
-use jiff::{Timestamp, Zoned, tz::TimeZone};
+use jiff::{SignedDuration, Timestamp, Zoned, tz::TimeZone};
+
+use crate::spread::{self, Identity};
 
 /// Upper bound on the occurrences walked to count missed runs, so a minutely schedule after a
 /// year of downtime costs milliseconds rather than a long loop.
 const MAX_COUNTED_MISSES: u64 = 100_000;
 
-/// A parsed `spec.trigger.schedule` with its time zone.
+/// A parsed `spec.trigger.schedule` with its time zone and jitter, for one object.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     cron: Cron,
     zone: TimeZone,
+    /// The object's delay below `spec.trigger.jitter`.
+    offset: SignedDuration,
 }
 
 /// A schedule or time zone the operator cannot use; shown in conditions and events.
@@ -40,6 +46,17 @@ pub enum ScheduleError {
     /// The schedule never fires again (e.g. 30 February).
     #[error("spec.trigger.schedule {0:?} has no future occurrence; fix the schedule")]
     NoOccurrence(String),
+    /// An `H` field is malformed.
+    #[error("spec.trigger.schedule {expression:?}: {reason}; fix the schedule")]
+    InvalidHash {
+        /// The expression as written.
+        expression: String,
+        /// What is wrong and what to write.
+        reason: String,
+    },
+    /// `spec.trigger.jitter` is not a duration Sluice takes.
+    #[error("{0}")]
+    InvalidJitter(String),
 }
 
 /// What the schedule says at one moment.
@@ -55,14 +72,24 @@ pub struct Due {
 
 impl Schedule {
     /// Parses a 5-field cron expression or `@hourly`-style shorthand, read in `time_zone`
-    /// (UTC when absent).
-    pub fn parse(expression: &str, time_zone: Option<&str>) -> Result<Self, ScheduleError> {
+    /// (UTC when absent), with `H` fields and the `jitter` delay of the object `identity`.
+    pub fn parse(
+        expression: &str,
+        time_zone: Option<&str>,
+        jitter: Option<&str>,
+        identity: Identity,
+    ) -> Result<Self, ScheduleError> {
+        let expanded =
+            spread::expand(expression, identity).map_err(|reason| ScheduleError::InvalidHash {
+                expression: expression.to_string(),
+                reason,
+            })?;
         let parser = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build();
         let cron = parser
-            .parse(expression.trim())
+            .parse(&expanded)
             .map_err(|error| ScheduleError::InvalidCron {
                 expression: expression.to_string(),
                 reason: error.to_string(),
@@ -73,16 +100,31 @@ impl Schedule {
                 TimeZone::get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?
             }
         };
-        Ok(Self { cron, zone })
+        let offset = match jitter {
+            None => SignedDuration::ZERO,
+            Some(jitter) => {
+                spread::offset(jitter, identity).map_err(ScheduleError::InvalidJitter)?
+            }
+        };
+        Ok(Self { cron, zone, offset })
     }
 
-    /// The first occurrence strictly after `after`.
+    /// The first occurrence strictly after `after`: the cron occurrence after `after - offset`,
+    /// delayed by the offset.
     pub fn next_after(&self, after: Timestamp) -> Result<Timestamp, ScheduleError> {
-        let start = Zoned::new(after, self.zone.clone());
-        self.cron
+        let no_occurrence = || ScheduleError::NoOccurrence(self.cron.pattern.to_string());
+        let shifted = after
+            .checked_sub(self.offset)
+            .map_err(|_| no_occurrence())?;
+        let start = Zoned::new(shifted, self.zone.clone());
+        let occurrence = self
+            .cron
             .find_next_occurrence(&start, false)
-            .map(|zoned| zoned.timestamp())
-            .map_err(|_| ScheduleError::NoOccurrence(self.cron.pattern.to_string()))
+            .map_err(|_| no_occurrence())?;
+        occurrence
+            .timestamp()
+            .checked_add(self.offset)
+            .map_err(|_| no_occurrence())
     }
 
     /// Whether a sync is due at `now`, given the time the last sync started (or the object was
@@ -120,23 +162,27 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn parse(expression: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
+        Schedule::parse(expression, time_zone, None, Identity::of("apps", "db"))
+    }
+
     #[test]
     fn hourly_shorthand_and_five_fields_agree() {
         let at = ts("2026-11-22T10:15:00Z");
-        let shorthand = Schedule::parse("@hourly", None).unwrap();
-        let fields = Schedule::parse("0 * * * *", None).unwrap();
+        let shorthand = parse("@hourly", None).unwrap();
+        let fields = parse("0 * * * *", None).unwrap();
         assert_eq!(
             shorthand.next_after(at).unwrap(),
             ts("2026-11-22T11:00:00Z")
         );
         assert_eq!(fields.next_after(at).unwrap(), ts("2026-11-22T11:00:00Z"));
-        let daily = Schedule::parse("@daily", None).unwrap();
+        let daily = parse("@daily", None).unwrap();
         assert_eq!(daily.next_after(at).unwrap(), ts("2026-11-23T00:00:00Z"));
     }
 
     #[test]
     fn next_is_strictly_after_an_exact_occurrence() {
-        let schedule = Schedule::parse("*/15 * * * *", None).unwrap();
+        let schedule = parse("*/15 * * * *", None).unwrap();
         assert_eq!(
             schedule.next_after(ts("2026-11-22T10:15:00Z")).unwrap(),
             ts("2026-11-22T10:30:00Z")
@@ -145,12 +191,12 @@ mod tests {
 
     #[test]
     fn six_fields_and_bad_zones_are_rejected_with_the_field_name() {
-        let error = Schedule::parse("0 0 * * * *", None).unwrap_err();
+        let error = parse("0 0 * * * *", None).unwrap_err();
         assert!(
             error.to_string().contains("spec.trigger.schedule"),
             "{error}"
         );
-        let error = Schedule::parse("@hourly", Some("Mars/Olympus")).unwrap_err();
+        let error = parse("@hourly", Some("Mars/Olympus")).unwrap_err();
         assert!(
             error.to_string().contains("spec.trigger.timeZone"),
             "{error}"
@@ -159,7 +205,7 @@ mod tests {
 
     #[test]
     fn not_due_before_the_first_occurrence() {
-        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        let schedule = parse("0 * * * *", None).unwrap();
         let due = schedule
             .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T10:59:59Z"))
             .unwrap();
@@ -175,7 +221,7 @@ mod tests {
 
     #[test]
     fn missed_runs_collapse_into_one_and_are_counted() {
-        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        let schedule = parse("0 * * * *", None).unwrap();
         // Last sync at 10:00, operator back at 13:30: 11, 12 and 13 passed, one sync runs now.
         let due = schedule
             .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T13:30:00Z"))
@@ -192,7 +238,7 @@ mod tests {
 
     #[test]
     fn exactly_one_occurrence_passed_misses_nothing() {
-        let schedule = Schedule::parse("0 * * * *", None).unwrap();
+        let schedule = parse("0 * * * *", None).unwrap();
         let due = schedule
             .due(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T11:00:00Z"))
             .unwrap();
@@ -203,7 +249,7 @@ mod tests {
 
     #[test]
     fn long_downtime_is_bounded() {
-        let schedule = Schedule::parse("* * * * *", None).unwrap();
+        let schedule = parse("* * * * *", None).unwrap();
         let due = schedule
             .due(ts("2025-01-01T00:00:00Z"), ts("2026-11-22T00:00:30Z"))
             .unwrap();
@@ -215,7 +261,7 @@ mod tests {
     #[test]
     fn local_time_survives_spring_forward() {
         // Berlin goes from UTC+1 to UTC+2 on 2026-03-29: 09:00 local moves from 08:00Z to 07:00Z.
-        let schedule = Schedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap();
+        let schedule = parse("0 9 * * *", Some("Europe/Berlin")).unwrap();
         let first = schedule.next_after(ts("2026-03-28T00:00:00Z")).unwrap();
         assert_eq!(first, ts("2026-03-28T08:00:00Z"));
         assert_eq!(
@@ -227,7 +273,7 @@ mod tests {
     #[test]
     fn a_time_skipped_by_spring_forward_still_runs_that_day() {
         // 02:30 does not exist in Berlin on 2026-03-29; the day must not be skipped entirely.
-        let schedule = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let schedule = parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
         let next = schedule.next_after(ts("2026-03-28T12:00:00Z")).unwrap();
         assert!(
             next >= ts("2026-03-29T00:00:00Z") && next < ts("2026-03-29T12:00:00Z"),
@@ -238,7 +284,7 @@ mod tests {
     #[test]
     fn a_time_repeated_by_fall_back_runs_once() {
         // 02:30 happens twice in Berlin on 2026-10-25; one sync that day, not two.
-        let schedule = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let schedule = parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
         let due = schedule
             .due(ts("2026-10-24T12:00:00Z"), ts("2026-10-25T12:00:00Z"))
             .unwrap();
@@ -249,11 +295,66 @@ mod tests {
 
     #[test]
     fn weekly_in_new_york() {
-        let schedule = Schedule::parse("0 3 * * SUN", Some("America/New_York")).unwrap();
+        let schedule = parse("0 3 * * SUN", Some("America/New_York")).unwrap();
         // Sunday 2026-11-22 03:00 EST is 08:00Z.
         assert_eq!(
             schedule.next_after(ts("2026-11-21T00:00:00Z")).unwrap(),
             ts("2026-11-22T08:00:00Z")
+        );
+    }
+
+    #[test]
+    fn h_fields_fire_at_the_objects_own_minute() {
+        let identity = Identity::of("apps", "db");
+        let expanded = spread::expand("H * * * *", identity).unwrap();
+        let minute: i64 = expanded.split(' ').next().unwrap().parse().unwrap();
+        let schedule = Schedule::parse("H * * * *", None, None, identity).unwrap();
+        let next = schedule.next_after(ts("2026-11-22T10:59:59Z")).unwrap();
+        assert_eq!(next.as_second() % 3600 / 60, minute);
+        let after = schedule.next_after(next).unwrap();
+        assert_eq!(after.duration_since(next), SignedDuration::from_hours(1));
+    }
+
+    #[test]
+    fn jitter_delays_every_occurrence_by_the_same_offset() {
+        let identity = Identity::of("apps", "db");
+        let offset = spread::offset("10m", identity).unwrap();
+        assert!(
+            offset > SignedDuration::ZERO,
+            "this identity's offset is not zero"
+        );
+        let schedule = Schedule::parse("0 * * * *", None, Some("10m"), identity).unwrap();
+        let first = schedule.next_after(ts("2026-11-22T10:00:00Z")).unwrap();
+        assert_eq!(
+            first,
+            ts("2026-11-22T10:00:00Z") + offset,
+            "this hour's delayed run"
+        );
+        assert_eq!(
+            schedule.next_after(first).unwrap(),
+            ts("2026-11-22T11:00:00Z") + offset
+        );
+        // Not due at the hour, only once the delay passed.
+        let due = schedule
+            .due(ts("2026-11-22T09:30:00Z"), ts("2026-11-22T10:00:00Z"))
+            .unwrap();
+        assert!(!due.now);
+        assert_eq!(due.next, first);
+        assert!(schedule.due(ts("2026-11-22T09:30:00Z"), first).unwrap().now);
+    }
+
+    #[test]
+    fn bad_h_fields_and_jitter_name_the_field() {
+        let identity = Identity::of("apps", "db");
+        let error = Schedule::parse("H(70-80) * * * *", None, None, identity).unwrap_err();
+        assert!(
+            error.to_string().starts_with("spec.trigger.schedule"),
+            "{error}"
+        );
+        let error = Schedule::parse("@hourly", None, Some("soon"), identity).unwrap_err();
+        assert!(
+            error.to_string().starts_with("spec.trigger.jitter"),
+            "{error}"
         );
     }
 }

@@ -8,6 +8,10 @@ use sluice_api::{SyncAction, conditions::reason};
 
 const NOW: &str = "2026-11-22T10:30:00Z";
 
+fn identity() -> Identity {
+    Identity::of("apps", "db")
+}
+
 /// One object at [`NOW`], built up by the scenario.
 #[derive(Clone)]
 struct World {
@@ -50,6 +54,10 @@ impl World {
         let trigger = self.trigger.get_or_insert_with(Trigger::default);
         trigger.schedule = Some(cron.into());
         trigger.time_zone = zone.map(str::to_string);
+        self
+    }
+    fn jitter(mut self, jitter: &str) -> Self {
+        self.trigger.get_or_insert_with(Trigger::default).jitter = Some(jitter.into());
         self
     }
     fn answered(mut self, value: &str) -> Self {
@@ -121,6 +129,7 @@ impl World {
                 paused: self.paused,
                 trigger: self.trigger.as_ref(),
                 untriggered: self.untriggered,
+                identity: identity(),
             },
             status: &self.status,
             phase,
@@ -203,6 +212,38 @@ fn between_syncs() {
             start(Some("2026-11-23T10:00:00Z"), 0),
         ),
         (
+            "H takes the object's own minute: apps/db syncs at :33, and nextSyncTime says so",
+            source()
+                .schedule("H * * * *", None)
+                .last_start("2026-11-22T09:33:00Z"),
+            Decision::WaitForSchedule(at("2026-11-22T10:33:00Z")),
+        ),
+        (
+            "jitter delays each occurrence by the object's own offset (4m55.245s of 10m here)",
+            source()
+                .schedule("0 * * * *", None)
+                .jitter("10m")
+                .last_start("2026-11-22T10:04:55.245Z"),
+            Decision::WaitForSchedule(at("2026-11-22T11:04:55.245Z")),
+        ),
+        (
+            "a jittered occurrence that passed starts, and the next one is delayed alike",
+            source()
+                .schedule("0 * * * *", None)
+                .jitter("10m")
+                .secret(OLD_SECRET),
+            start(Some("2026-11-22T11:04:55.245Z"), 0),
+        ),
+        (
+            "a malformed jitter is a condition",
+            source().schedule("@hourly", None).jitter("5 minutes"),
+            Decision::InvalidSchedule(
+                "spec.trigger.jitter \"5 minutes\" is not a duration of at most 168h such as \
+                 90s, 5m or 1h30m"
+                    .into(),
+            ),
+        ),
+        (
             "a manual value is due between scheduled times",
             source()
                 .schedule("0 * * * *", None)
@@ -215,7 +256,11 @@ fn between_syncs() {
         (
             "a cron expression that does not parse is a condition, for both kinds",
             destination().schedule("every hour", None),
-            Decision::InvalidSchedule(Schedule::parse("every hour", None).unwrap_err().to_string()),
+            Decision::InvalidSchedule(
+                Schedule::parse("every hour", None, None, identity())
+                    .unwrap_err()
+                    .to_string(),
+            ),
         ),
         (
             "an unknown time zone is a condition",
