@@ -474,7 +474,7 @@ fn a_killed_jobs_lock_carries_the_identity_the_next_jobs_unlock_compares() {
 /// Unpacks one of restic's own test repositories (password `geheim`).
 fn restic_fixture(w: &Path, name: &str) -> Repo {
     let tarball = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/restic/repos")
+        .join("../testdata/restic/repos")
         .join(format!("{name}.tar.gz"));
     assert!(
         tarball.is_file(),

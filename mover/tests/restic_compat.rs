@@ -264,7 +264,7 @@ fn restore_delete_removes_files_not_in_the_snapshot() {
 
 #[test]
 fn restic_test_repositories_restore_like_restic() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/restic/repos");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/restic/repos");
     assert!(
         fixtures.is_dir(),
         "restic's fixtures are missing at {}",

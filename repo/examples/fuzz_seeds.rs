@@ -1,6 +1,6 @@
 //! Writes the seed corpora of the fuzz targets (`repo/fuzz`) into the directory named by the
 //! first argument, one subdirectory per target: the decrypted files of restic's own test
-//! repositories (`shared/testdata/restic`) and of a repository written here by a backup, as
+//! repositories (`testdata/restic`) and of a repository written here by a backup, as
 //! the tests write them. `make fuzz` runs it; nothing it writes is committed.
 
 use std::collections::BTreeSet;
@@ -132,7 +132,7 @@ fn main() {
     let mut corpus = Corpus { root, written: 0 };
     let work = tempfile::tempdir().expect("temp dir");
     write_own(&work.path().join("own"), &mut corpus).expect("a repository of our own");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/restic/repos");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/restic/repos");
     let tarballs = std::fs::read_dir(&fixtures)
         .unwrap_or_else(|e| panic!("restic's fixtures at {}: {e}", fixtures.display()));
     for t in tarballs {

@@ -1,5 +1,5 @@
 //! The forget policy against restic's own golden files
-//! (`policy_keep_snapshots_N` in shared/testdata/restic/forget-golden).
+//! (`policy_keep_snapshots_N` in testdata/restic/forget-golden).
 //!
 //! restic produced them from one list of 103 snapshots (its
 //! `TestApplyPolicy`) and 40 policies in a fixed order; both are rebuilt here
@@ -282,10 +282,10 @@ struct Golden {
 
 fn golden_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/restic/forget-golden");
+        .join("../testdata/restic/forget-golden");
     assert!(
         dir.is_dir(),
-        "{} missing: the shared restic test data must sit beside the repository (../shared)",
+        "{} missing: restic's forget golden files belong in testdata/restic (see its README.md)",
         dir.display()
     );
     dir
