@@ -7,10 +7,15 @@
 /// ReplicationDestination, the restored volume is published in `status.latestImage`.
 pub const READY: &str = "Ready";
 
-/// A sync is in progress (`True`) or the object waits for its next trigger (`False`).
-pub const SYNCHRONIZING: &str = "Synchronizing";
+/// kstatus' `Reconciling`: a sync is in progress, or a failed one is retried on its backoff
+/// (`True`); otherwise `False`, with the reason saying what the object waits for.
+pub const RECONCILING: &str = "Reconciling";
 
-/// Syncs fail or cannot start; the reason says why and whether the operator retries.
+/// kstatus' `Stalled`: the last sync failed for a reason retrying cannot fix (wrong password,
+/// missing Secret keys, an invalid spec); nothing runs until the spec or the Secret changes.
+pub const STALLED: &str = "Stalled";
+
+/// The last sync failed or could not start, retried or not; the reason says why.
 pub const DEGRADED: &str = "Degraded";
 
 /// Condition reasons: CamelCase words a human can grep for in events and `kubectl describe`.

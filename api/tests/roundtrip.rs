@@ -41,7 +41,7 @@ fn conditions() -> Value {
     json!([
         {"type": "Ready", "status": "True", "reason": "SyncSucceeded", "message": "backed up",
          "lastTransitionTime": "2026-11-22T10:00:00Z", "observedGeneration": 3},
-        {"type": "Synchronizing", "status": "False", "reason": "WaitingForSchedule", "message": "",
+        {"type": "Reconciling", "status": "False", "reason": "WaitingForSchedule", "message": "",
          "lastTransitionTime": "2026-11-22T10:00:01Z"},
     ])
 }

@@ -3,7 +3,8 @@
 //! with containerd, the kubelet, kube-proxy and kube-scheduler ([`node`]) on
 //! a bridge of the test's own ([`host`]), real CSI snapshots with the CSI
 //! test driver, the one stand-in ([`storage`]), images built here
-//! ([`images`]), and Sluice installed as users install it ([`stack`]). The
+//! ([`images`]), and Sluice installed as users install it ([`stack`]);
+//! [`kstatus`] reads objects as kstatus-based tools do. The
 //! pieces every crate's tests share (tools, MinIO, certificates,
 //! processes) are in `sluice-testkit`.
 //!
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod host;
 pub mod images;
+pub mod kstatus;
 pub mod node;
 pub mod signals;
 pub mod stack;

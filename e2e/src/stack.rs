@@ -24,6 +24,7 @@ use tempfile::TempDir;
 use crate::cluster::Cluster;
 use crate::host::{self, HostLease};
 use crate::images;
+use crate::kstatus;
 use crate::node::Node;
 use crate::storage::{self, Storage};
 
@@ -421,6 +422,16 @@ spec:
                 "{{.status.conditions[?(@.type==\"{kind}\")].status}}/{{.status.conditions[?(@.type==\"{kind}\")].reason}}"
             ),
         )
+    }
+
+    /// What kstatus makes of `object` now, and its message.
+    pub fn kstatus(&self, namespace: &str, object: &str) -> (kstatus::Status, String) {
+        let json = self
+            .cluster
+            .kubectl(&["get", object, "-n", namespace, "-o", "json"]);
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("kubectl get {object} -o json: {e}: {json}"));
+        kstatus::compute(&value)
     }
 
     /// A `restic` command for `bucket_and_prefix` with [`PASSWORD`].

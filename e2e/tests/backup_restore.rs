@@ -15,7 +15,7 @@ use std::time::Duration;
 use scenario::{
     OWNED, SYNC, assert_same_tree, destination, event_reasons, manual_sync, source, write_sample,
 };
-use sluice_e2e::Stack;
+use sluice_e2e::{Stack, kstatus};
 
 #[test]
 fn backup_and_restore_scenarios() {
@@ -63,9 +63,14 @@ fn manual_backup_direct_then_restore_latest(stack: &Stack) {
     );
     assert_eq!(stack.condition(ns, object, "Ready"), "True/SyncSucceeded");
     assert_eq!(
-        stack.condition(ns, object, "Synchronizing"),
+        stack.condition(ns, object, "Reconciling"),
         "False/WaitingForManual"
     );
+    assert_eq!(
+        stack.condition(ns, object, "Stalled"),
+        "False/SyncSucceeded"
+    );
+    assert_eq!(stack.kstatus(ns, object).0, kstatus::Status::Current);
     assert_eq!(
         stack.get(ns, object, "{.status.latestMoverStatus.result}"),
         "Successful"
@@ -263,14 +268,20 @@ fn copy_that_never_binds_says_so(stack: &Stack) {
     let extra = "    storageClassName: no-such-class\n";
     stack.cluster.apply(&source(ns, "data", "Clone", extra));
     let object = "replicationsource/data";
-    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    let reason = "{.status.conditions[?(@.type==\"Reconciling\")].reason}";
     stack.wait_field(ns, object, reason, SYNC, |v| v == "WaitingForPVC");
     let message = stack.get(
         ns,
         object,
-        "{.status.conditions[?(@.type==\"Synchronizing\")].message}",
+        "{.status.conditions[?(@.type==\"Reconciling\")].message}",
     );
     assert!(message.contains("to be bound"), "{message}");
+    let (status, said) = stack.kstatus(ns, object);
+    assert_eq!(
+        (status, said.as_str()),
+        (kstatus::Status::InProgress, message.as_str()),
+        "a sync under way is in progress for kstatus, with its stage as the message"
+    );
 }
 
 fn deleting_the_objects_removes_everything_they_made(stack: &Stack) {

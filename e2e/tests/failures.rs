@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use scenario::{OWNED, SYNC, event_reasons, source, trigger, write_sample};
-use sluice_e2e::Stack;
+use sluice_e2e::{Stack, kstatus};
 
 #[test]
 fn failure_scenarios() {
@@ -42,6 +42,14 @@ fn wrong_password_waits_for_a_fix_without_retrying(stack: &Stack) {
         stack.condition(ns, object, "Degraded"),
         "True/WrongPassword"
     );
+    assert_eq!(stack.condition(ns, object, "Stalled"), "True/WrongPassword");
+    assert_eq!(
+        stack.condition(ns, object, "Reconciling"),
+        "False/WrongPassword"
+    );
+    let (status, message) = stack.kstatus(ns, object);
+    assert_eq!(status, kstatus::Status::Failed, "{message}");
+    assert!(message.contains("retrying cannot help"), "{message}");
     assert_eq!(
         stack.get(ns, object, "{.status.latestMoverStatus.result}"),
         "Failed"
@@ -71,6 +79,11 @@ fn wrong_password_waits_for_a_fix_without_retrying(stack: &Stack) {
         stack.condition(ns, object, "Degraded"),
         "False/SyncSucceeded"
     );
+    assert_eq!(
+        stack.condition(ns, object, "Stalled"),
+        "False/SyncSucceeded"
+    );
+    assert_eq!(stack.kstatus(ns, object).0, kstatus::Status::Current);
 }
 
 fn missing_secret_keys_are_reported_before_any_job(stack: &Stack) {
@@ -95,6 +108,18 @@ stringData: {RESTIC_REPOSITORY: s3:http://127.0.0.1:9/bucket}
     assert!(
         message.contains("RESTIC_PASSWORD"),
         "the message names the key: {message}"
+    );
+    assert_eq!(stack.condition(ns, object, "Stalled"), "True/SecretInvalid");
+    assert_eq!(stack.kstatus(ns, object).0, kstatus::Status::Failed);
+    // Every condition describes the spec as it is now.
+    let generations = stack.get(
+        ns,
+        object,
+        "{.metadata.generation} {.status.observedGeneration} {.status.conditions[*].observedGeneration}",
+    );
+    assert_eq!(
+        generations, "1 1 1 1 1 1",
+        "generation, observed, each condition"
     );
     let jobs = stack
         .cluster
@@ -307,7 +332,7 @@ fn object_storage_down_during_a_sync_is_retried_until_it_is_back(stack: &mut Sta
     stack.wait_field(
         ns,
         object,
-        "{.status.conditions[?(@.type==\"Synchronizing\")].reason}",
+        "{.status.conditions[?(@.type==\"Reconciling\")].reason}",
         SYNC,
         |v| v == "MoverRunning",
     );

@@ -142,7 +142,7 @@ fn paused_source_starts_nothing_until_resumed(stack: &Stack) {
             .replace("  sourcePVC: data\n", "  sourcePVC: data\n  paused: true\n"),
     );
     let object = "replicationsource/data";
-    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    let reason = "{.status.conditions[?(@.type==\"Reconciling\")].reason}";
     stack.wait_field(ns, object, reason, SYNC, |v| v == "Paused");
     trigger(stack, ns, object, "two");
     std::thread::sleep(Duration::from_secs(5));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, TypedLocalObjectReference};
 use sluice_api::{
-    SyncPlan, SyncStatus, Trigger, conditions,
+    SyncPlan, SyncStatus, Trigger,
     mover_result::{ErrorClass, MoverResult},
 };
 
@@ -25,7 +25,6 @@ use crate::{
     schedule::Schedule,
     secret,
     spread::Identity,
-    status,
     volume::VolumeSnapshot,
 };
 
@@ -127,7 +126,7 @@ pub enum NewObject {
     Snapshot(Box<VolumeSnapshot>),
 }
 
-/// A wait for something outside Sluice, as the Synchronizing condition and, when it lasts past
+/// A wait for something outside Sluice, as the Reconciling condition and, when it lasts past
 /// [`READY_WARNING`], a Warning event show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Waiting {
@@ -417,12 +416,11 @@ fn failures(status: &SyncStatus) -> u32 {
     u32::try_from(status.consecutive_failures.unwrap_or(0)).unwrap_or(0)
 }
 
-/// Whether the spec or the Secret changed since the failure that blocks the object: a new
-/// generation (the Degraded condition records the one it judged), or a Secret written after the
-/// last attempt started.
+/// Whether the spec or the Secret changed since the failure that blocks the object: a
+/// generation other than the one the failed attempt ran (`status.observedGeneration`), or a
+/// Secret written after the attempt started.
 fn changed_since_failure(observed: &Observed, secret: &SecretSeen) -> bool {
-    let judged = status::condition(&observed.status.conditions, conditions::DEGRADED)
-        .and_then(|condition| condition.observed_generation);
+    let judged = observed.status.observed_generation;
     let last_attempt = observed.status.last_sync_start_time.as_ref().map(|t| t.0);
     let secret_changed = secret
         .modified

@@ -1,9 +1,13 @@
 //! Status transitions: what each [`Decision`] writes into the status both kinds share, and the
 //! conditions.
 //!
-//! Three conditions that `kubectl wait` can use: `Ready` (last sync good), `Synchronizing`
-//! (a sync runs) and `Degraded` (syncs fail or cannot start). Each helper sets all three so no
-//! combination contradicts itself, and `lastTransitionTime` moves only when a status flips.
+//! The conditions follow kstatus, so Flux, Argo CD, `kubectl wait` and kstatus-based tools read
+//! them without knowing Sluice: `Reconciling` (a sync is under way, or a failed one is retried
+//! on its backoff), `Stalled` (a failure retrying cannot fix: only a change of the spec or the
+//! Secret helps), and `Ready` (the last sync succeeded). `Degraded` says that the last sync
+//! failed, retried or not. Each helper sets all four, so no combination contradicts itself;
+//! every condition carries the generation it was written for, and `lastTransitionTime` moves
+//! only when a status flips.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -18,14 +22,22 @@ use crate::{
     decide::{Decision, Outcome, Verdict},
 };
 
+/// The condition types Sluice writes, in the order it lists them. Others (`Synchronizing`, which
+/// earlier versions wrote) are dropped on the next status write.
+pub const TYPES: [&str; 4] = [
+    conditions::READY,
+    conditions::RECONCILING,
+    conditions::STALLED,
+    conditions::DEGRADED,
+];
+
 /// Sets one condition, keeping its `lastTransitionTime` unless its status changes.
-pub fn set_condition(
+fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
     reason: &str,
     message: impl Into<String>,
-    generation: Option<i64>,
     now: Timestamp,
 ) {
     let status = if status { "True" } else { "False" }.to_string();
@@ -39,7 +51,7 @@ pub fn set_condition(
         status,
         reason: reason.to_string(),
         message: message.into(),
-        observed_generation: generation,
+        observed_generation: None,
         last_transition_time,
     };
     match previous {
@@ -53,7 +65,34 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Nothing runs; the object waits for its trigger (`reason` says which).
+/// Sets `type_` to `False` with `reason` unless it is already set: a fresh object has no
+/// verdict yet, and says so instead of lacking the condition, so `kubectl wait
+/// --for=condition=Ready=false` and printcolumns work from the start.
+fn unless_set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    if condition(conditions, type_).is_none() {
+        set_condition(conditions, type_, false, reason, message, now);
+    }
+}
+
+/// Keeps only [`TYPES`], in their order, each stamped with `generation`: every write is made
+/// for the current spec, so every condition describes it (Argo CD and kstatus ignore a
+/// condition of an older generation).
+fn settle(conditions: &mut Vec<Condition>, generation: Option<i64>) {
+    conditions.retain(|c| TYPES.contains(&c.type_.as_str()));
+    conditions.sort_by_key(|c| TYPES.iter().position(|t| *t == c.type_));
+    for condition in conditions.iter_mut() {
+        condition.observed_generation = generation;
+    }
+}
+
+/// Nothing runs; the object waits for its trigger (`reason` says which). Ready, Stalled and
+/// Degraded keep the last verdict.
 pub fn waiting(
     conditions: &mut Vec<Condition>,
     reason: &str,
@@ -63,42 +102,21 @@ pub fn waiting(
 ) {
     set_condition(
         conditions,
-        conditions::SYNCHRONIZING,
+        conditions::RECONCILING,
         false,
         reason,
         message,
-        generation,
         now,
     );
-    // A fresh object has no verdict yet; Ready says so instead of being absent, so
-    // `kubectl wait --for=condition=Ready=false` and printcolumns work from the start.
-    if condition(conditions, conditions::READY).is_none() {
-        set_condition(
-            conditions,
-            conditions::READY,
-            false,
-            reason,
-            message,
-            generation,
-            now,
-        );
+    for type_ in [conditions::READY, conditions::STALLED, conditions::DEGRADED] {
+        unless_set(conditions, type_, reason, message, now);
     }
-    if condition(conditions, conditions::DEGRADED).is_none() {
-        set_condition(
-            conditions,
-            conditions::DEGRADED,
-            false,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    }
+    settle(conditions, generation);
 }
 
-/// A sync is under way; `reason` is its stage (`WaitingForSnapshot`, `MoverRunning`, ...).
-/// Ready and Degraded keep the previous sync's verdict.
-pub fn synchronizing(
+/// A sync is under way; `reason` is its stage (`WaitingForSnapshot`, `MoverRunning`, ...). It
+/// makes progress, so nothing is stalled; Ready and Degraded keep the previous sync's verdict.
+pub fn reconciling(
     conditions: &mut Vec<Condition>,
     reason: &str,
     message: &str,
@@ -107,16 +125,20 @@ pub fn synchronizing(
 ) {
     set_condition(
         conditions,
-        conditions::SYNCHRONIZING,
+        conditions::RECONCILING,
         true,
         reason,
         message,
-        generation,
         now,
     );
+    set_condition(conditions, conditions::STALLED, false, reason, message, now);
+    for type_ in [conditions::READY, conditions::DEGRADED] {
+        unless_set(conditions, type_, reason, message, now);
+    }
+    settle(conditions, generation);
 }
 
-/// The sync succeeded.
+/// The sync succeeded; `next_reason` says what the object waits for now.
 pub fn succeeded(
     conditions: &mut Vec<Condition>,
     message: &str,
@@ -124,37 +146,24 @@ pub fn succeeded(
     generation: Option<i64>,
     now: Timestamp,
 ) {
+    let ok = reason::SYNC_SUCCEEDED;
+    set_condition(conditions, conditions::READY, true, ok, message, now);
+    set_condition(conditions, conditions::STALLED, false, ok, message, now);
+    set_condition(conditions, conditions::DEGRADED, false, ok, message, now);
     set_condition(
         conditions,
-        conditions::READY,
-        true,
-        reason::SYNC_SUCCEEDED,
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        conditions,
-        conditions::DEGRADED,
-        false,
-        reason::SYNC_SUCCEEDED,
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        conditions,
-        conditions::SYNCHRONIZING,
+        conditions::RECONCILING,
         false,
         next_reason,
         message,
-        generation,
         now,
     );
+    settle(conditions, generation);
 }
 
-/// The sync failed or could not start, for `reason`; `retrying` says whether a retry is
-/// scheduled (Synchronizing shows `Backoff`) or the object waits for a change.
+/// The sync failed or could not start, for `reason`. `retrying`: a retry is scheduled, so the
+/// object is still reconciling (reason `Backoff`); otherwise it is stalled until the spec or the
+/// Secret changes.
 pub fn failed(
     conditions: &mut Vec<Condition>,
     reason: &str,
@@ -163,34 +172,26 @@ pub fn failed(
     generation: Option<i64>,
     now: Timestamp,
 ) {
+    set_condition(conditions, conditions::READY, false, reason, message, now);
+    set_condition(conditions, conditions::DEGRADED, true, reason, message, now);
     set_condition(
         conditions,
-        conditions::READY,
-        false,
+        conditions::STALLED,
+        !retrying,
         reason,
         message,
-        generation,
         now,
     );
+    let reconciling_reason = if retrying { reason::BACKOFF } else { reason };
     set_condition(
         conditions,
-        conditions::DEGRADED,
-        true,
-        reason,
+        conditions::RECONCILING,
+        retrying,
+        reconciling_reason,
         message,
-        generation,
         now,
     );
-    let waiting_reason = if retrying { reason::BACKOFF } else { reason };
-    set_condition(
-        conditions,
-        conditions::SYNCHRONIZING,
-        false,
-        waiting_reason,
-        message,
-        generation,
-        now,
-    );
+    settle(conditions, generation);
 }
 
 /// What a status transition needs besides the decision.
@@ -228,6 +229,7 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
         | Decision::Create(_) => {}
         Decision::Paused => {
             status.next_sync_time = None;
+            status.observed_generation = generation;
             waiting(
                 &mut status.conditions,
                 reason::PAUSED,
@@ -250,6 +252,7 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
         }
         Decision::WaitForSchedule(next) => {
             status.next_sync_time = Some(Time(*next));
+            status.observed_generation = generation;
             waiting(
                 &mut status.conditions,
                 reason::WAITING_FOR_SCHEDULE,
@@ -260,6 +263,7 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
         }
         Decision::WaitForTrigger => {
             status.next_sync_time = None;
+            status.observed_generation = generation;
             let message = if moment.manual_trigger {
                 "waiting for spec.trigger.manual to change"
             } else {
@@ -279,6 +283,9 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
             status.observed_generation = generation;
         }
         Decision::Start { next, missed } => {
+            // The spec this sync runs; a change during the sync is observed when it ends, so a
+            // destination restores again for it.
+            status.observed_generation = generation;
             if let Some(plan) = plan {
                 status.last_sync_start_time = Some(plan.started_at.clone());
                 status.sync_plan = Some(plan.clone());
@@ -290,7 +297,7 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
                     .unwrap_or(0)
                     .saturating_add(i64::try_from(*missed).unwrap_or(i64::MAX)),
             );
-            synchronizing(
+            reconciling(
                 &mut status.conditions,
                 reason::MOVER_RUNNING,
                 &format!("{noun} {job} started"),
@@ -298,14 +305,14 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
                 now,
             );
         }
-        Decision::CreateJob(_) | Decision::Running => synchronizing(
+        Decision::CreateJob(_) | Decision::Running => reconciling(
             &mut status.conditions,
             reason::MOVER_RUNNING,
             &format!("mover Job {job} running"),
             generation,
             now,
         ),
-        Decision::Wait { waiting, .. } => synchronizing(
+        Decision::Wait { waiting, .. } => reconciling(
             &mut status.conditions,
             waiting.reason,
             &waiting.message,
@@ -321,7 +328,6 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
 
 fn finished(status: &mut SyncStatus, outcome: &Outcome, moment: &Moment) {
     let result = &outcome.result;
-    status.observed_generation = moment.generation;
     status.sync_plan = None;
     status.latest_mover_status = Some(MoverStatus {
         result: match outcome.verdict {

@@ -122,6 +122,10 @@ async fn source_sync_flow_against_the_api_server() {
         ("True".into(), "SecretInvalid".into())
     );
     assert_eq!(condition(&source, conditions::READY).0, "False");
+    assert_eq!(
+        condition(&source, conditions::STALLED),
+        ("True".into(), "SecretInvalid".into())
+    );
     assert!(
         mover_jobs(&client).await.is_empty(),
         "no Job may exist while the Secret is invalid"
@@ -147,7 +151,7 @@ async fn source_sync_flow_against_the_api_server() {
         .clone()
         .expect("sync plan recorded");
     assert_eq!(
-        condition(&source, conditions::SYNCHRONIZING),
+        condition(&source, conditions::RECONCILING),
         ("True".into(), "MoverRunning".into())
     );
     let jobs = mover_jobs(&client).await;
@@ -269,7 +273,7 @@ async fn source_sync_flow_against_the_api_server() {
     );
     let idle = reconcile(&api, &ctx).await;
     assert_eq!(
-        condition(&idle, conditions::SYNCHRONIZING),
+        condition(&idle, conditions::RECONCILING),
         ("False".into(), "WaitingForManual".into())
     );
     let text = ctx.metrics.encode();

@@ -80,13 +80,14 @@ impl World {
         self.status.last_sync_start_time = Some(Time(at(time)));
         self
     }
-    /// `failures` in a row, retried at `retry_at` (`None`: waiting for a change), judged on
-    /// generation 1.
+    /// `failures` in a row, retried at `retry_at` (`None`: waiting for a change), of an attempt
+    /// that ran generation 1.
     fn failed(mut self, failures: i32, retry_at: Option<&str>) -> Self {
         self.status.consecutive_failures = Some(failures);
         self.status.next_sync_time = retry_at.map(|t| Time(at(t)));
+        self.status.observed_generation = Some(1);
         self.status.conditions = vec![Condition {
-            type_: conditions::DEGRADED.into(),
+            type_: sluice_api::conditions::DEGRADED.into(),
             status: "True".into(),
             reason: reason::WRONG_PASSWORD.into(),
             message: "x".into(),

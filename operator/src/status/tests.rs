@@ -40,7 +40,7 @@ fn transition_time_moves_only_when_status_flips() {
     let degraded = condition(&conditions, conditions::DEGRADED).unwrap();
     assert_eq!(degraded.status, "False");
     assert_eq!(degraded.last_transition_time, Time(t3));
-    assert_eq!(conditions.len(), 3);
+    assert_eq!(conditions.len(), 4);
 }
 
 #[test]
@@ -48,11 +48,16 @@ fn retryable_failure_shows_backoff_permanent_shows_the_reason() {
     let mut conditions = Vec::new();
     let now = at("2026-11-22T10:00:00Z");
     failed(&mut conditions, reason::NETWORK_ERROR, "x", true, None, now);
+    let kstatus = |conditions: &[Condition]| {
+        [conditions::RECONCILING, conditions::STALLED].map(|type_| {
+            let c = condition(conditions, type_).unwrap();
+            format!("{}/{}", c.status, c.reason)
+        })
+    };
     assert_eq!(
-        condition(&conditions, conditions::SYNCHRONIZING)
-            .unwrap()
-            .reason,
-        reason::BACKOFF
+        kstatus(&conditions),
+        ["True/Backoff", "False/NetworkError"],
+        "a retry is scheduled: reconciling, not stalled"
     );
     failed(
         &mut conditions,
@@ -63,10 +68,9 @@ fn retryable_failure_shows_backoff_permanent_shows_the_reason() {
         now,
     );
     assert_eq!(
-        condition(&conditions, conditions::SYNCHRONIZING)
-            .unwrap()
-            .reason,
-        reason::WRONG_PASSWORD
+        kstatus(&conditions),
+        ["False/WrongPassword", "True/WrongPassword"],
+        "only a change helps: stalled"
     );
     assert_eq!(
         condition(&conditions, conditions::READY).unwrap().status,
@@ -75,7 +79,7 @@ fn retryable_failure_shows_backoff_permanent_shows_the_reason() {
 }
 
 #[test]
-fn a_new_object_gets_all_three_conditions_while_waiting() {
+fn a_new_object_gets_all_four_conditions_while_waiting() {
     let mut conditions = Vec::new();
     waiting(
         &mut conditions,
@@ -84,15 +88,15 @@ fn a_new_object_gets_all_three_conditions_while_waiting() {
         Some(1),
         at("2026-11-22T10:00:00Z"),
     );
-    assert_eq!(conditions.len(), 3);
-    synchronizing(
+    assert_eq!(conditions.len(), 4);
+    reconciling(
         &mut conditions,
         reason::MOVER_RUNNING,
         "job x",
         Some(1),
         at("2026-11-22T11:00:00Z"),
     );
-    let sync = condition(&conditions, conditions::SYNCHRONIZING).unwrap();
+    let sync = condition(&conditions, conditions::RECONCILING).unwrap();
     assert_eq!(
         (sync.status.as_str(), sync.reason.as_str()),
         ("True", reason::MOVER_RUNNING)
@@ -164,7 +168,7 @@ fn waits_say_what_they_wait_for() {
     let paused = after(&scheduled, &Decision::Paused, &moment(None, ""));
     assert_eq!(paused.next_sync_time, None, "paused shows no next time");
     assert_eq!(
-        reason_of(&paused, conditions::SYNCHRONIZING),
+        reason_of(&paused, conditions::RECONCILING),
         pair("False", reason::PAUSED)
     );
     assert_eq!(
@@ -180,7 +184,7 @@ fn waits_say_what_they_wait_for() {
     );
     assert_eq!(waiting.next_sync_time, Some(Time(next)));
     assert_eq!(
-        message_of(&waiting, conditions::SYNCHRONIZING),
+        message_of(&waiting, conditions::RECONCILING),
         "next sync at 2026-11-22T12:00:00Z"
     );
 
@@ -195,10 +199,10 @@ fn waits_say_what_they_wait_for() {
         let waiting = after(&scheduled, &Decision::WaitForTrigger, &at_moment);
         assert_eq!(waiting.next_sync_time, None);
         assert_eq!(
-            reason_of(&waiting, conditions::SYNCHRONIZING),
+            reason_of(&waiting, conditions::RECONCILING),
             pair("False", reason::WAITING_FOR_MANUAL)
         );
-        assert_eq!(message_of(&waiting, conditions::SYNCHRONIZING), message);
+        assert_eq!(message_of(&waiting, conditions::RECONCILING), message);
     }
 }
 
@@ -218,9 +222,13 @@ fn an_invalid_schedule_is_degraded_without_a_retry() {
         pair("True", reason::MOVER_CONFIG_INVALID)
     );
     assert_eq!(
-        reason_of(&status, conditions::SYNCHRONIZING),
+        reason_of(&status, conditions::RECONCILING),
         pair("False", reason::MOVER_CONFIG_INVALID),
         "no Backoff: only a fix helps"
+    );
+    assert_eq!(
+        reason_of(&status, conditions::STALLED),
+        pair("True", reason::MOVER_CONFIG_INVALID)
     );
     assert_eq!(status.next_sync_time, None);
     assert_eq!(status.observed_generation, Some(3));
@@ -242,6 +250,10 @@ fn an_invalid_secret_counts_a_failure_that_waits_for_a_change() {
     assert_eq!(status.observed_generation, Some(3));
     assert_eq!(
         reason_of(&status, conditions::DEGRADED),
+        pair("True", reason::SECRET_INVALID)
+    );
+    assert_eq!(
+        reason_of(&status, conditions::STALLED),
         pair("True", reason::SECRET_INVALID)
     );
     let message = message_of(&status, conditions::READY);
@@ -272,16 +284,16 @@ fn a_start_records_the_plan_and_the_missed_times() {
     assert_eq!(started.next_sync_time, Some(Time(next)));
     assert_eq!(started.missed_syncs, Some(6));
     assert_eq!(
-        reason_of(&started, conditions::SYNCHRONIZING),
+        reason_of(&started, conditions::RECONCILING),
         pair("True", reason::MOVER_RUNNING)
     );
     assert_eq!(
-        message_of(&started, conditions::SYNCHRONIZING),
+        message_of(&started, conditions::RECONCILING),
         "sync sluice-src-db-1 started"
     );
     let running = after(&started, &Decision::Running, &moment(Some(&plan), ""));
     assert_eq!(
-        message_of(&running, conditions::SYNCHRONIZING),
+        message_of(&running, conditions::RECONCILING),
         "mover Job sluice-src-db-1 running"
     );
     let waiting = Waiting {
@@ -299,13 +311,10 @@ fn a_start_records_the_plan_and_the_missed_times() {
         &moment(Some(&plan), ""),
     );
     assert_eq!(
-        reason_of(&waits, conditions::SYNCHRONIZING),
+        reason_of(&waits, conditions::RECONCILING),
         pair("True", reason::WAITING_FOR_PVC)
     );
-    assert_eq!(
-        message_of(&waits, conditions::SYNCHRONIZING),
-        waiting.message
-    );
+    assert_eq!(message_of(&waits, conditions::RECONCILING), waiting.message);
     assert_eq!(waits.sync_plan, Some(plan), "waiting keeps the plan");
 }
 
@@ -320,7 +329,9 @@ fn finish(result: MoverResult, verdict: Verdict) -> Decision {
 #[test]
 fn a_success_ends_the_sync_and_clears_the_failures() {
     let plan = plan();
+    // The sync started on generation 2; the spec changed to 3 while it ran.
     let status = SyncStatus {
+        observed_generation: Some(2),
         consecutive_failures: Some(2),
         sync_plan: Some(plan.clone()),
         last_manual_sync: Some("m0".into()),
@@ -342,7 +353,11 @@ fn a_success_ends_the_sync_and_clears_the_failures() {
     assert_eq!(done.last_sync_duration.unwrap().to_string(), "90.5s");
     assert_eq!(done.last_manual_sync.as_deref(), Some("m1"));
     assert_eq!(done.next_sync_time, Some(Time(next)));
-    assert_eq!(done.observed_generation, Some(3));
+    assert_eq!(
+        done.observed_generation,
+        Some(2),
+        "the spec the sync ran; generation 3 is observed when the next decision is written"
+    );
     let mover = done.latest_mover_status.clone().unwrap();
     assert_eq!(mover.result, MoverOutcome::Successful);
     assert_eq!(mover.logs.as_deref(), Some("added 1 KiB"));
@@ -359,7 +374,7 @@ fn a_success_ends_the_sync_and_clears_the_failures() {
         pair("False", reason::SYNC_SUCCEEDED)
     );
     assert_eq!(
-        reason_of(&done, conditions::SYNCHRONIZING),
+        reason_of(&done, conditions::RECONCILING),
         pair("False", reason::WAITING_FOR_SCHEDULE)
     );
     let unscheduled = after(
@@ -368,7 +383,7 @@ fn a_success_ends_the_sync_and_clears_the_failures() {
         &moment(Some(&plan), "ok"),
     );
     assert_eq!(
-        reason_of(&unscheduled, conditions::SYNCHRONIZING),
+        reason_of(&unscheduled, conditions::RECONCILING),
         pair("False", reason::WAITING_FOR_MANUAL)
     );
 }
@@ -420,8 +435,12 @@ fn a_failure_counts_up_keeps_the_last_success_and_says_when_it_retries() {
         pair("False", reason::NETWORK_ERROR)
     );
     assert_eq!(
-        reason_of(&failed, conditions::SYNCHRONIZING),
-        pair("False", reason::BACKOFF)
+        reason_of(&failed, conditions::RECONCILING),
+        pair("True", reason::BACKOFF)
+    );
+    assert_eq!(
+        reason_of(&failed, conditions::STALLED),
+        pair("False", reason::NETWORK_ERROR)
     );
     assert_eq!(
         message_of(&failed, conditions::DEGRADED),
@@ -447,12 +466,76 @@ fn a_failure_counts_up_keeps_the_last_success_and_says_when_it_retries() {
     );
     assert_eq!(blocked.next_sync_time, None);
     assert_eq!(
-        reason_of(&blocked, conditions::SYNCHRONIZING),
+        reason_of(&blocked, conditions::RECONCILING),
         pair("False", reason::WRONG_PASSWORD)
+    );
+    assert_eq!(
+        reason_of(&blocked, conditions::STALLED),
+        pair("True", reason::WRONG_PASSWORD)
     );
     assert!(
         message_of(&blocked, conditions::DEGRADED)
             .starts_with("sync failed: WrongPassword (Job sluice-src-db-1); retrying cannot help"),
         "a result without a message says what failed"
+    );
+}
+
+#[test]
+fn every_condition_describes_the_current_generation_and_old_types_go() {
+    let old = Condition {
+        type_: "Synchronizing".into(),
+        status: "False".into(),
+        reason: reason::WAITING_FOR_SCHEDULE.into(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: Time(at("2026-11-22T09:00:00Z")),
+    };
+    let status = SyncStatus {
+        observed_generation: Some(1),
+        conditions: vec![old],
+        ..Default::default()
+    };
+    let next = at("2026-11-22T11:00:00Z");
+    let waiting = after(&status, &Decision::WaitForSchedule(next), &moment(None, ""));
+    let types: Vec<(&str, Option<i64>)> = waiting
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.observed_generation))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Ready", Some(3)),
+            ("Reconciling", Some(3)),
+            ("Stalled", Some(3)),
+            ("Degraded", Some(3)),
+        ]
+    );
+    assert_eq!(
+        waiting.observed_generation,
+        Some(3),
+        "the new spec is observed"
+    );
+}
+
+#[test]
+fn a_start_observes_the_generation_it_runs() {
+    let plan = plan();
+    let started = after(
+        &SyncStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        },
+        &Decision::Start {
+            next: None,
+            missed: 0,
+        },
+        &moment(Some(&plan), ""),
+    );
+    assert_eq!(started.observed_generation, Some(3));
+    assert_eq!(
+        reason_of(&started, conditions::STALLED),
+        pair("False", reason::MOVER_RUNNING),
+        "a sync under way is progress"
     );
 }
