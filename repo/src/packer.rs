@@ -2,16 +2,21 @@
 //!
 //! Blob workers hand sealed blobs to a [`PackSink`]. It appends them to an
 //! open pack per blob type (data and tree blobs never share a pack), each a
-//! nameless temporary file, so memory never holds a pack. A full pack gets
+//! temporary file, so memory never holds a pack. A full pack gets
 //! its header, is named by the SHA-256 of its bytes, and goes through a
 //! bounded queue to uploader threads. Back-pressure is the queue size.
+//!
+//! Where the backend has a staging directory (a local repository), the
+//! temporary file is made there and renamed into place: every pack is written
+//! once. Elsewhere it is a nameless temporary file that the upload reads.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::handoff::{Receiver, Sender, bounded};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Backend, FileKind, Payload};
@@ -20,20 +25,62 @@ use crate::index::{IndexBlob, IndexPack};
 use crate::pack::{BlobType, PackedBlob, encode_header};
 use crate::{Error, Id, Result};
 
+/// The file a pack is written to.
+enum PackFile {
+    /// Nameless, in the system's temporary directory; the upload copies it.
+    Anonymous(File),
+    /// Named, in the backend's staging directory; the backend renames it into place.
+    Staged(tempfile::NamedTempFile),
+}
+
+impl PackFile {
+    fn file(&self) -> &File {
+        match self {
+            PackFile::Anonymous(f) => f,
+            PackFile::Staged(t) => t.as_file(),
+        }
+    }
+}
+
+impl Write for PackFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A pack being filled.
 struct OpenPack {
-    out: BufWriter<File>,
+    out: BufWriter<PackFile>,
+    /// Where the file is, for error messages.
+    dir: PathBuf,
     hash: Sha256,
     size: u64,
     blobs: Vec<PackedBlob>,
 }
 
 impl OpenPack {
-    fn new() -> Result<OpenPack> {
-        let file = tempfile::tempfile()
-            .map_err(|e| Error::io("create temporary pack file in", std::env::temp_dir(), e))?;
+    fn new(staging: Option<&Path>) -> Result<OpenPack> {
+        let (file, dir) = match staging {
+            Some(dir) => (
+                tempfile::Builder::new()
+                    .prefix(".pack-")
+                    .tempfile_in(dir)
+                    .map(PackFile::Staged),
+                dir.to_path_buf(),
+            ),
+            None => (
+                tempfile::tempfile().map(PackFile::Anonymous),
+                std::env::temp_dir(),
+            ),
+        };
+        let file = file.map_err(|e| Error::io("create temporary pack file in", &dir, e))?;
         Ok(OpenPack {
             out: BufWriter::with_capacity(1 << 20, file),
+            dir,
             hash: Sha256::new(),
             size: 0,
             blobs: Vec::new(),
@@ -43,7 +90,7 @@ impl OpenPack {
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
-            .map_err(|e| Error::io("write temporary pack file in", std::env::temp_dir(), e))?;
+            .map_err(|e| Error::io("write temporary pack file in", &self.dir, e))?;
         self.hash.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
@@ -54,16 +101,15 @@ impl OpenPack {
         let header = key.seal(&encode_header(&self.blobs));
         self.append(&header)?;
         self.append(&(header.len() as u32).to_le_bytes())?;
-        let file = self.out.into_inner().map_err(|e| {
-            Error::io(
-                "flush temporary pack file in",
-                std::env::temp_dir(),
-                e.into_error(),
-            )
-        })?;
+        let dir = self.dir;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("flush temporary pack file in", &dir, e.into_error()))?;
         Ok(FinishedPack {
             id: Id(self.hash.finalize().into()),
             file,
+            dir,
             size: self.size,
             blobs: self.blobs,
         })
@@ -73,7 +119,8 @@ impl OpenPack {
 /// A complete pack waiting for upload.
 struct FinishedPack {
     id: Id,
-    file: File,
+    file: PackFile,
+    dir: PathBuf,
     size: u64,
     blobs: Vec<PackedBlob>,
 }
@@ -96,6 +143,7 @@ pub struct SinkStats {
 pub struct PackSink<'a> {
     key: &'a Key,
     pack_size: u64,
+    staging: Option<PathBuf>,
     open: [Mutex<Option<OpenPack>>; 2],
     queue: Option<Sender<FinishedPack>>,
     uploaders: Vec<JoinHandle<Uploaded>>,
@@ -110,6 +158,7 @@ impl<'a> PackSink<'a> {
         pack_size: u64,
         uploaders: usize,
     ) -> PackSink<'a> {
+        let staging = backend.staging_dir();
         let (tx, rx) = bounded::<FinishedPack>(uploaders.max(1));
         let failure = Failure::default();
         let handles = (0..uploaders.max(1))
@@ -123,6 +172,7 @@ impl<'a> PackSink<'a> {
         PackSink {
             key,
             pack_size,
+            staging,
             open: [Mutex::new(None), Mutex::new(None)],
             queue: Some(tx),
             uploaders: handles,
@@ -142,7 +192,7 @@ impl<'a> PackSink<'a> {
         let full = {
             let mut guard = slot.lock().expect("pack lock");
             if guard.is_none() {
-                *guard = Some(OpenPack::new()?);
+                *guard = Some(OpenPack::new(self.staging.as_deref())?);
             }
             let pack = guard.as_mut().expect("open pack");
             let offset = pack.size as u32;
@@ -224,22 +274,44 @@ impl<'a> PackSink<'a> {
 /// (the first one wins) and ends this uploader.
 fn upload_loop(backend: &dyn Backend, rx: Receiver<FinishedPack>, failure: &Failure) -> Uploaded {
     let mut done = Vec::new();
-    for mut pack in rx {
+    for pack in rx {
         let name = pack.id.to_hex();
-        let uploaded = pack
-            .file
-            .rewind()
-            .map_err(|e| Error::io("rewind temporary pack file in", std::env::temp_dir(), e))
-            .and_then(|()| {
-                Ok(backend.save(
-                    FileKind::Pack,
-                    &name,
-                    Payload::File {
-                        file: &pack.file,
-                        len: pack.size,
-                    },
-                )?)
-            });
+        let uploaded = match &pack.file {
+            PackFile::Staged(t) => backend.save(
+                FileKind::Pack,
+                &name,
+                Payload::Staged {
+                    file: t.as_file(),
+                    path: t.path(),
+                    len: pack.size,
+                },
+            ),
+            PackFile::Anonymous(f) => (&*f)
+                .rewind()
+                .map_err(|e| {
+                    crate::backend::BackendError::from_io(
+                        format!("rewind temporary pack file in {}", pack.dir.display()),
+                        &e,
+                    )
+                })
+                .and_then(|()| {
+                    backend.save(
+                        FileKind::Pack,
+                        &name,
+                        Payload::File {
+                            file: f,
+                            len: pack.size,
+                        },
+                    )
+                }),
+        }
+        .map_err(Error::from);
+        if uploaded.is_ok()
+            && let PackFile::Staged(t) = pack.file
+        {
+            // Renamed into place: nothing is left to remove under the temporary name.
+            let _ = t.into_temp_path().keep();
+        }
         if let Err(e) = uploaded {
             failure.lock().expect("failure").get_or_insert(e);
             return done;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendErrorKind, FileKind, Payload};
+use crate::compression;
 use crate::config::Config;
 use crate::crypto::Key;
 use crate::id::IdSet;
@@ -289,9 +290,17 @@ impl Repository {
     /// Compresses (where the repository and options call for it) and
     /// encrypts a blob; returns the sealed bytes and the uncompressed length
     /// to record (0 when not compressed).
+    ///
+    /// With `auto`, a data blob whose samples do not compress (see `compression`)
+    /// is stored as it is: zstd would spend a pass on it and save nothing (a frame of raw
+    /// blocks is even a little larger).
     pub fn seal_blob(&self, blob_type: BlobType, plain: &[u8]) -> (Vec<u8>, u32) {
         let compress = self.config.version >= 2
-            && (self.options.compression != Compression::Off || blob_type == BlobType::Tree);
+            && match (self.options.compression, blob_type) {
+                (_, BlobType::Tree) | (Compression::Max, _) => true,
+                (Compression::Off, _) => false,
+                (Compression::Auto, _) => !compression::incompressible(plain),
+            };
         if compress {
             let level = self.options.compression.level();
             let z = zstd_context::compress(plain, level);
@@ -304,12 +313,31 @@ impl Repository {
     /// Authenticates, decrypts and decompresses a blob read from its pack,
     /// and checks its hash.
     pub fn open_blob(&self, pack: &Id, blob: &PackedBlob, sealed: &mut [u8]) -> Result<Vec<u8>> {
+        let mut scratch = Vec::new();
+        let len = self.open_blob_in(pack, blob, sealed, &mut scratch)?.len();
+        if blob.uncompressed_length != 0 {
+            Ok(scratch)
+        } else {
+            Ok(sealed[crate::crypto::IV_LEN..crate::crypto::IV_LEN + len].to_vec())
+        }
+    }
+
+    /// [`Repository::open_blob`] without allocating: the plaintext is decrypted in place
+    /// in `sealed`, or decompressed into `scratch` (a buffer the caller reuses), and the
+    /// returned slice points at whichever holds it.
+    pub fn open_blob_in<'a>(
+        &self,
+        pack: &Id,
+        blob: &PackedBlob,
+        sealed: &'a mut [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
         let what = || format!("blob {} ({}) in pack {}", blob.id, blob.blob_type, pack);
         let plain = self
             .key
             .open_in_place(sealed)
             .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-        let data = if blob.uncompressed_length != 0 {
+        let data: &[u8] = if blob.uncompressed_length != 0 {
             let claimed = blob.uncompressed_length as usize;
             if claimed > max_expansion(plain.len()) {
                 return Err(Error::corrupt(
@@ -320,24 +348,24 @@ impl Repository {
                     ),
                 ));
             }
-            let data = zstd_context::decompress(plain, claimed)
+            zstd_context::decompress_into(plain, claimed, scratch)
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
             // Restore places blobs by their indexed lengths: a wrong one would shift
             // every later blob of the file.
-            if data.len() != claimed {
+            if scratch.len() != claimed {
                 return Err(Error::corrupt(
                     what(),
                     format!(
                         "decompresses to {} bytes, the index says {claimed}",
-                        data.len()
+                        scratch.len()
                     ),
                 ));
             }
-            data
+            scratch
         } else {
-            plain.to_vec()
+            plain
         };
-        if Id::hash(&data) != blob.id {
+        if Id::hash(data) != blob.id {
             return Err(Error::corrupt(
                 what(),
                 "content does not match its id (hash mismatch)",
@@ -639,8 +667,15 @@ mod zstd_context {
         })
     }
 
-    /// `compressed` decompressed, failing when it is invalid or longer than `capacity`.
-    pub fn decompress(compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    /// `compressed` decompressed into `out` (replacing what it held), failing when it is
+    /// invalid or longer than `capacity`.
+    pub fn decompress_into(
+        compressed: &[u8],
+        capacity: usize,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        out.clear();
+        out.reserve(capacity);
         DECOMPRESSOR.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell.is_none() {
@@ -648,7 +683,8 @@ mod zstd_context {
             }
             cell.as_mut()
                 .expect("set above")
-                .decompress(compressed, capacity)
+                .decompress_to_buffer(compressed, out)
+                .map(|_| ())
         })
     }
 }

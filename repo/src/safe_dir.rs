@@ -17,7 +17,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -65,6 +65,12 @@ static OPENAT2: AtomicU8 = AtomicU8::new(0);
 
 const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Dir {
     /// Opens the restore target itself. The user chose this path, so it may lead through
     /// symlinks; nothing below it will.
@@ -86,12 +92,18 @@ impl Dir {
 
     /// Opens `rel` below this directory with `flags`, following no symlink in any component.
     fn open_beneath(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+        self.open_beneath_mode(rel, flags, 0)
+    }
+
+    /// [`Dir::open_beneath`] with the permission bits a file created by `O_CREAT` gets.
+    fn open_beneath_mode(&self, rel: &Path, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
         let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         if OPENAT2.load(Ordering::Relaxed) != 2 {
             let c = cstr(rel.as_os_str())?;
             // SAFETY: open_how is plain data; zero is a valid value for every field.
             let mut how: libc::open_how = unsafe { std::mem::zeroed() };
             how.flags = flags as u64;
+            how.mode = u64::from(mode);
             how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
             // SAFETY: the pointers are valid for the call and the size is the struct's.
             let fd = unsafe {
@@ -115,11 +127,11 @@ impl Dir {
                 _ => return Err(e),
             }
         }
-        self.open_by_components(rel, flags)
+        self.open_by_components(rel, flags, mode)
     }
 
     /// The fallback of [`Dir::open_beneath`]: one `openat(O_NOFOLLOW)` per component.
-    fn open_by_components(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    fn open_by_components(&self, rel: &Path, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
         let names: Vec<&OsStr> = rel
             .components()
             .map(|c| match c {
@@ -145,13 +157,13 @@ impl Dir {
         let at = dir.as_ref().map_or(self.raw(), AsRawFd::as_raw_fd);
         let c = cstr(last)?;
         // SAFETY: valid descriptor and NUL-terminated name.
-        owned(unsafe { libc::openat(at, c.as_ptr(), flags, 0) })
+        owned(unsafe { libc::openat(at, c.as_ptr(), flags, mode as libc::c_uint) })
     }
 
     /// Opens the directory `rel` below this one (an empty path is this directory again).
     pub fn open_dir(&self, rel: &Path) -> io::Result<Dir> {
         if rel.as_os_str().is_empty() {
-            return self.open_by_components(rel, 0).map(|fd| Dir { fd });
+            return self.open_by_components(rel, 0, 0).map(|fd| Dir { fd });
         }
         Ok(Dir {
             fd: self.open_beneath(rel, DIR_FLAGS)?,
@@ -202,21 +214,46 @@ impl Dir {
     }
 
     /// Makes `name` a directory: an existing directory is kept, anything else there is removed
-    /// first.
+    /// first. A fresh target costs one `mkdirat`; only a name already taken is looked at.
     pub fn ensure_dir(&self, name: &OsStr) -> io::Result<()> {
+        let c = cstr(name)?;
+        // SAFETY: valid descriptor and name.
+        let made = check(unsafe { libc::mkdirat(self.raw(), c.as_ptr(), 0o700) });
+        match made {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            r => return r,
+        }
         match self.kind(name)? {
             Some(EntryKind::Dir) => return Ok(()),
             Some(_) => self.remove(name)?,
             None => {}
         }
-        let c = cstr(name)?;
         // SAFETY: valid descriptor and name.
         check(unsafe { libc::mkdirat(self.raw(), c.as_ptr(), 0o700) })
     }
 
-    /// Creates (or empties) the regular file `name` and gives it `size`, so regions never
-    /// written stay holes. Anything else by that name is removed first.
-    pub fn create_file(&self, name: &OsStr, size: u64) -> io::Result<()> {
+    /// Creates (or empties) the regular file `rel` below this directory and returns it open
+    /// for writing. A name not yet taken costs one open (`O_CREAT | O_EXCL`, which creates a
+    /// new regular file or fails, never following anything); only a name already taken is
+    /// looked at, and whatever is there and is not a regular file is removed first.
+    pub fn create_file_beneath(&self, rel: &Path) -> io::Result<File> {
+        let fresh =
+            self.open_beneath_mode(rel, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600);
+        match fresh {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        self.open_dir(parent)?.create_file(name)
+    }
+
+    /// Creates (or empties) the regular file `name` and returns it open for writing.
+    /// Anything else by that name is removed first.
+    pub fn create_file(&self, name: &OsStr) -> io::Result<File> {
         match self.kind(name)? {
             Some(EntryKind::File) | None => {}
             Some(_) => self.remove(name)?,
@@ -243,7 +280,7 @@ impl Dir {
                 "not a regular file",
             ));
         }
-        file.set_len(size)
+        Ok(file)
     }
 
     /// Creates the file `name`, failing when anything has that name already.
@@ -501,6 +538,7 @@ mod tests {
                 dir.open_by_components(
                     Path::new("escape/victim"),
                     libc::O_WRONLY | libc::O_NOFOLLOW,
+                    0,
                 )
                 .map(|_| ()),
             ),
@@ -525,7 +563,7 @@ mod tests {
         assert_eq!(m.mode() & 0o777, 0o600);
         assert_ne!(m.mtime(), 1);
         // Creating a file where a symlink is replaces the symlink.
-        dir.create_file(OsStr::new("victim-link"), 3).unwrap();
+        dir.create_file(OsStr::new("victim-link")).unwrap();
         assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep me");
         assert!(
             std::fs::symlink_metadata(target.join("victim-link"))
@@ -554,7 +592,7 @@ mod tests {
             .ensure_dir(OsStr::new("b"))
             .unwrap();
         let b = dir.open_dir(Path::new("a/b")).unwrap();
-        b.create_file(OsStr::new("f"), 10).unwrap();
+        b.create_file(OsStr::new("f")).unwrap().set_len(10).unwrap();
         assert_eq!(
             dir.open_file(Path::new("a/b/f"), false)
                 .unwrap()
@@ -564,9 +602,9 @@ mod tests {
             10
         );
         let fd = dir
-            .open_by_components(Path::new("a/b/f"), libc::O_RDONLY)
+            .open_by_components(Path::new("a/b/f"), libc::O_RDONLY, 0)
             .unwrap();
         assert_eq!(File::from(fd).metadata().unwrap().len(), 10);
-        assert!(dir.open_by_components(Path::new("a/../a"), 0).is_err());
+        assert!(dir.open_by_components(Path::new("a/../a"), 0, 0).is_err());
     }
 }

@@ -86,7 +86,7 @@ impl Backend for MemBackend {
     fn save(&self, kind: FileKind, name: &str, payload: Payload<'_>) -> BackendResult<()> {
         let bytes = match payload {
             Payload::Bytes(b) => b.to_vec(),
-            Payload::File { file, len } => {
+            Payload::File { file, len } | Payload::Staged { file, len, .. } => {
                 use std::os::unix::fs::FileExt;
                 let mut buf = vec![0u8; len as usize];
                 file.read_exact_at(&mut buf, 0)

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{Receiver, Sender};
 
 use super::{Archiver, bump};
 use crate::Id;

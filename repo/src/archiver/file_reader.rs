@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::handoff::{Receiver, Sender, bounded};
 
 use super::blob_saver::BlobJob;
 use super::holes::{Holes, Region};

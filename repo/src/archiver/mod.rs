@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crossbeam_channel::bounded;
+use crate::handoff::bounded;
 
 use self::blob_saver::BlobJob;
 use self::file_reader::{FileJob, large_read_size};

@@ -2,7 +2,7 @@
 //! its tree and stores it when new, so trees are written after their
 //! contents.
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff::{Receiver, Sender};
 
 use super::blob_saver::BlobJob;
 use super::file_reader::FileContent;

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::handoff::{Receiver, Sender, bounded};
 
 use super::file_reader::FileJob;
 use super::parent::unchanged;

@@ -2,7 +2,6 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendError, BackendResult, FileKind, ListedFile, Payload};
@@ -52,12 +51,42 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    /// `data/` itself: on the repository's file system, and a place neither restic nor
+    /// this backend lists files in (packs live one level below).
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join(FileKind::Pack.dir()))
+    }
+
     fn save(&self, kind: FileKind, name: &str, payload: Payload<'_>) -> BackendResult<()> {
         let path = self.path(kind, name);
         let dir = path.parent().expect("file in a directory");
         if kind == FileKind::Pack {
             // restic creates the fan-out directories lazily too.
             fs::create_dir_all(dir).map_err(|e| self.err("create directory", dir, &e))?;
+        }
+        if let Payload::Staged {
+            file,
+            path: staged,
+            len,
+        } = payload
+        {
+            // Written once: made durable and read-only where it is, then renamed into
+            // place, so a crash never leaves a partial file under its final name.
+            let place = || -> std::io::Result<()> {
+                let found = file.metadata()?.len();
+                if found != len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("staged file holds {found} bytes, not {len}"),
+                    ));
+                }
+                file.sync_all()?;
+                let mut perm = file.metadata()?.permissions();
+                perm.set_readonly(true);
+                file.set_permissions(perm)?;
+                fs::rename(staged, &path)
+            };
+            return place().map_err(|e| self.err("write", &path, &e));
         }
         // Write under a temporary name and rename, so a crash never leaves
         // a half-written file under its final (content-addressed) name.
@@ -66,7 +95,7 @@ impl Backend for LocalBackend {
             let mut out = File::create(&tmp)?;
             match payload {
                 Payload::Bytes(b) => out.write_all(b)?,
-                Payload::File { file, len } => {
+                Payload::File { file, len } | Payload::Staged { file, len, .. } => {
                     let mut src = file.try_clone()?;
                     src.seek(SeekFrom::Start(0))?;
                     let copied = std::io::copy(&mut src.take(len), &mut out)?;
@@ -137,16 +166,30 @@ impl Backend for LocalBackend {
         offset: u64,
         length: u64,
     ) -> BackendResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.load_range_into(kind, name, offset, length, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads into the buffer's spare capacity: no zero-filling of what is read over anyway.
+    fn load_range_into(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
         let path = self.path(kind, name);
-        let file = File::open(&path).map_err(|e| self.err("open", &path, &e))?;
+        let mut file = File::open(&path).map_err(|e| self.err("open", &path, &e))?;
         // The length comes from an index, which is untrusted: allocate only what the
         // file really holds.
         let size = file
             .metadata()
             .map_err(|e| self.err("stat", &path, &e))?
             .len();
-        if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(BackendError::from_io(
+        let short = || {
+            BackendError::from_io(
                 format!("read {}", path.display()),
                 &std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -154,12 +197,20 @@ impl Backend for LocalBackend {
                         "{length} bytes at offset {offset} asked for, but the file has only {size}: it is shorter than the index says"
                     ),
                 ),
-            ));
+            )
+        };
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(short());
         }
-        let mut buf = vec![0u8; length as usize];
-        file.read_exact_at(&mut buf, offset)
+        buf.clear();
+        buf.reserve(length as usize);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| (&mut file).take(length).read_to_end(buf))
             .map_err(|e| self.err("read", &path, &e))?;
-        Ok(buf)
+        if buf.len() as u64 != length {
+            return Err(short());
+        }
+        Ok(())
     }
 
     fn stat(&self, kind: FileKind, name: &str) -> BackendResult<u64> {

@@ -13,6 +13,7 @@ pub mod s3;
 
 use std::fmt;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 
 /// The kinds of files in a repository, each with its own directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,14 @@ pub enum Payload<'a> {
     Bytes(&'a [u8]),
     /// A file holding the content from offset 0 to `len`.
     File { file: &'a File, len: u64 },
+    /// A file written in the backend's [`Backend::staging_dir`] under a temporary `path`,
+    /// holding exactly the content: a backend on that file system renames it into place
+    /// instead of copying it; any other reads it as [`Payload::File`].
+    Staged {
+        file: &'a File,
+        path: &'a Path,
+        len: u64,
+    },
 }
 
 impl Payload<'_> {
@@ -69,7 +78,7 @@ impl Payload<'_> {
     pub fn len(&self) -> u64 {
         match self {
             Payload::Bytes(b) => b.len() as u64,
-            Payload::File { len, .. } => *len,
+            Payload::File { len, .. } | Payload::Staged { len, .. } => *len,
         }
     }
 
@@ -195,6 +204,13 @@ pub trait Backend: Send + Sync {
     /// Prepares an empty repository location (directories, bucket).
     fn create(&self) -> BackendResult<()>;
 
+    /// A directory where packs can be written under a temporary name and then handed to
+    /// [`Backend::save`] as [`Payload::Staged`], so each pack is written once. `None` (the
+    /// default) for backends that are not a local file system.
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Stores a complete file.
     fn save(&self, kind: FileKind, name: &str, payload: Payload<'_>) -> BackendResult<()>;
 
@@ -215,6 +231,20 @@ pub trait Backend: Send + Sync {
         offset: u64,
         length: u64,
     ) -> BackendResult<Vec<u8>>;
+
+    /// [`Backend::load_range`] into `buf` (replacing what it held), so a caller that
+    /// reads many ranges reuses one buffer. Backends that can read into it do so.
+    fn load_range_into(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
+        *buf = self.load_range(kind, name, offset, length)?;
+        Ok(())
+    }
 
     /// The size of a file, or a `NotFound` error.
     fn stat(&self, kind: FileKind, name: &str) -> BackendResult<u64>;

@@ -114,6 +114,10 @@ impl<B: Backend> Backend for RetryBackend<B> {
         self.run("create", "", || self.inner.create())
     }
 
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir()
+    }
+
     fn save(&self, kind: FileKind, name: &str, payload: Payload<'_>) -> BackendResult<()> {
         self.run("save", &kind.path(name), || {
             // A payload only borrows its content, so each attempt gets its own
@@ -121,6 +125,11 @@ impl<B: Backend> Backend for RetryBackend<B> {
             let again = match &payload {
                 Payload::Bytes(b) => Payload::Bytes(b),
                 Payload::File { file, len } => Payload::File { file, len: *len },
+                Payload::Staged { file, path, len } => Payload::Staged {
+                    file,
+                    path,
+                    len: *len,
+                },
             };
             self.inner.save(kind, name, again)
         })
@@ -147,6 +156,19 @@ impl<B: Backend> Backend for RetryBackend<B> {
     ) -> BackendResult<Vec<u8>> {
         self.run("load_range", &kind.path(name), || {
             self.inner.load_range(kind, name, offset, length)
+        })
+    }
+
+    fn load_range_into(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
+        self.run("load_range", &kind.path(name), || {
+            self.inner.load_range_into(kind, name, offset, length, buf)
         })
     }
 

@@ -272,7 +272,9 @@ impl Backend for S3Backend {
                 .block_on(self.store.put(&key, PutPayload::from(b.to_vec())))
                 .map(|_| ())
                 .map_err(|e| self.store_error("save", &what, &e)),
-            Payload::File { file, len } => self.put_file(&key, &what, file, len),
+            Payload::File { file, len } | Payload::Staged { file, len, .. } => {
+                self.put_file(&key, &what, file, len)
+            }
         }
     }
 
