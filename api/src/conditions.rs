@@ -34,6 +34,9 @@ pub mod reason {
     pub const WAITING_FOR_PVC: &str = "WaitingForPVC";
     /// The mover Job is running.
     pub const MOVER_RUNNING: &str = "MoverRunning";
+    /// The sync is due and waits for its repository: other syncs fill it, or a prune or check
+    /// runs there alone. The message gives the place in line.
+    pub const QUEUED: &str = "Queued";
     /// The mover Job failed for a reason the operator retries with backoff.
     pub const MOVER_FAILED: &str = "MoverFailed";
     /// Retrying after a failure; `nextSyncTime` says when.

@@ -137,6 +137,20 @@ pub struct SyncPlan {
     /// The `spec.restic.unlock` value this sync answers; copied to `restic.lastUnlocked` at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlock: Option<String>,
+    /// The repository this sync runs against: the Secret's `RESTIC_REPOSITORY`, normalised and
+    /// without credentials. Syncs into one repository share its queue, also after an operator
+    /// restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+}
+
+impl SyncPlan {
+    /// Whether the sync prunes or checks, so it runs alone in its repository.
+    pub fn exclusive(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|action| matches!(action, SyncAction::Prune | SyncAction::Check))
+    }
 }
 
 /// Numbers of the last successful backup, from the mover's result.

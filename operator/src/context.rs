@@ -1,14 +1,19 @@
-//! What every reconcile needs: the client, the event recorder, metrics, the mover image and the
-//! stores of what Sluice owns.
+//! What every reconcile needs: the client, the event recorder, metrics, the mover image, the
+//! stores of what Sluice owns and the repositories' queues.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kube::{
     Client, Resource,
     runtime::events::{Event, EventType, Recorder},
 };
 
-use crate::{cache::Owned, metrics::Metrics};
+use crate::{
+    cache::Owned,
+    controller::Wake,
+    metrics::Metrics,
+    queue::{Queues, Syncer},
+};
 
 /// Shared state of both controllers.
 pub struct Context {
@@ -22,12 +27,38 @@ pub struct Context {
     pub mover_image: String,
     /// The Jobs, Pods, PVCs and VolumeSnapshots Sluice made, as watched.
     pub owned: Owned,
+    /// Every repository's running and waiting syncs; held only while deciding, never across an
+    /// await.
+    pub queues: Mutex<Queues>,
+    /// Wakes the reconcile of a sync its repository's queue lets start.
+    pub wake: Wake,
 }
 
 /// The result every reconcile step returns; errors are API failures worth a retry.
 pub type Result<T, E = kube::Error> = std::result::Result<T, E>;
 
 impl Context {
+    /// The repositories' queues; a reconcile that panicked while holding them left them
+    /// consistent (every change is one call), so a poisoned lock is taken as is.
+    pub fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `syncer` neither runs nor waits any more: its place goes to the next in line, whose
+    /// reconciles are woken, and the repositories' gauges are updated.
+    pub fn release(&self, syncer: &Syncer) {
+        let released = {
+            let mut queues = self.queues();
+            queues.release(syncer).map(|woken| (woken, queues.loads()))
+        };
+        if let Some((woken, loads)) = released {
+            self.metrics.repository_loads(&loads);
+            self.wake.wake(&woken);
+        }
+    }
+
     /// Publishes an event on `object`; a failure to record an event is logged, never fatal.
     pub async fn event<K>(
         &self,

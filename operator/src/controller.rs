@@ -16,18 +16,21 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     core::NamespaceResourceScope,
     runtime::{
-        controller::{Action, Controller},
+        controller::{Action, Controller, Error as ControllerError},
+        reflector::ObjectRef,
         watcher,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use sluice_api::labels;
+use tokio::sync::mpsc;
 
 use crate::{
     cache::{self, Feed},
     context::Context,
     metrics::ObjectLabels,
+    queue::Syncer,
     reconcile::{self, Kind},
     volume::VolumeSnapshot,
 };
@@ -55,18 +58,64 @@ impl<K> Synced for K where
 {
 }
 
+/// Wakes the reconciles of objects their repository's queue lets start, through each
+/// controller's `reconcile_on` stream. Bounded: a wake-up that finds its channel full is
+/// dropped, and the queued object's own timer looks again.
+#[derive(Clone, Debug)]
+pub struct Wake {
+    channels: Vec<(String, mpsc::Sender<(String, String)>)>,
+}
+
+/// Wake-ups buffered for one controller.
+const WAKE_BUFFER: usize = 1024;
+
+impl Wake {
+    /// One channel for each of `kinds`; the receivers go to [`run`] in the same order.
+    pub fn channels<const N: usize>(
+        kinds: [&str; N],
+    ) -> (Self, [mpsc::Receiver<(String, String)>; N]) {
+        let pairs = kinds.map(|kind| (kind.to_string(), mpsc::channel(WAKE_BUFFER)));
+        let mut channels = Vec::with_capacity(N);
+        let receivers = pairs.map(|(kind, (sender, receiver))| {
+            channels.push((kind, sender));
+            receiver
+        });
+        (Self { channels }, receivers)
+    }
+
+    /// Asks for a reconcile of each of `syncers`.
+    pub fn wake(&self, syncers: &[Syncer]) {
+        for syncer in syncers {
+            let channel = self.channels.iter().find(|(kind, _)| *kind == syncer.kind);
+            if let Some((_, sender)) = channel
+                && sender
+                    .try_send((syncer.namespace.clone(), syncer.name.clone()))
+                    .is_err()
+            {
+                tracing::debug!(%syncer, "wake-up dropped; its queue timer looks again");
+            }
+        }
+    }
+}
+
 /// How long after an API error a reconcile is tried again.
 const API_ERROR_RETRY: Duration = Duration::from_secs(15);
 
 /// Runs the controller for `K` until the stream ends (shutdown): every object of `K` in the
-/// cluster, woken by changes to it and, through `feed`, to the Jobs, Pods, PVCs and
-/// VolumeSnapshots Sluice made for it (mapped by the owner label they carry).
-pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed) {
+/// cluster, woken by changes to it, through `feed` by changes to the Jobs, Pods, PVCs and
+/// VolumeSnapshots Sluice made for it (mapped by the owner label they carry), and through
+/// `woken` when its repository's queue lets its sync start.
+pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(String, String)>) {
     let label = K::PROFILE.owner_label;
+    let wakeups = futures::stream::unfold(woken, |mut woken| async move {
+        let (namespace, name) = woken.recv().await?;
+        Some((ObjectRef::<K>::new(&name).within(&namespace), woken))
+    });
     let controller = Controller::new(
         Api::<K>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
+    .reconcile_on(wakeups)
     .watches_shared_stream(feed.jobs, cache::owner::<K, Job>(label))
     .watches_shared_stream(feed.pods, cache::owner::<K, Pod>(label))
     .watches_shared_stream(feed.claims, cache::owner::<K, PersistentVolumeClaim>(label));
@@ -77,11 +126,19 @@ pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed) {
         None => controller,
     };
     controller
-        .run(reconcile::reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed");
+        .run(reconcile::reconcile::<K>, error_policy::<K>, ctx.clone())
+        .for_each(|result| {
+            match result {
+                // Deleted: whatever place it held in a repository's queue is free.
+                Err(ControllerError::ObjectNotFound(object)) => ctx.release(&Syncer {
+                    kind: K::kind(&()).into_owned(),
+                    namespace: object.namespace.clone().unwrap_or_default(),
+                    name: object.name.clone(),
+                }),
+                Err(error) => tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed"),
+                Ok(_) => {}
             }
+            std::future::ready(())
         })
         .await;
 }

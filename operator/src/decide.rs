@@ -22,6 +22,7 @@ use sluice_api::{
 
 use crate::{
     backoff::{self, Retry},
+    queue::Place,
     schedule::Schedule,
     secret,
     spread::Identity,
@@ -73,6 +74,8 @@ pub struct SecretSeen {
     pub modified: Option<Timestamp>,
     /// Why the mover cannot start with it, in one line; `None` when it can.
     pub unusable: Option<String>,
+    /// Its repository's key ([`crate::repository::key`]), when it names one.
+    pub repository: Option<String>,
 }
 
 /// Where a reconcile found the object: between syncs or in one.
@@ -236,6 +239,15 @@ pub enum Decision {
         message: String,
         /// `status.consecutiveFailures` after this one.
         failures: u32,
+    },
+    /// A sync is due, and waits for its repository ([`crate::queue`]).
+    Queued {
+        /// The repository's key.
+        repository: String,
+        /// Where it stands in line.
+        place: Place,
+        /// Syncs at most running into one repository.
+        max: usize,
     },
     /// Start a sync: record its plan.
     Start {
@@ -463,6 +475,8 @@ impl Decision {
         match self {
             Self::Paused | Self::InvalidSchedule(_) | Self::WaitForTrigger => None,
             Self::Blocked | Self::SecretInvalid { .. } => Some(secret::RECHECK),
+            // Woken when the line moves; the timer only bounds a missed wake-up.
+            Self::Queued { .. } => Some(SAFETY),
             Self::BackingOff(at) | Self::WaitForSchedule(at) => Some(until(*at, now)),
             Self::ReadSecret => Some(STEP),
             Self::Wait { warn_at, .. } if *warn_at > now => Some(until(*warn_at, now)),

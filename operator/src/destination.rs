@@ -21,6 +21,7 @@ use sluice_api::{
     RestoredSnapshot, SyncPlan,
     mover_result::{ErrorClass, MoverResult},
 };
+use tokio::sync::mpsc;
 
 use crate::{
     cache::Feed,
@@ -34,8 +35,8 @@ use crate::{
 };
 
 /// Runs the controller until the stream ends.
-pub async fn run(ctx: Arc<Context>, feed: Feed) {
-    controller::run::<ReplicationDestination>(ctx, feed).await;
+pub async fn run(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(String, String)>) {
+    controller::run::<ReplicationDestination>(ctx, feed, woken).await;
 }
 
 /// Name of the PVC a destination without `destinationPVC` restores into.

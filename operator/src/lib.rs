@@ -2,8 +2,8 @@
 //!
 //! Both controllers run one state machine: [`reconcile`] observes an object and what it owns,
 //! [`decide`] (pure) says what to do next, and [`reconcile`] applies it. The pure modules
-//! ([`decide`], [`schedule`], [`plan`], [`job`], [`status`], [`backoff`], [`volume`]) decide what
-//! should exist; the controllers ([`source`], [`destination`]) supply what differs between a
+//! ([`decide`], [`schedule`], [`spread`], [`plan`], [`job`], [`status`], [`backoff`], [`volume`],
+//! [`queue`], [`repository`]) decide what should exist; the controllers ([`source`], [`destination`]) supply what differs between a
 //! backup and a restore, so most behaviour is tested without an API server.
 
 pub mod backoff;
@@ -18,7 +18,9 @@ pub mod leader;
 pub mod metrics;
 pub mod mover;
 pub mod plan;
+pub mod queue;
 pub mod reconcile;
+pub mod repository;
 pub mod schedule;
 pub mod secret;
 pub mod source;

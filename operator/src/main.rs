@@ -5,14 +5,23 @@ mod convert_volsync;
 use std::{
     net::SocketAddr,
     process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{Arc, Mutex, atomic::AtomicBool},
 };
 
 use clap::{Args, Parser, Subcommand};
+use kube::Resource;
 use kube::runtime::events::{Recorder, Reporter};
+use sluice_api::{ReplicationDestination, ReplicationSource};
 use sluice_operator::{
-    cache::Owned, context::Context, destination, http, leader::LeaderElector, metrics::Metrics,
-    source, traffic::CountRequests,
+    cache::Owned,
+    context::Context,
+    controller::Wake,
+    destination, http,
+    leader::LeaderElector,
+    metrics::Metrics,
+    queue::{self, Queues},
+    source,
+    traffic::CountRequests,
 };
 
 /// Kubernetes operator that backs PVCs up into restic-format repositories.
@@ -49,6 +58,16 @@ struct RunArgs {
     /// Identity in the leader Lease. Default: the host name and process id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Mover Jobs running into one repository at once (sources and destinations whose Secrets
+    /// name the same RESTIC_REPOSITORY); the others wait in line with reason Queued. A prune or
+    /// check always runs alone.
+    #[arg(
+        long,
+        env = "SLUICE_MAX_CONCURRENT_JOBS",
+        default_value_t = queue::DEFAULT_MAX_CONCURRENT_JOBS,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    max_concurrent_jobs: u16,
 }
 
 fn main() -> ExitCode {
@@ -124,12 +143,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let (owned, [sources, destinations], watching) = Owned::watch(&client).await;
+    let (wake, [woken_sources, woken_destinations]) = Wake::channels([
+        ReplicationSource::kind(&()).as_ref(),
+        ReplicationDestination::kind(&()).as_ref(),
+    ]);
     let ctx = Arc::new(Context {
         client,
         recorder,
         metrics,
         mover_image: args.mover_image,
         owned: owned.clone(),
+        queues: Mutex::new(Queues::new(args.max_concurrent_jobs.into())),
+        wake,
     });
     let controllers = async {
         // Reconciling before the stores are listed would take what they have not seen yet for
@@ -137,8 +162,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         owned.ready().await;
         tracing::info!("owned Jobs, Pods, PVCs and VolumeSnapshots listed; reconciling");
         tokio::select! {
-            _ = source::run(ctx.clone(), sources) => "ReplicationSource",
-            _ = destination::run(ctx.clone(), destinations) => "ReplicationDestination",
+            _ = source::run(ctx.clone(), sources, woken_sources) => "ReplicationSource",
+            _ = destination::run(ctx.clone(), destinations, woken_destinations) => "ReplicationDestination",
         }
     };
     tokio::select! {

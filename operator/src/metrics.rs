@@ -44,6 +44,15 @@ pub struct RequestLabels {
     pub resource: String,
 }
 
+/// One repository's syncs in one state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    /// The repository's normalised URL, without credentials.
+    pub repository: String,
+    /// `running` or `queued`.
+    pub state: String,
+}
+
 /// Which controller a reconcile belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -68,6 +77,7 @@ pub struct Metrics {
     reconciles: Family<ControllerLabels, Counter>,
     reconcile_errors: Family<ControllerLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
+    repository_syncs: Family<RepositoryLabels, Gauge>,
 }
 
 fn sync_duration_histogram() -> Histogram {
@@ -94,6 +104,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             api_requests: Family::default(),
+            repository_syncs: Family::default(),
         };
         registry.register(
             "sync_last_success_timestamp_seconds",
@@ -154,6 +165,11 @@ impl Default for Metrics {
             "api_requests",
             "Requests the operator sent to the API server, by verb and resource",
             metrics.api_requests.clone(),
+        );
+        registry.register(
+            "repository_syncs",
+            "Syncs running into each repository, and waiting for it (--max-concurrent-jobs)",
+            metrics.repository_syncs.clone(),
         );
         Self {
             registry,
@@ -241,6 +257,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the syncs running and queued of every repository that has any; the others' series
+    /// go.
+    pub fn repository_loads(&self, loads: &[(String, usize, usize)]) {
+        self.repository_syncs.clear();
+        for (repository, running, queued) in loads {
+            for (state, count) in [("running", running), ("queued", queued)] {
+                let labels = RepositoryLabels {
+                    repository: repository.clone(),
+                    state: state.to_string(),
+                };
+                let count = i64::try_from(*count).unwrap_or(i64::MAX);
+                self.repository_syncs.get_or_create(&labels).set(count);
+            }
+        }
+    }
+
     /// Drops every series of a deleted object, so alerts do not fire for it forever.
     pub fn forget(&self, object: &ObjectLabels) {
         self.last_success.remove(object);
@@ -296,5 +328,20 @@ mod tests {
         }
         metrics.forget(&db());
         assert!(!metrics.encode().contains("sluice_volume_out_of_sync{"));
+    }
+
+    #[test]
+    fn repository_gauges_follow_the_queues() {
+        let metrics = Metrics::default();
+        metrics.repository_loads(&[("s3:http://minio:9000/b".into(), 4, 2)]);
+        let text = metrics.encode();
+        for line in [
+            r#"sluice_repository_syncs{repository="s3:http://minio:9000/b",state="running"} 4"#,
+            r#"sluice_repository_syncs{repository="s3:http://minio:9000/b",state="queued"} 2"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        metrics.repository_loads(&[]);
+        assert!(!metrics.encode().contains("sluice_repository_syncs{"));
     }
 }

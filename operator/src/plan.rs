@@ -65,6 +65,7 @@ pub fn source_plan(source: &ReplicationSource, now: Timestamp) -> SyncPlan {
             .as_ref()
             .and_then(|trigger| trigger.manual.clone()),
         unlock,
+        repository: None,
     }
 }
 
@@ -80,6 +81,7 @@ pub fn destination_plan(destination: &ReplicationDestination, now: Timestamp) ->
             .as_ref()
             .and_then(|trigger| trigger.manual.clone()),
         unlock: None,
+        repository: None,
     }
 }
 

@@ -40,7 +40,9 @@ use crate::{
     },
     job::MoverJobParams,
     metrics::Metrics,
-    mover, plan, secret,
+    mover, plan,
+    queue::{self, Admission, Syncer},
+    secret,
     spread::Identity,
     status::{self, Moment},
     volume::{self, Owner, VolumeSnapshot},
@@ -231,7 +233,82 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         observed.phase = Phase::Idle { secret: Some(seen) };
         decision = decide::decide(&observed);
     }
-    apply(object, &cached, decision, &scope, &ctx, now).await
+    let syncer = Syncer {
+        kind: K::kind(&()).into_owned(),
+        namespace: scope.namespace.clone(),
+        name: object.name_any(),
+    };
+    let starting = match (&observed.phase, &decision) {
+        (Phase::Idle { secret }, Decision::Start { .. }) => {
+            let mut plan = object.plan(now);
+            plan.repository = secret.as_ref().and_then(|seen| seen.repository.clone());
+            Some(plan)
+        }
+        (Phase::Syncing { plan, .. }, _) => {
+            hold(&ctx, &syncer, plan);
+            None
+        }
+        _ => None,
+    };
+    if let Some(plan) = &starting {
+        decision = admit(&ctx, &syncer, plan, decision, now);
+    }
+    let starting = starting.filter(|_| matches!(decision, Decision::Start { .. }));
+    apply(
+        object, &cached, decision, starting, &syncer, &scope, &ctx, now,
+    )
+    .await
+}
+
+/// Asks the repository's queue whether the sync of `plan` starts now; one that must wait turns
+/// `start` into [`Decision::Queued`].
+fn admit(
+    ctx: &Context,
+    syncer: &Syncer,
+    plan: &SyncPlan,
+    start: Decision,
+    now: Timestamp,
+) -> Decision {
+    let Some(repository) = &plan.repository else {
+        return start;
+    };
+    let sync = queue::Sync {
+        syncer: syncer.clone(),
+        exclusive: plan.exclusive(),
+    };
+    let (admission, max, loads) = {
+        let mut queues = ctx.queues();
+        let admission = queues.request(repository, &sync, now);
+        (admission, queues.max(), queues.loads())
+    };
+    ctx.metrics.repository_loads(&loads);
+    match admission {
+        Admission::Start => start,
+        Admission::Queued(place) => Decision::Queued {
+            repository: repository.clone(),
+            place,
+            max,
+        },
+    }
+}
+
+/// Counts the sync of `plan`, in progress, in its repository's queue: after a restart, or when
+/// its start was admitted by a reconcile whose status write the API server refused.
+fn hold(ctx: &Context, syncer: &Syncer, plan: &SyncPlan) {
+    let Some(repository) = &plan.repository else {
+        return;
+    };
+    let sync = queue::Sync {
+        syncer: syncer.clone(),
+        exclusive: plan.exclusive(),
+    };
+    let loads = {
+        let mut queues = ctx.queues();
+        queues.hold(repository, &sync).then(|| queues.loads())
+    };
+    if let Some(loads) = loads {
+        ctx.metrics.repository_loads(&loads);
+    }
 }
 
 /// Where the sync of `plan` stands: its Job, the Job's Pods and the volumes it needs.
@@ -257,12 +334,16 @@ async fn observe_progress<K: Kind>(object: &K, plan: &SyncPlan, scope: &Scope) -
     Ok(Progress::Running { unbound })
 }
 
-/// Applies `decision`: the stale-cache guard, objects created or deleted, the status written,
-/// then events, metrics and log lines.
+/// Applies `decision` (with the plan of a sync it starts): the stale-cache guard, objects
+/// created or deleted, the status written, then events, metrics and log lines, and the place in
+/// its repository's queue given up when the object neither runs nor waits.
+#[allow(clippy::too_many_arguments)]
 async fn apply<K: Kind>(
     object: &K,
     cached: &K::Status,
     decision: Decision,
+    starting: Option<SyncPlan>,
+    syncer: &Syncer,
     scope: &Scope,
     ctx: &Context,
     now: Timestamp,
@@ -271,7 +352,6 @@ async fn apply<K: Kind>(
         // The cache may be behind a sync that just started or ended; wait for the watch.
         return Ok(Action::requeue(STEP));
     }
-    let starting = matches!(decision, Decision::Start { .. }).then(|| object.plan(now));
     let plan = starting.as_ref().or(cached.as_ref().sync_plan.as_ref());
     let mut status = cached.clone();
     let recorded = match (&decision, plan) {
@@ -313,6 +393,11 @@ async fn apply<K: Kind>(
     }
     if !write_status(ctx, object, cached, &status).await? {
         return Ok(Action::requeue(STEP));
+    }
+    let syncing = cached.as_ref().sync_plan.is_some();
+    let in_line = matches!(decision, Decision::Start { .. } | Decision::Queued { .. });
+    if matches!(decision, Decision::Finish(_)) || (!syncing && !in_line) {
+        ctx.release(syncer);
     }
     announce(object, &decision, &moment, ctx).await;
     if matches!(decision, Decision::Finish(_)) {

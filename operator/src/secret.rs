@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::decide::SecretSeen;
+use crate::{decide::SecretSeen, repository};
 
 /// How often an object blocked on a failure retrying cannot fix (wrong password, missing keys)
 /// reads its repository Secret again, so fixing the Secret unblocks it within this time.
@@ -60,7 +60,17 @@ pub fn seen(namespace: &str, name: &str, secret: Option<&Secret>) -> SecretSeen 
     SecretSeen {
         modified: secret.and_then(last_modified),
         unusable,
+        repository: secret
+            .and_then(|secret| value(secret, "RESTIC_REPOSITORY"))
+            .map(|url| repository::key(&url)),
     }
+}
+
+/// The value of `key` in `secret`, from `data` or `stringData`; `None` when absent or not UTF-8.
+fn value(secret: &Secret, key: &str) -> Option<String> {
+    let data = secret.data.as_ref().and_then(|data| data.get(key));
+    let from_data = data.and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+    from_data.or_else(|| secret.string_data.as_ref()?.get(key).cloned())
 }
 
 /// When the Secret was last written, from its managed fields: a Secret edited after a
@@ -132,5 +142,21 @@ mod tests {
             REQUIRED_KEYS.map(|key| (key.to_string(), "x".to_string())),
         ));
         assert_eq!(seen("apps", "repo", Some(&secret)).unusable, None);
+    }
+
+    #[test]
+    fn seen_keys_the_repository_without_its_credentials() {
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "RESTIC_REPOSITORY".to_string(),
+                ByteString(b"rest:https://user:pw@Backup.Example/repo/".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        assert_eq!(
+            seen("apps", "repo", Some(&secret)).repository.as_deref(),
+            Some("rest:https://backup.example/repo")
+        );
+        assert_eq!(seen("apps", "repo", None).repository, None);
     }
 }

@@ -21,6 +21,7 @@ use sluice_api::{
     conditions::reason,
     mover_result::{ErrorClass, MoverResult},
 };
+use tokio::sync::mpsc;
 
 use crate::{
     cache::Feed,
@@ -35,8 +36,8 @@ use crate::{
 };
 
 /// Runs the controller until the stream ends (shutdown).
-pub async fn run(ctx: Arc<Context>, feed: Feed) {
-    controller::run::<ReplicationSource>(ctx, feed).await;
+pub async fn run(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(String, String)>) {
+    controller::run::<ReplicationSource>(ctx, feed, woken).await;
 }
 
 impl Kind for ReplicationSource {

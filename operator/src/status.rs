@@ -282,6 +282,20 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
             status.consecutive_failures = Some(i32::try_from(*failures).unwrap_or(i32::MAX));
             status.observed_generation = generation;
         }
+        Decision::Queued {
+            repository,
+            place,
+            max,
+        } => {
+            // Not observed yet: a destination's restore for this generation is still due.
+            reconciling(
+                &mut status.conditions,
+                reason::QUEUED,
+                &place.describe(repository, *max),
+                generation,
+                now,
+            );
+        }
         Decision::Start { next, missed } => {
             // The spec this sync runs; a change during the sync is observed when it ends, so a
             // destination restores again for it.

@@ -20,6 +20,7 @@ pub fn backup_plan() -> SyncPlan {
         job_name: "sluice-src-db-1".into(),
         manual: Some("m1".into()),
         unlock: Some("u1".into()),
+        repository: Some("s3:http://minio:9000/backups".into()),
     }
 }
 

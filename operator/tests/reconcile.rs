@@ -16,7 +16,14 @@ use sluice_api::{
     mover_result::{ErrorClass, MoverResult},
 };
 use sluice_e2e::Cluster;
-use sluice_operator::{cache::Owned, context::Context, controller, metrics::Metrics, mover};
+use sluice_operator::{
+    cache::Owned,
+    context::Context,
+    controller::{self, Wake},
+    metrics::Metrics,
+    mover,
+    queue::{self, Queues},
+};
 
 const NAMESPACE: &str = "apps";
 
@@ -60,6 +67,8 @@ async fn context(client: Client) -> Arc<Context> {
         metrics: Arc::new(Metrics::default()),
         mover_image: "sluice-mover:test".into(),
         owned,
+        queues: std::sync::Mutex::new(Queues::new(queue::DEFAULT_MAX_CONCURRENT_JOBS.into())),
+        wake: Wake::channels([]).0,
     })
 }
 

@@ -100,6 +100,7 @@ impl World {
         self.secret = Some(SecretSeen {
             modified: Some(at(modified)),
             unusable: None,
+            repository: Some("s3:http://minio:9000/backups".into()),
         });
         self
     }
@@ -107,6 +108,7 @@ impl World {
         self.secret = Some(SecretSeen {
             modified: Some(at(modified)),
             unusable: Some("repository Secret apps/repo lacks RESTIC_PASSWORD".into()),
+            repository: None,
         });
         self
     }
@@ -380,6 +382,7 @@ fn plan(started: &str) -> SyncPlan {
         job_name: "sluice-src-db-1".into(),
         manual: Some("m1".into()),
         unlock: None,
+        repository: Some("s3:http://minio:9000/backups".into()),
     }
 }
 
@@ -668,6 +671,19 @@ fn timers_are_for_what_time_alone_changes() {
         // In a sync, what is owned is watched: a timer only covers a missed event.
         (wait_until(now - SignedDuration::from_secs(1)), Some(SAFETY)),
         (start(None, 0), Some(SAFETY)),
+        // Woken when its line moves: a timer only covers a missed wake-up.
+        (
+            Decision::Queued {
+                repository: "s3:http://minio:9000/backups".into(),
+                place: crate::queue::Place {
+                    position: 1,
+                    waiting: 1,
+                    blocked_by: crate::queue::Blocker::Full { running: 4 },
+                },
+                max: 4,
+            },
+            Some(SAFETY),
+        ),
         (Decision::Create(claim()), Some(SAFETY)),
         (Decision::CreateJob(mount()), Some(SAFETY)),
         (Decision::Running, Some(SAFETY)),

@@ -36,6 +36,7 @@ fn plan() -> SyncPlan {
         job_name: "sluice-dst-restore-1".into(),
         manual: None,
         unlock: None,
+        repository: Some("s3:http://minio:9000/backups".into()),
     }
 }
 

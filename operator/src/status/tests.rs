@@ -539,3 +539,39 @@ fn a_start_observes_the_generation_it_runs() {
         "a sync under way is progress"
     );
 }
+
+#[test]
+fn a_queued_sync_is_reconciling_and_says_where_it_stands() {
+    let status = SyncStatus {
+        observed_generation: Some(2),
+        ..Default::default()
+    };
+    let place = crate::queue::Place {
+        position: 2,
+        waiting: 3,
+        blocked_by: crate::queue::Blocker::Full { running: 4 },
+    };
+    let queued = after(
+        &status,
+        &Decision::Queued {
+            repository: "s3:http://minio:9000/backups".into(),
+            place: place.clone(),
+            max: 4,
+        },
+        &moment(None, ""),
+    );
+    assert_eq!(
+        reason_of(&queued, conditions::RECONCILING),
+        pair("True", reason::QUEUED)
+    );
+    assert_eq!(
+        message_of(&queued, conditions::RECONCILING),
+        place.describe("s3:http://minio:9000/backups", 4)
+    );
+    assert_eq!(
+        queued.observed_generation,
+        Some(2),
+        "the generation is observed when its sync starts"
+    );
+    assert_eq!(queued.sync_plan, None);
+}
