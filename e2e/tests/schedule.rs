@@ -1,6 +1,7 @@
 //! Syncs over time: a cron schedule that fires at the right minutes with a
 //! correct `nextSyncTime`, retention that leaves exactly what the policy
-//! keeps (as restic sees it), prune stamped only when it ran, and pausing.
+//! keeps (as restic sees it), prune stamped only when it ran, pausing, and
+//! sources sharing one repository waiting their turn.
 
 mod scenario;
 
@@ -17,6 +18,7 @@ fn schedule_scenarios() {
         scope.spawn(|| minute_schedule_syncs_twice_on_time(&stack));
         scope.spawn(|| retention_keeps_what_the_policy_says_and_prune_runs_on_its_interval(&stack));
         scope.spawn(|| paused_source_starts_nothing_until_resumed(&stack));
+        scope.spawn(|| sources_sharing_a_repository_wait_their_turn(&stack));
     });
 }
 
@@ -161,4 +163,117 @@ fn paused_source_starts_nothing_until_resumed(stack: &Stack) {
         "{\"spec\":{\"paused\":false}}",
     ]);
     stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "two");
+}
+
+/// One sync's times, as its status says.
+struct Run {
+    name: &'static str,
+    started: Timestamp,
+    ended: Timestamp,
+}
+
+fn sources_sharing_a_repository_wait_their_turn(stack: &Stack) {
+    let ns = "queue";
+    let bucket = "queue/repo";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", bucket, None);
+    stack.run_restic(bucket, &["init"]);
+    let names = ["a", "b", "c"];
+    let manifests: Vec<String> = names
+        .iter()
+        .map(|name| {
+            write_sample(&stack.claim(ns, name), name);
+            source(ns, name, "Direct", "").replace("sourcePVC: data", &format!("sourcePVC: {name}"))
+        })
+        .collect();
+    // All three at once. A source's first sync prunes, and a prune runs alone in its
+    // repository: the three run one after the other, the others waiting as Queued.
+    stack.cluster.apply(&manifests.join("---\n"));
+    // Each waiting source's first place in line and message.
+    let mut first_place: Vec<(&str, usize, String)> = Vec::new();
+    let deadline = std::time::Instant::now() + 3 * SYNC;
+    let reconciling = "{.status.conditions[?(@.type==\"Reconciling\")].reason}|{.status.conditions[?(@.type==\"Reconciling\")].message}";
+    loop {
+        for name in names {
+            let object = format!("replicationsource/{name}");
+            let seen = stack.get(ns, &object, reconciling);
+            if let Some(message) = seen.strip_prefix("Queued|")
+                && !first_place.iter().any(|(n, ..)| *n == name)
+            {
+                // "waiting for repository URL: 2 of 2 in line; ..."
+                let position = message
+                    .split(": ")
+                    .nth(1)
+                    .and_then(|place| place.split(" of ").next())
+                    .and_then(|position| position.parse().ok())
+                    .unwrap_or_else(|| panic!("a queued sync says where it stands: {message}"));
+                first_place.push((name, position, message.to_string()));
+            }
+        }
+        let done = names.iter().all(|name| {
+            stack.get(
+                ns,
+                &format!("replicationsource/{name}"),
+                "{.status.lastManualSync}",
+            ) == "one"
+        });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the three syncs did not finish; queued: {first_place:?}\n{}",
+            stack.diagnose(ns, "replicationsource/a")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut runs: Vec<Run> = names
+        .iter()
+        .map(|name| {
+            let object = format!("replicationsource/{name}");
+            Run {
+                name,
+                started: time(&stack.get(ns, &object, "{.status.lastSyncStartTime}")),
+                ended: time(&stack.get(ns, &object, "{.status.lastSyncTime}")),
+            }
+        })
+        .collect();
+    runs.sort_by_key(|run| run.started);
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].started >= pair[0].ended,
+            "{} started at {} while {} ran until {}: a prune runs alone",
+            pair[1].name,
+            pair[1].started,
+            pair[0].name,
+            pair[0].ended
+        );
+    }
+    assert_eq!(
+        first_place.len(),
+        2,
+        "the two that did not start first waited as Queued: {first_place:?}"
+    );
+    assert!(
+        first_place
+            .iter()
+            .all(|(.., message)| message.contains("the prune or check of ReplicationSource queue/")),
+        "{first_place:?}"
+    );
+    // Those waiting started in the order they came into line.
+    let waited: Vec<&str> = runs[1..].iter().map(|run| run.name).collect();
+    first_place.sort_by_key(|(_, position, _)| *position);
+    let lined_up: Vec<&str> = first_place.iter().map(|(name, ..)| *name).collect();
+    assert_eq!(waited, lined_up, "{first_place:?}");
+    let snapshots = stack.run_restic(bucket, &["snapshots", "--json"]);
+    assert_eq!(snapshots.matches("\"short_id\"").count(), 3, "{snapshots}");
+    stack.run_restic(bucket, &["check"]);
+    // Nothing waits or runs any more: the repository's gauges are gone.
+    let metrics = stack.metrics();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_repository_syncs{") && l.contains("/queue/repo\"")),
+        "{metrics}"
+    );
 }
