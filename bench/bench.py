@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Sluice vs restic benchmark (issue 4): same datasets, same operations, same run.
+"""Sluice vs restic benchmark (issues 4 and 15): same datasets, same operations, same run.
 
-Generates deterministic datasets outside the tree, runs sluice-mover and restic
-alternately on each (first backup, no-change backup, backup after 1% changed,
-restore, forget+prune), records wall time, child CPU time, peak RSS and
-repository size, and writes the tables to bench/results.md.
+Generates deterministic datasets outside the tree (plus a copy of a real tree
+nobody designed: this machine's toolchain and module caches), and for every
+file system under test (the root file system, and on loop devices ext4 with
+and without a journal and XFS, when run as root with the mkfs tools) runs
+sluice-mover and restic alternately on each dataset (first backup, no-change
+backup, backup after 1% changed, restore after a large delete, forget+prune).
+It records wall time, child CPU time, peak RSS and repository size, measures
+this machine's single-core rates of the stages (SHA-256, AES-256-CTR,
+Poly1305, zstd and the chunker, with Sluice's own code: the `rates` example)
+and of the file system (creates, writes), prints each operation's floor on
+this machine and both tools' times as a share of it, and writes the tables to
+bench/results.md.
 
-Stdlib only. Usage: python3 bench/bench.py [--scale 0.02] [--dir DIR]
-                    [--datasets a,b] [--note TEXT]
+Stdlib only. Usage: python3 bench/bench.py [--scale 1.0] [--dir DIR]
+                    [--datasets a,b] [--fs root,ext4,...] [--note TEXT]
 """
 
 import argparse
@@ -20,6 +28,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 MiB = 1 << 20
@@ -129,12 +138,61 @@ def gen_sparse(d, scale):
                 f.write(rng.randbytes(extent))
 
 
+def real_tree_roots():
+    """This machine's toolchain and module caches: hundreds of thousands of real files."""
+    home = os.path.expanduser("~")
+    cands = [os.path.join(home, ".rustup", "toolchains"), os.path.join(home, ".cargo", "registry"),
+             os.path.join(home, ".cache", "sluice", "go", "pkg", "mod"), "/usr/lib/go", "/usr/share/doc"]
+    return [c for c in cands if os.path.isdir(c)]
+
+
+def gen_real_tree(d, scale):
+    """A copy of the real tree's regular files, symlinks and directories in walk order,
+    up to `scale` of its bytes (file metadata kept, as `cp -a` would)."""
+    roots = real_tree_roots()
+    if not roots:
+        raise RuntimeError("no toolchain or module cache found to copy")
+    entries = []
+    total = 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                p = os.path.join(dirpath, fn)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                entries.append((root, p, st.st_size))
+                total += st.st_size
+    budget = total * min(1.0, scale)
+    copied = 0
+    for root, p, size in entries:
+        if copied >= budget:
+            break
+        rel = os.path.join(os.path.basename(os.path.dirname(root)) + "-" + os.path.basename(root),
+                           os.path.relpath(p, root))
+        dst = os.path.join(d, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        try:
+            if os.path.islink(p):
+                os.symlink(os.readlink(p), dst)
+            elif os.path.isfile(p):
+                shutil.copy2(p, dst)
+            else:
+                continue
+        except OSError:
+            continue
+        copied += size
+
+
 DATASETS = {
     "incompressible": gen_incompressible,
     "text": gen_text,
     "small-files": gen_small_files,
     "single-4g": gen_single_large,
     "sparse": gen_sparse,
+    "real-tree": gen_real_tree,
 }
 
 
@@ -283,12 +341,14 @@ def du_bytes(path):
 
 
 class Tool:
-    def __init__(self, name, binary, work, dataset):
+    def __init__(self, name, binary, work, fs_root, dataset, churn_files):
         self.name = name
         self.binary = binary
-        self.repo = os.path.join(work, "repos", f"{dataset}-{name}")
-        self.restore_dir = os.path.join(work, "restore", f"{dataset}-{name}")
-        self.log = os.path.join(work, "logs", f"{dataset}-{name}.log")
+        self.fs_root = fs_root
+        self.churn_files = churn_files
+        self.repo = os.path.join(fs_root, "repos", f"{dataset}-{name}")
+        self.restore_dir = os.path.join(fs_root, "restore", f"{dataset}-{name}")
+        self.log = os.path.join(work, "logs", f"{os.path.basename(fs_root)}-{dataset}-{name}.log")
         self.env = dict(os.environ)
         self.env.update({
             "RESTIC_REPOSITORY": self.repo,
@@ -315,6 +375,7 @@ class Tool:
             r = self.run(["backup", "."], data_dir)
         elif name == "restore":
             shutil.rmtree(self.restore_dir, ignore_errors=True)
+            churn(self.fs_root, self.churn_files)
             r = self.run(["restore", "latest", "--target", self.restore_dir], data_dir)
             shutil.rmtree(self.restore_dir, ignore_errors=True)
         else:
@@ -340,11 +401,11 @@ def version_of(binary):
 
 
 def sample_file(d, work, limit):
-    """Up to `limit` bytes of the dataset (holes read as zeros, as a backup
-    reads them) in one file for the throughput probes. Small datasets are
-    repeated so process start-up does not dominate the probe."""
+    """Up to `limit` bytes of the dataset's data (holes skipped, as a backup skips
+    them) in one file for the rate probes. Small datasets are repeated so the
+    probe runs long enough to mean something."""
     path = os.path.join(work, "sample.bin")
-    files = files_of(d)
+    files = [p for p in files_of(d) if not os.path.islink(p)]
     left = limit
     with open(path, "wb") as out:
         while left > 0:
@@ -352,97 +413,215 @@ def sample_file(d, work, limit):
             for p in files:
                 if left <= 0:
                     break
-                with open(p, "rb") as f:
-                    while left > 0:
-                        buf = f.read(min(8 * MiB, left))
-                        if not buf:
+                try:
+                    fd = os.open(p, os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    size = os.fstat(fd).st_size
+                    pos = 0
+                    while left > 0 and pos < size:
+                        try:
+                            pos = os.lseek(fd, pos, os.SEEK_DATA)
+                            end = os.lseek(fd, pos, os.SEEK_HOLE)
+                        except OSError:  # only a hole is left
                             break
-                        out.write(buf)
-                        left -= len(buf)
+                        while left > 0 and pos < end:
+                            buf = os.pread(fd, min(8 * MiB, left, end - pos), pos)
+                            if not buf:
+                                break
+                            out.write(buf)
+                            left -= len(buf)
+                            pos += len(buf)
+                finally:
+                    os.close(fd)
             if left == before:  # empty dataset
                 break
     return path, limit - left
 
 
-def timed_cli(argv, repeat=3):
-    """Best-of-a-few wall time of a CLI run (limits the noise of a loaded box)."""
-    best = None
-    for _ in range(repeat):
-        t = time.monotonic()
-        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            lines = r.stderr.decode(errors="replace").strip().splitlines()
-            raise RuntimeError(lines[0] if lines else f"exit {r.returncode}")
-        el = time.monotonic() - t
-        best = el if best is None else min(best, el)
-    return best
-
-
-def cli_throughput(argv_for, path, n):
-    """Bytes/s of a CLI on `path`, minus its start-up time on an empty input."""
-    empty = path + ".empty"
-    open(empty, "wb").close()
+def stage_rates(rates_bin, d, work, scale):
+    """Single-core rates of Sluice's own stages on a sample of the dataset (the `rates`
+    example, best of 3), as {stage: {...}}."""
+    path, n = sample_file(d, work, scaled(256 * MiB, scale, 32 * MiB))
     try:
-        startup = timed_cli(argv_for(empty))
-        el = timed_cli(argv_for(path))
+        r = subprocess.run([rates_bin, path, "3"], capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError((r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1])
+        out = {}
+        for line in r.stdout.splitlines():
+            row = json.loads(line)
+            out[row["stage"]] = row
+        return out, n
     finally:
-        os.remove(empty)
-    return n / max(el - startup, 1e-3)
+        os.remove(path)
 
 
-def openssl_speed_aes():
-    """Bytes/s of one core doing AES-256-CTR, from `openssl speed`."""
-    r = subprocess.run(["openssl", "speed", "-evp", "aes-256-ctr", "-seconds", "2", "-bytes", "16384"],
-                       capture_output=True, text=True, timeout=120)
-    for line in r.stdout.splitlines():
-        if line.lower().startswith("aes-256-ctr"):
-            return float(line.split()[-1].rstrip("k")) * 1000
-    raise RuntimeError(f"no aes-256-ctr line in `openssl speed` output (exit {r.returncode})")
-
-
-def machine_limits(d, work, scale):
-    limit = scaled(256 * MiB, scale, 32 * MiB)
-    path, n = sample_file(d, work, limit)
-    repeated = n > dataset_sizes(d)[0]
-    stages = {}
-    notes = []
-    with open(path, "rb") as f:
-        data = f.read()
+def lstat_rate(d):
+    """Files per second one thread lstat()s (Python's own overhead included: a lower bound)."""
+    paths = files_of(d)[:200_000]
+    if not paths:
+        return None
     best = None
     for _ in range(3):
         t = time.monotonic()
-        hashlib.sha256(data).digest()
+        for p in paths:
+            os.lstat(p)
         el = time.monotonic() - t
         best = el if best is None else min(best, el)
-    stages["SHA-256 (hashlib)"] = n / best
-    del data
-    if shutil.which("zstd"):
+    return len(paths) / max(best, 1e-6)
+
+
+def fs_rates(root, cores, scale):
+    """This file system's rates as a restore sees them, each best of 3: files created (and
+    closed) per second with one thread per core, and bytes per second of buffered writes
+    from one thread. Measured after a large delete, as a restore over a volume meets it."""
+    n = scaled(20_000, scale, 2_000)
+    create = None
+    for rep in range(3):
+        base = os.path.join(root, f"fs-probe-{rep}")
+        churn(root, n)
+        dirs = [os.path.join(base, f"t{i}") for i in range(cores)]
+        for x in dirs:
+            os.makedirs(x)
+
+        def make(x, k):
+            for i in range(k):
+                os.close(os.open(os.path.join(x, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+        threads = [threading.Thread(target=make, args=(x, n // cores)) for x in dirs]
+        t = time.monotonic()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        el = time.monotonic() - t
+        shutil.rmtree(base)
+        rate = (n // cores * cores) / max(el, 1e-6)
+        create = rate if create is None else max(create, rate)
+    size = scaled(512 * MiB, scale, 64 * MiB)
+    buf = os.urandom(MiB)
+    write = None
+    for rep in range(3):
+        p = os.path.join(root, "fs-probe.bin")
+        t = time.monotonic()
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for i in range(size // MiB):
+            os.pwrite(fd, buf, i * MiB)
+        os.close(fd)
+        el = time.monotonic() - t
+        os.remove(p)
+        rate = size / max(el, 1e-6)
+        write = rate if write is None else max(write, rate)
+    subprocess.run(["sync"], check=False)
+    return {"create_files_per_s": create, "write_bytes_per_s": write}
+
+
+def floors(rates, fsr, allocated, nfiles, stat_rate, cores, level):
+    """Each operation's floor on this machine, in seconds: the CPU its stages need at the
+    measured single-core rates, spread over every core, and for restore also the file
+    system's create and write time (whichever is longer). `allocated` bytes are read (holes
+    are not); a dataset whose sample does not compress is not compressed, as Sluice does."""
+    z = rates.get(f"zstd{level}", {})
+    ratio = z.get("ratio", 1.0)
+    compressible = ratio > 1.03
+    stored = allocated / ratio if compressible else allocated
+    per = lambda stage: 1.0 / rates[stage]["bytes_per_s"] if stage in rates else 0.0
+    backup_cpu = (allocated * (per("chunker") + per("sha256"))
+                  + (allocated * per(f"zstd{level}") if compressible else 0.0)
+                  + stored * (per("seal") + per("sha256")))  # seal, then the pack's id
+    unzstd = 1.0 / z["decompress_bytes_per_s"] if compressible and z.get("decompress_bytes_per_s") else 0.0
+    restore_cpu = stored * per("seal") + allocated * (unzstd + per("sha256"))
+    out = {"first backup": backup_cpu / cores}
+    if stat_rate:
+        out["no-change backup"] = nfiles / stat_rate / cores
+        out["1% changed backup"] = out["no-change backup"] + out["first backup"] / 100
+    fs_time = 0.0
+    if fsr:
+        fs_time = nfiles / fsr["create_files_per_s"] + allocated / fsr["write_bytes_per_s"]
+    out["restore"] = max(restore_cpu / cores, fs_time)
+    return out, {"ratio": ratio, "compressible": compressible, "stored": stored,
+                 "backup_cpu": backup_cpu, "restore_cpu": restore_cpu, "fs_time": fs_time}
+
+
+# ---------------------------------------------------------------- file systems
+
+
+FILESYSTEMS = {
+    "root": None,
+    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "ext4-nojournal": ["mkfs.ext4", "-q", "-F", "-O", "^has_journal"],
+    "xfs": ["mkfs.xfs", "-q", "-f"],
+}
+
+
+class BenchFs:
+    """Where repositories and restores go: a directory on the root file system, or a fresh
+    file system on a loop device over a sparse image on it (root only)."""
+
+    def __init__(self, name, work, size):
+        self.name = name
+        self.mount = os.path.join(work, "fs", name)
+        self.image = os.path.join(work, "fs", name + ".img")
+        self.loop = None
+        self.size = size
+        self.skipped = None
+
+    def __enter__(self):
+        mkfs = FILESYSTEMS[self.name]
+        if mkfs is None:
+            os.makedirs(self.mount, exist_ok=True)
+            return self
+        if os.geteuid() != 0:
+            self.skipped = "needs root (loop devices and mount)"
+            return self
+        if not shutil.which(mkfs[0]):
+            pkg = "xfsprogs" if self.name == "xfs" else "e2fsprogs"
+            self.skipped = f"`{mkfs[0]}` not found (apt-get install {pkg})"
+            return self
+        self.cleanup()
+        os.makedirs(self.mount, exist_ok=True)
+        with open(self.image, "wb") as f:
+            f.truncate(self.size)
         try:
-            stages["zstd -3 (CLI, 1 thread)"] = cli_throughput(lambda p: ["zstd", "-3", "-T1", "-q", "-c", p], path, n)
-            csize = len(subprocess.run(["zstd", "-3", "-T1", "-q", "-c", path], capture_output=True).stdout)
-            notes.append(f"zstd -3 ratio on the sample: {n / max(1, csize):.2f}")
-        except RuntimeError as e:
-            notes.append(f"zstd failed: {e}")
-    else:
-        notes.append("zstd: skipped, `zstd` CLI not found (apt-get install zstd)")
-    if shutil.which("openssl"):
-        try:
-            stages["AES-256-CTR (openssl speed, 16 KiB blocks)"] = openssl_speed_aes()
-            notes.append("AES is data-independent: `openssl speed -evp aes-256-ctr` measures the cipher, not file I/O")
-        except (RuntimeError, ValueError, IndexError, subprocess.SubprocessError) as e:
-            notes.append(f"openssl speed failed ({e}); using openssl enc on the sample")
-            try:
-                stages["AES-256-CTR (openssl enc)"] = cli_throughput(
-                    lambda p: ["openssl", "enc", "-aes-256-ctr", "-K", "00" * 32, "-iv", "00" * 16, "-in", p, "-out", "/dev/null"], path, n)
-            except RuntimeError as e2:
-                notes.append(f"openssl enc failed: {e2}")
-    else:
-        notes.append("AES: skipped, `openssl` not found (apt-get install openssl)")
-    if repeated:
-        notes.append("the dataset is smaller than the sample, so it was repeated: the zstd ratio is inflated")
-    notes.append("chunking (Rabin CDC): not measured, the stdlib has no native chunker")
-    os.remove(path)
-    return stages, notes, n
+            self.loop = subprocess.run(["losetup", "--find", "--show", self.image], check=True,
+                                       capture_output=True, text=True).stdout.strip()
+            subprocess.run(mkfs + [self.loop], check=True, capture_output=True)
+            subprocess.run(["mount", self.loop, self.mount], check=True, capture_output=True)
+        except subprocess.CalledProcessError as e:
+            self.skipped = f"{' '.join(e.cmd)} failed: {e.stderr.decode(errors='replace').strip()[:120]}"
+            self.cleanup()
+        return self
+
+    def cleanup(self):
+        if os.path.ismount(self.mount):
+            subprocess.run(["umount", self.mount], check=False)
+        if self.loop:
+            subprocess.run(["losetup", "-d", self.loop], check=False)
+            self.loop = None
+        if os.path.exists(self.image):
+            os.remove(self.image)
+
+    def __exit__(self, *exc):
+        if FILESYSTEMS[self.name] is not None:
+            self.cleanup()
+        else:
+            shutil.rmtree(self.mount, ignore_errors=True)
+
+
+def churn(root, n):
+    """A large delete on the file system: `n` files created in 100 directories, synced and
+    removed, as when a volume is restored over. Not timed."""
+    base = os.path.join(root, "churn")
+    for i in range(n):
+        sub = os.path.join(base, f"d{i % 100:02d}")
+        if i < 100:
+            os.makedirs(sub, exist_ok=True)
+        with open(os.path.join(sub, f"f{i}"), "wb") as f:
+            f.write(b"x" * 100)
+    subprocess.run(["sync"], check=False)
+    shutil.rmtree(base)
+    subprocess.run(["sync"], check=False)
 
 
 # ---------------------------------------------------------------- report
@@ -462,8 +641,9 @@ def ratio(a, b, fmt="{:.2f}×"):
     return fmt.format(a / b)
 
 
-def table(rows):
+def table(rows, floor):
     head = ["operation", "sluice wall s", "restic wall s", "speedup (restic/sluice)",
+            "floor s", "sluice share of floor", "restic share of floor",
             "sluice CPU s", "restic CPU s", "sluice RSS MiB", "restic RSS MiB", "RSS sluice/restic",
             "sluice repo MiB", "restic repo MiB", "size sluice/restic"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -477,8 +657,10 @@ def table(rows):
         rw = r["wall"] if r["ok"] else None
         srss = s["rss"] if s["ok"] else None
         rrss = r["rss"] if r["ok"] else None
+        fl = floor.get(op)
         out.append("| " + " | ".join([
             op, cell(s, "wall", fmt_s), cell(r, "wall", fmt_s), ratio(rw, sw),
+            fmt_s(fl), ratio(fl, sw, "{:.0%}"), ratio(fl, rw, "{:.0%}"),
             cell(s, "cpu", fmt_s), cell(r, "cpu", fmt_s),
             cell(s, "rss", fmt_mib), cell(r, "rss", fmt_mib), ratio(srss, rrss),
             fmt_mib(s["repo"]), fmt_mib(r["repo"]), ratio(s["repo"], r["repo"], "{:.3f}"),
@@ -489,16 +671,27 @@ def table(rows):
     return "\n".join(out + ([""] + errors if errors else []))
 
 
-def limits_table(apparent, stages, notes, sample, cores):
-    out = [f"Sample: {sample / MiB:.1f} MiB of the dataset; bytes to process: {apparent / MiB:.1f} MiB (apparent size).", "",
-           "| stage | MB/s per core (start-up excluded) | seconds for the dataset on 1 core |", "|---|---|---|"]
-    for k, v in stages.items():
-        out.append(f"| {k} | {v / 1e6:.0f} | {apparent / v:.2f} |")
-    if stages:
-        slowest = min(stages, key=stages.get)
-        perfect = apparent / (stages[slowest] * cores)
-        out.append(f"| **perfect pipeline on {cores} cores** (limited by {slowest}) | {stages[slowest] * cores / 1e6:.0f} total | **{perfect:.2f}** |")
-    out += [""] + [f"- {n}" for n in notes]
+def limits_table(rates, sample, fsr, stat_rate, detail, cores, level):
+    out = [f"Single-core rates of Sluice's own code on {sample / MiB:.1f} MiB of the dataset (best of 3):", "",
+           "| stage | MB/s per core | note |", "|---|---|---|"]
+    for stage, row in rates.items():
+        note = row.get("note", "")
+        if "ratio" in row:
+            note = f"ratio {row['ratio']:.3f}; decompress {row['decompress_bytes_per_s'] / 1e6:.0f} MB/s"
+        if "chunks" in row:
+            note = f"{row['chunks']} chunks"
+        out.append(f"| {stage} | {row['bytes_per_s'] / 1e6:.0f} | {note} |")
+    out.append("")
+    if fsr:
+        out.append(f"- file system (after a large delete): {fsr['create_files_per_s']:.0f} files created/s "
+                   f"({cores} threads), {fsr['write_bytes_per_s'] / 1e6:.0f} MB/s buffered writes (1 thread)")
+    if stat_rate:
+        out.append(f"- lstat: {stat_rate:.0f} files/s on one thread (Python; a lower bound)")
+    out.append(f"- floor model: first backup = (chunker + SHA-256 of the data{', zstd ' + str(level) if detail['compressible'] else ''}"
+               f" + seal and pack SHA-256 of the {detail['stored'] / MiB:.1f} MiB stored) / {cores} cores"
+               f" = {detail['backup_cpu']:.2f} CPU-s / {cores}; restore = max(open {detail['restore_cpu']:.2f} CPU-s / {cores},"
+               f" creates + writes {detail['fs_time']:.2f} s); no-change = lstat of every file / {cores}")
+    out.append("- share of floor: floor / wall time; 100% is the machine's limit")
     return "\n".join(out)
 
 
@@ -520,22 +713,32 @@ def find_restic():
     return shutil.which("restic")
 
 
+def load_note():
+    load = os.getloadavg()
+    return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1.0")),
                     help="shrink every size and count (env BENCH_SCALE, default 1.0)")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", os.path.expanduser("~/.cache/sluice/bench-work")),
-                    help="work dir for datasets and repositories (env BENCH_DIR)")
+                    help="work dir for datasets and repositories, on the root file system (env BENCH_DIR)")
     ap.add_argument("--datasets", default=os.environ.get("BENCH_DATASETS", ",".join(DATASETS)),
                     help="comma-separated subset of: " + ", ".join(DATASETS))
+    ap.add_argument("--fs", default=os.environ.get("BENCH_FS", ",".join(FILESYSTEMS)),
+                    help="comma-separated subset of: " + ", ".join(FILESYSTEMS))
     ap.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""), help="free text added to the results header")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     args = ap.parse_args()
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/sluice/target"))
     sluice = os.path.join(target, "release", "sluice-mover")
-    if not os.access(sluice, os.X_OK):
-        sys.exit(f"sluice-mover not found at {sluice}: run `cargo build --release -p sluice-mover` (CARGO_TARGET_DIR={target})")
+    rates_bin = os.path.join(target, "release", "examples", "rates")
+    for b, how in ((sluice, "cargo build --release -p sluice-mover"),
+                   (rates_bin, "cargo build --release -p sluice-repo --example rates")):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b} not found: run `{how}` (CARGO_TARGET_DIR={target}), or `make bench`")
     restic = find_restic()
     if not restic:
         sys.exit("restic not found: run e2e/tools.sh restic (installs ~/.cache/sluice/bin/restic) or apt-get install restic")
@@ -543,21 +746,27 @@ def main():
     for n in names:
         if n not in DATASETS:
             sys.exit(f"unknown dataset {n!r}: choose from {', '.join(DATASETS)}")
+    fss = [n.strip() for n in args.fs.split(",") if n.strip()]
+    for n in fss:
+        if n not in FILESYSTEMS:
+            sys.exit(f"unknown file system {n!r}: choose from {', '.join(FILESYSTEMS)}")
 
     work = os.path.abspath(args.dir)
     os.makedirs(work, exist_ok=True)
     cores = os.cpu_count() or 1
-    load = os.getloadavg()
+    level = 3  # Sluice's zstd level for `auto` (repository.rs)
     header = [
         "# Sluice vs restic benchmark",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- machine: {platform.node()}, {cores} cores (nproc), {mem_total()} RAM, {platform.machine()}, kernel {platform.release()}",
-        f"- load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"- load average at start: {load_note()} (each section notes it again)",
         f"- sluice-mover: {version_of(sluice)} ({sluice})",
         f"- restic: {version_of(restic)} ({restic})",
         f"- scale: {args.scale} (1.0 = full-size datasets)",
-        "- compression: auto for both; fresh local repository per tool and dataset; operations alternate sluice, restic",
+        "- compression: auto for both; fresh repository per tool, dataset and file system; operations alternate sluice, restic",
+        "- datasets are read from the root file system; repositories and restores are on the file system of the section",
+        "- restore runs after a large delete on its file system (files created, synced and removed; not timed)",
         "- RSS: peak VmHWM of the child polled from /proc; CPU: user+sys of the child; repo: apparent bytes after the operation",
         "- forget+prune: `forget --keep-last 1` then `prune`, summed (RSS: max)",
     ]
@@ -567,53 +776,71 @@ def main():
     for name in names:
         d = ensure_dataset(work, name, args.scale)
         apparent, allocated, nfiles = dataset_sizes(d)
-        tools = [Tool("sluice", sluice, work, name), Tool("restic", restic, work, name)]
-        for t in tools:
-            t.reset()
-            r = t.run(["init"], d)
-            if not r["ok"]:
-                print(f"[{name}] {t.name} init failed: {r['err']}", flush=True)
-        rows = []
-        undo = None
-        marker = os.path.join(work, "data", name + ".json")
-        try:
-            for op in OPS:
-                if op == "1% changed backup":
-                    os.remove(marker)  # the dataset is dirty until undone
-                    undo = modify_one_percent(d)
-                results = []
-                for t in tools:
-                    r = t.op(op, d)
-                    msg = f"wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s rss {fmt_mib(r['rss'])} MiB repo {fmt_mib(r['repo'])} MiB" if r["ok"] else r["err"]
-                    print(f"[{name}] {op:18s} {t.name:7s} {msg}", flush=True)
-                    results.append(r)
-                rows.append((op, results[0], results[1]))
-        finally:
-            if undo is not None:
-                undo_modification(undo)
-                with open(marker, "w") as f:
-                    json.dump({"version": GENERATOR_VERSION, "scale": args.scale}, f)
-        print(f"[{name}] measuring machine limits ...", flush=True)
-        stages, notes, sample = machine_limits(d, work, args.scale)
-        for t in tools:
-            t.reset()
-        sec = "\n".join([
-            f"## {name}",
-            "",
-            f"{nfiles} files, {apparent / MiB:.1f} MiB apparent, {allocated / MiB:.1f} MiB allocated.",
-            "",
-            table(rows),
-            "",
-            f"### {name}: this machine's limits",
-            "",
-            limits_table(apparent, stages, notes, sample, cores),
-        ])
-        print("\n" + sec + "\n", flush=True)
-        sections.append(sec)
+        print(f"[{name}] measuring stage rates ...", flush=True)
+        rates, sample = stage_rates(rates_bin, d, work, args.scale)
+        stat_rate = lstat_rate(d)
+        for fs_name in fss:
+            size = max(8 * GiB, 4 * allocated)
+            with BenchFs(fs_name, work, size) as fs:
+                title = f"## {name} on {fs_name}"
+                if fs.skipped:
+                    print(f"[{name}/{fs_name}] skipped: {fs.skipped}", flush=True)
+                    sections.append(f"{title}\n\nskipped: {fs.skipped}")
+                    continue
+                sec = run_section(name, fs_name, fs.mount, d, work, args.scale, sluice, restic,
+                                  (apparent, allocated, nfiles), rates, sample, stat_rate, cores, level)
+                sections.append(f"{title}\n\n{sec}")
+                print(f"\n{title}\n\n{sec}\n", flush=True)
     doc = "\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n"
     with open(args.out, "w") as f:
         f.write(doc)
     print(f"wrote {args.out}")
+
+
+def run_section(name, fs_name, root, d, work, scale, sluice, restic, sizes, rates, sample, stat_rate, cores, level):
+    apparent, allocated, nfiles = sizes
+    load_before = load_note()
+    churn_files = scaled(100_000, scale, 10_000)
+    tools = [Tool("sluice", sluice, work, root, name, churn_files),
+             Tool("restic", restic, work, root, name, churn_files)]
+    for t in tools:
+        t.reset()
+        r = t.run(["init"], d)
+        if not r["ok"]:
+            print(f"[{name}/{fs_name}] {t.name} init failed: {r['err']}", flush=True)
+    rows = []
+    undo = None
+    marker = os.path.join(work, "data", name + ".json")
+    try:
+        for op in OPS:
+            if op == "1% changed backup":
+                os.remove(marker)  # the dataset is dirty until undone
+                undo = modify_one_percent(d)
+            results = []
+            for t in tools:
+                r = t.op(op, d)
+                msg = f"wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s rss {fmt_mib(r['rss'])} MiB repo {fmt_mib(r['repo'])} MiB" if r["ok"] else r["err"]
+                print(f"[{name}/{fs_name}] {op:18s} {t.name:7s} {msg}", flush=True)
+                results.append(r)
+            rows.append((op, results[0], results[1]))
+    finally:
+        if undo is not None:
+            undo_modification(undo)
+            with open(marker, "w") as f:
+                json.dump({"version": GENERATOR_VERSION, "scale": scale}, f)
+    for t in tools:
+        t.reset()
+    print(f"[{name}/{fs_name}] measuring the file system ...", flush=True)
+    fsr = fs_rates(root, cores, scale)
+    floor, detail = floors(rates, fsr, allocated, nfiles, stat_rate, cores, level)
+    return "\n".join([
+        f"{nfiles} files, {apparent / MiB:.1f} MiB apparent, {allocated / MiB:.1f} MiB allocated; "
+        f"load average {load_before} before, {load_note()} after.",
+        "",
+        table(rows, floor),
+        "",
+        limits_table(rates, sample, fsr, stat_rate, detail, cores, level),
+    ])
 
 
 if __name__ == "__main__":
