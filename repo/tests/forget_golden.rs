@@ -281,8 +281,7 @@ struct Golden {
 }
 
 fn golden_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/restic/forget-golden");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/restic/forget-golden");
     assert!(
         dir.is_dir(),
         "{} missing: restic's forget golden files belong in testdata/restic (see its README.md)",
