@@ -133,10 +133,38 @@ impl fmt::Display for Note {
     }
 }
 
+/// The input of `convert-volsync` is not YAML; nothing of it converts.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct NotYaml(#[from] serde_saphyr::Error);
+
+/// Why one VolSync object is not converted (the others still are); the text of its
+/// [`Severity::NotConverted`] note.
+#[derive(Debug, thiserror::Error)]
+enum Unconvertible {
+    #[error("VolSync kind {0} has no Sluice equivalent")]
+    Kind(String),
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("uses VolSync's {0} mover; Sluice converts only the restic mover")]
+    OtherMover(&'static str),
+    #[error("spec.restic is missing; Sluice converts only the restic mover")]
+    NoRestic,
+    #[error("{path} is not an object: {value}")]
+    NotAnObject { path: String, value: Value },
+    #[error("{field}: {source}")]
+    Invalid {
+        field: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot write YAML: {0}")]
+    Yaml(#[from] serde_saphyr::SerializeError),
+}
+
 /// Converts every VolSync restic ReplicationSource and ReplicationDestination in a multi-document
 /// YAML text; other documents pass through. Fails only when the text is not YAML.
-pub fn convert(input: &str) -> Result<Conversion, String> {
-    let values: Vec<Value> = serde_saphyr::from_multiple(input).map_err(|e| e.to_string())?;
+pub fn convert(input: &str) -> Result<Conversion, NotYaml> {
+    let values: Vec<Value> = serde_saphyr::from_multiple(input)?;
     let mut conversion = Conversion {
         documents: Vec::new(),
         notes: Vec::new(),
@@ -149,31 +177,27 @@ pub fn convert(input: &str) -> Result<Conversion, String> {
         let mut notes = Notes::new(&value);
         let yaml = match (is_volsync, kind.as_str()) {
             (true, "ReplicationSource") => {
-                convert_source(value, &mut notes).map(|s| serde_saphyr::to_string(&s))
+                convert_source(value, &mut notes).and_then(|s| Ok(serde_saphyr::to_string(&s)?))
             }
-            (true, "ReplicationDestination") => {
-                convert_destination(value, &mut notes).map(|d| serde_saphyr::to_string(&d))
-            }
-            (true, _) => Err(format!("VolSync kind {kind} has no Sluice equivalent")),
-            (false, _) => Ok(serde_saphyr::to_string(&value)),
+            (true, "ReplicationDestination") => convert_destination(value, &mut notes)
+                .and_then(|d| Ok(serde_saphyr::to_string(&d)?)),
+            (true, _) => Err(Unconvertible::Kind(kind)),
+            (false, _) => serde_saphyr::to_string(&value).map_err(Unconvertible::from),
         };
         match yaml {
-            Ok(Ok(yaml)) => conversion.documents.push(yaml),
-            Ok(Err(err)) => notes.push(
-                "",
-                Severity::NotConverted,
-                format!("cannot write YAML: {err}"),
-            ),
-            Err(reason) => notes.push("", Severity::NotConverted, reason),
+            Ok(yaml) => conversion.documents.push(yaml),
+            Err(reason) => notes.push("", Severity::NotConverted, reason.to_string()),
         }
         conversion.notes.extend(notes.notes);
     }
     Ok(conversion)
 }
 
-fn convert_source(mut value: Value, notes: &mut Notes) -> Result<ReplicationSource, String> {
+fn convert_source(mut value: Value, notes: &mut Notes) -> Result<ReplicationSource, Unconvertible> {
     let mut spec = Fields::new("spec", value["spec"].take())?;
-    let source_pvc: String = spec.take("sourcePVC")?.ok_or("spec.sourcePVC is missing")?;
+    let source_pvc: String = spec
+        .take("sourcePVC")?
+        .ok_or(Unconvertible::Missing("spec.sourcePVC"))?;
     let trigger = convert_trigger(&mut spec, notes)?;
     let paused = spec.take("paused")?.unwrap_or(false);
     let mut restic = restic_fields(&mut spec)?;
@@ -196,7 +220,7 @@ fn convert_source(mut value: Value, notes: &mut Notes) -> Result<ReplicationSour
     let mut converted = ResticSourceSpec {
         repository: restic
             .take("repository")?
-            .ok_or("spec.restic.repository is missing")?,
+            .ok_or(Unconvertible::Missing("spec.restic.repository"))?,
         copy_method,
         retain,
         prune_interval_days: restic.take("pruneIntervalDays")?,
@@ -244,7 +268,7 @@ fn convert_source(mut value: Value, notes: &mut Notes) -> Result<ReplicationSour
 fn convert_destination(
     mut value: Value,
     notes: &mut Notes,
-) -> Result<ReplicationDestination, String> {
+) -> Result<ReplicationDestination, Unconvertible> {
     let mut spec = Fields::new("spec", value["spec"].take())?;
     let trigger = convert_trigger(&mut spec, notes)?;
     let paused = spec.take("paused")?.unwrap_or(false);
@@ -267,7 +291,7 @@ fn convert_destination(
     let converted = ResticDestinationSpec {
         repository: restic
             .take("repository")?
-            .ok_or("spec.restic.repository is missing")?,
+            .ok_or(Unconvertible::Missing("spec.restic.repository"))?,
         copy_method,
         destination_pvc,
         capacity: restic.take("capacity")?,
@@ -307,7 +331,7 @@ fn convert_destination(
 }
 
 /// Takes `spec.restic`, refusing objects that use another VolSync mover.
-fn restic_fields(spec: &mut Fields) -> Result<Fields, String> {
+fn restic_fields(spec: &mut Fields) -> Result<Fields, Unconvertible> {
     for mover in [
         "rsync",
         "rsyncTLS",
@@ -317,19 +341,17 @@ fn restic_fields(spec: &mut Fields) -> Result<Fields, String> {
         "external",
     ] {
         if spec.fields.get(mover).is_some_and(|v| !v.is_null()) {
-            return Err(format!(
-                "uses VolSync's {mover} mover; Sluice converts only the restic mover"
-            ));
+            return Err(Unconvertible::OtherMover(mover));
         }
     }
     let restic = spec.fields.remove("restic").unwrap_or(Value::Null);
     if restic.is_null() {
-        return Err("spec.restic is missing; Sluice converts only the restic mover".to_owned());
+        return Err(Unconvertible::NoRestic);
     }
     Fields::new("spec.restic", restic)
 }
 
-fn convert_trigger(spec: &mut Fields, notes: &mut Notes) -> Result<Option<Trigger>, String> {
+fn convert_trigger(spec: &mut Fields, notes: &mut Notes) -> Result<Option<Trigger>, Unconvertible> {
     let Some(value) = spec.fields.remove("trigger").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -344,12 +366,15 @@ fn convert_trigger(spec: &mut Fields, notes: &mut Notes) -> Result<Option<Trigge
     Ok(Some(trigger))
 }
 
-fn convert_retain(restic: &mut Fields, notes: &mut Notes) -> Result<Option<RetainPolicy>, String> {
+fn convert_retain(
+    restic: &mut Fields,
+    notes: &mut Notes,
+) -> Result<Option<RetainPolicy>, Unconvertible> {
     let Some(value) = restic.fields.remove("retain").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
     let mut fields = Fields::new("spec.restic.retain", value)?;
-    let mut count = |key: &str, notes: &mut Notes| -> Result<Option<i32>, String> {
+    let mut count = |key: &str, notes: &mut Notes| -> Result<Option<i32>, Unconvertible> {
         let n: Option<i32> = fields.take(key)?;
         if n.is_some_and(|n| n < 1) {
             notes.push(
@@ -378,7 +403,7 @@ fn convert_retain(restic: &mut Fields, notes: &mut Notes) -> Result<Option<Retai
 fn convert_custom_ca(
     restic: &mut Fields,
     notes: &mut Notes,
-) -> Result<Option<sluice_api::CustomCa>, String> {
+) -> Result<Option<sluice_api::CustomCa>, Unconvertible> {
     let Some(value) = restic.fields.remove("customCA").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -409,7 +434,7 @@ fn convert_custom_ca(
     }
 }
 
-fn convert_mover(restic: &mut Fields) -> Result<MoverConfig, String> {
+fn convert_mover(restic: &mut Fields) -> Result<MoverConfig, Unconvertible> {
     Ok(MoverConfig {
         mover_security_context: restic.take("moverSecurityContext")?,
         mover_service_account: restic.take("moverServiceAccount")?,
@@ -419,21 +444,20 @@ fn convert_mover(restic: &mut Fields) -> Result<MoverConfig, String> {
     })
 }
 
-fn name(value: &Value) -> Result<String, String> {
+fn name(value: &Value) -> Result<String, Unconvertible> {
     value["metadata"]["name"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| "metadata.name is missing".to_owned())
+        .ok_or(Unconvertible::Missing("metadata.name"))
 }
 
 /// Keeps what users write in metadata; drops what the API server fills in (uid, status, ...).
-fn copy_metadata(value: &mut Value, meta: &mut ObjectMeta) -> Result<(), String> {
-    let metadata = &mut value["metadata"];
-    meta.namespace =
-        serde_json::from_value(metadata["namespace"].take()).map_err(|e| e.to_string())?;
-    meta.labels = serde_json::from_value(metadata["labels"].take()).map_err(|e| e.to_string())?;
+fn copy_metadata(value: &mut Value, meta: &mut ObjectMeta) -> Result<(), Unconvertible> {
+    let mut metadata = Fields::new("metadata", value["metadata"].take())?;
+    meta.namespace = metadata.take("namespace")?;
+    meta.labels = metadata.take("labels")?;
     let mut annotations: Option<std::collections::BTreeMap<String, String>> =
-        serde_json::from_value(metadata["annotations"].take()).map_err(|e| e.to_string())?;
+        metadata.take("annotations")?;
     if let Some(map) = &mut annotations {
         map.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
@@ -448,7 +472,7 @@ struct Fields {
 }
 
 impl Fields {
-    fn new(path: &str, value: Value) -> Result<Self, String> {
+    fn new(path: &str, value: Value) -> Result<Self, Unconvertible> {
         match value {
             Value::Object(fields) => Ok(Self {
                 path: path.to_owned(),
@@ -458,17 +482,25 @@ impl Fields {
                 path: path.to_owned(),
                 fields: Map::new(),
             }),
-            other => Err(format!("{path} is not an object: {other}")),
+            value => Err(Unconvertible::NotAnObject {
+                path: path.to_owned(),
+                value,
+            }),
         }
     }
 
     /// Removes `key` and parses it as `T`; a null or absent field is `None`.
-    fn take<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, String> {
+    fn take<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Unconvertible> {
         match self.fields.remove(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value)
-                .map(Some)
-                .map_err(|err| format!("{}.{key}: {err}", self.path)),
+            Some(value) => {
+                serde_json::from_value(value)
+                    .map(Some)
+                    .map_err(|source| Unconvertible::Invalid {
+                        field: format!("{}.{key}", self.path),
+                        source,
+                    })
+            }
         }
     }
 
