@@ -59,6 +59,9 @@ pub mod reason {
     pub const SOURCE_PVC_NOT_FOUND: &str = "SourcePVCNotFound";
     /// A restore found no snapshot matching `restoreAsOf`/`previous`/`hostname`.
     pub const NO_SNAPSHOT: &str = "NoSnapshot";
+    /// A snapshot's shape does not fit the volume: a Block volume's image restored to a
+    /// Filesystem volume, or a tree of files to a Block one.
+    pub const VOLUME_MODE_MISMATCH: &str = "VolumeModeMismatch";
     /// Temporary copies of the last sync are being removed.
     pub const CLEANING_UP: &str = "CleaningUp";
 }

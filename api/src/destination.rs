@@ -12,7 +12,7 @@ use crate::{
     mover::{CustomCa, MoverConfig},
     sync::{RestoredSnapshot, SyncStatus},
     trigger::Trigger,
-    volume::{AccessMode, DestinationCopyMethod},
+    volume::{AccessMode, DestinationCopyMethod, VolumeMode},
 };
 
 /// Which snapshot to restore, from which repository, into which volume.
@@ -85,6 +85,11 @@ pub struct ResticDestinationSpec {
     /// StorageClass of the new PVC. Default: the cluster's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// `Block` restores the snapshot's one regular file (a Block volume's backup, or a disk
+    /// image) onto a raw device; the new PVC is made with this `volumeMode`, and a
+    /// `destinationPVC` must have it. Default: `Filesystem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<VolumeMode>,
     /// VolumeSnapshotClass used with `copyMethod: Snapshot`. Default: the cluster's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,

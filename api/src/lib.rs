@@ -49,4 +49,4 @@ pub use sync::{LastSync, RestoredSnapshot, SyncAction, SyncPlan, SyncSpec, SyncS
 #[cfg(feature = "crd")]
 pub use trigger::{JITTER_PATTERN, SCHEDULE_PATTERN, Trigger};
 #[cfg(feature = "crd")]
-pub use volume::{AccessMode, CopyMethod, DestinationCopyMethod};
+pub use volume::{AccessMode, CopyMethod, DestinationCopyMethod, VolumeMode};

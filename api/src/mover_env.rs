@@ -8,6 +8,10 @@
 pub const ACTIONS: &str = "SLUICE_JOB_ACTIONS";
 /// Directory backed up from or restored into. Default: `/data`.
 pub const DATA_DIR: &str = "SLUICE_DATA_DIR";
+/// A Block volume's device in the mover: backups read it as one file, restores write the
+/// snapshot's one regular file onto it. Unset for Filesystem volumes, which are at
+/// [`DATA_DIR`].
+pub const BLOCK_DEVICE: &str = "SLUICE_BLOCK_DEVICE";
 /// Host name recorded in snapshots (backup) or required of them (restore).
 pub const HOSTNAME: &str = "SLUICE_HOSTNAME";
 /// Comma-separated tags recorded on the snapshot.

@@ -92,6 +92,8 @@ pub enum ErrorClass {
     Corrupt,
     /// The mover's configuration (environment, Secret keys, CA) is unusable.
     Config,
+    /// The snapshot does not fit the volume's mode (`spec.restic.volumeMode`).
+    VolumeModeMismatch,
     /// Anything else: a bug or an unexpected condition in the mover.
     Internal,
 }
@@ -113,6 +115,7 @@ impl ErrorClass {
             Self::Network => reason::NETWORK_ERROR,
             Self::Corrupt => reason::REPOSITORY_CORRUPT,
             Self::Config => reason::MOVER_CONFIG_INVALID,
+            Self::VolumeModeMismatch => reason::VOLUME_MODE_MISMATCH,
             Self::Internal => reason::MOVER_FAILED,
         }
     }
@@ -260,6 +263,7 @@ mod tests {
             Network,
             Corrupt,
             Config,
+            VolumeModeMismatch,
             Internal,
         ] {
             let reason = class.condition_reason();

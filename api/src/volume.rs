@@ -24,6 +24,27 @@ pub enum DestinationCopyMethod {
     Direct,
 }
 
+/// Whether a volume holds a file system or is a raw block device (a PVC's `volumeMode`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeMode {
+    /// Mounted as a directory; restores recreate the snapshot's tree in it.
+    #[default]
+    Filesystem,
+    /// Attached as a device; restores write the snapshot's one regular file (a Block
+    /// volume's backup, or a disk image) onto it.
+    Block,
+}
+
+impl VolumeMode {
+    /// The string a PVC's `spec.volumeMode` holds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Filesystem => "Filesystem",
+            Self::Block => "Block",
+        }
+    }
+}
+
 /// A PersistentVolumeClaim access mode, restricted to the values Kubernetes accepts.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AccessMode {

@@ -333,6 +333,20 @@ spec:
         dir.expect("waited for it")
     }
 
+    /// The image file behind Block PVC `namespace/name` once it is bound.
+    pub fn wait_claim_image(&self, namespace: &str, name: &str) -> PathBuf {
+        let mut image = None;
+        self.cluster.wait_for(
+            &format!("Block PVC {namespace}/{name} to bind"),
+            Duration::from_secs(60),
+            || {
+                image = self.storage.claim_image(&self.cluster, namespace, name);
+                image.is_some()
+            },
+        );
+        image.expect("waited for it")
+    }
+
     /// `kubectl get` of one field (a jsonpath) of an object; empty when the
     /// object or the field does not exist.
     pub fn get(&self, namespace: &str, object: &str, jsonpath: &str) -> String {

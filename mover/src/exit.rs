@@ -23,10 +23,25 @@ pub fn code(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// Prints the error as one line on stderr and returns its exit code.
-pub fn report(e: &anyhow::Error) -> i32 {
+/// What to run about an error, in this program's commands: the engine's
+/// messages say what failed and leave this to the program that has the
+/// commands.
+fn advice(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::RepositoryNotFound { .. } => {
+            Some("run `sluice-mover init` first, or check RESTIC_REPOSITORY")
+        }
+        Error::Locked { .. } => {
+            Some("retry later, or run `sluice-mover unlock` if that process is gone")
+        }
+        Error::SnapshotNotFound { .. } => Some("list them with `sluice-mover snapshots`"),
+        _ => None,
+    }
+}
+
+/// The error on one line: context layers outermost first, then what to do.
+pub fn one_line(e: &anyhow::Error) -> String {
     let mut line = format!("{e}");
-    // Context layers read best outermost first, joined on one line.
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
         if !line.contains(&c) {
@@ -34,6 +49,66 @@ pub fn report(e: &anyhow::Error) -> i32 {
             line.push_str(&c);
         }
     }
-    eprintln!("Fatal: {line}");
+    if let Some(advice) = e.downcast_ref::<Error>().and_then(advice) {
+        line.push_str(": ");
+        line.push_str(advice);
+    }
+    line
+}
+
+/// Prints the error as one line on stderr and returns its exit code.
+pub fn report(e: &anyhow::Error) -> i32 {
+    eprintln!("Fatal: {}", one_line(e));
     code(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context as _;
+
+    use super::*;
+
+    #[test]
+    fn lines_join_the_context_and_end_with_what_to_run() {
+        let not_found = || Error::RepositoryNotFound {
+            location: "/srv/repo".into(),
+        };
+        for (e, line, exit) in [
+            (
+                anyhow::Error::from(not_found()),
+                "no repository at /srv/repo: run `sluice-mover init` first, or check RESTIC_REPOSITORY",
+                NO_REPOSITORY,
+            ),
+            (
+                Err::<(), _>(not_found()).context("open").unwrap_err(),
+                "open: no repository at /srv/repo: run `sluice-mover init` first, or check RESTIC_REPOSITORY",
+                NO_REPOSITORY,
+            ),
+            (
+                Error::Locked {
+                    holder: "pid 7 on node-a".into(),
+                }
+                .into(),
+                "repository is locked by pid 7 on node-a: retry later, or run `sluice-mover unlock` if that process is gone",
+                LOCKED,
+            ),
+            (
+                Error::SnapshotNotFound { spec: "abc".into() }.into(),
+                "no snapshot with id \"abc\": list them with `sluice-mover snapshots`",
+                FAILURE,
+            ),
+            (
+                Error::WrongPassword {
+                    location: "/srv/repo".into(),
+                }
+                .into(),
+                "wrong password for repository /srv/repo: no key file could be opened with it",
+                WRONG_PASSWORD,
+            ),
+            (anyhow::anyhow!("plain"), "plain", FAILURE),
+        ] {
+            assert_eq!(one_line(&e), line);
+            assert_eq!(code(&e), exit, "{line}");
+        }
+    }
 }

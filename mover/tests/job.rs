@@ -275,3 +275,84 @@ fn a_backup_job_creates_a_missing_repository_and_a_restore_job_does_not() {
     assert_eq!(r["initialized"], false, "{r}");
     assert_eq!(r["filesUnmodified"], 1, "{r}");
 }
+
+#[test]
+fn the_first_backup_after_a_restore_reads_no_unchanged_file() {
+    let w = workdir();
+    let data = w.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let files = 20;
+    for i in 0..files {
+        let p = data.join(format!("file-{i}"));
+        fs::write(&p, random_bytes(i, 256 << 10)).unwrap();
+        set_times(&p, 1_700_000_000 + i as i64, 123_456_789);
+    }
+    let repo = Repo::local(&w.path().join("repo"));
+    let log = w.path().join("termination-log");
+    let job = |actions: &str, dir: &std::path::Path| {
+        let mut c = repo.sluice();
+        c.arg("job")
+            .env("SLUICE_JOB_ACTIONS", actions)
+            .env("SLUICE_DATA_DIR", dir)
+            .env("SLUICE_HOSTNAME", "ns/app")
+            .env("SLUICE_RESULT_FILE", &log);
+        ok(&mut c);
+        result(&log)
+    };
+    job("backup", &data);
+
+    // Into a new volume at the same path (Jobs see every volume at /data):
+    // contents, mtimes, modes (and, as root, owners).
+    let original = w.path().join("original");
+    fs::rename(&data, &original).unwrap();
+    fs::create_dir(&data).unwrap();
+    job("restore", &data);
+    let how = if is_root() {
+        Compare::EXACT
+    } else {
+        Compare {
+            ownership: false,
+            ..Compare::EXACT
+        }
+    };
+    assert_same_tree(&original, &data, how);
+    let target = data;
+
+    // Every file has a new inode and ctime, yet none is read again.
+    let mut after_restore = serde_json::Value::Null;
+    let opened = count_opens_in(&target, || after_restore = job("backup", &target));
+    eprintln!(
+        "first backup after a restore of {files} files ({} bytes): {opened} files opened, {} bytes added",
+        files * (256 << 10),
+        after_restore["bytesAdded"]
+    );
+    assert_eq!(
+        (
+            after_restore["filesUnmodified"].as_u64(),
+            after_restore["filesChanged"].as_u64(),
+            after_restore["filesNew"].as_u64(),
+            opened
+        ),
+        (Some(files), Some(0), Some(0), 0),
+        "{after_restore}"
+    );
+
+    // A file written since the restore is read, even at its old size and mtime.
+    let changed = target.join("file-3");
+    fs::write(&changed, random_bytes(99, 256 << 10)).unwrap();
+    set_times(&changed, 1_700_000_003, 123_456_789);
+    let mut next = serde_json::Value::Null;
+    let opened = count_opens_in(&target, || next = job("backup", &target));
+    assert_eq!(
+        (next["filesChanged"].as_u64(), opened),
+        (Some(1), 1),
+        "{next}"
+    );
+    let restored = w.path().join("again");
+    fs::create_dir(&restored).unwrap();
+    job("restore", &restored);
+    assert_eq!(
+        fs::read(restored.join("file-3")).unwrap(),
+        fs::read(&changed).unwrap()
+    );
+}

@@ -298,6 +298,7 @@ fn convert_destination(
         access_modes: restic.take("accessModes")?,
         storage_class_name: restic.take("storageClassName")?,
         volume_snapshot_class_name: restic.take("volumeSnapshotClassName")?,
+        volume_mode: None,
         restore_as_of: restic.take("restoreAsOf")?,
         previous: restic.take("previous")?,
         enable_file_deletion: restic.take("enableFileDeletion")?.unwrap_or(false),

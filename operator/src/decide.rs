@@ -117,6 +117,8 @@ pub struct Mount {
     pub claim: String,
     /// Node of the Pod that mounts the claim.
     pub node: Option<String>,
+    /// The claim is a Block volume: the mover gets its device, not a mount.
+    pub block: bool,
 }
 
 /// An object a sync creates on its way (the Job aside): a point-in-time copy, a restore target,

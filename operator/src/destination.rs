@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use sluice_api::{
     DestinationCopyMethod, OnMissingSnapshot, ReplicationDestination, ReplicationDestinationStatus,
-    RestoredSnapshot, SyncPlan,
+    RestoredSnapshot, SyncPlan, VolumeMode,
     mover_result::{ErrorClass, MoverResult},
 };
 use tokio::sync::mpsc;
@@ -107,18 +107,23 @@ pub fn target_step(
 ) -> Step<Mount> {
     let name = target_pvc_name(destination);
     let restic = &destination.spec.restic;
+    let mode = restic.volume_mode.unwrap_or_default();
     if restic.destination_pvc.is_none() && target.is_none() {
-        let shape = PvcShape::requested(
-            restic.capacity.as_ref(),
-            restic.storage_class_name.as_ref(),
-            restic.access_modes.as_deref(),
-        );
+        let shape = PvcShape {
+            volume_mode: (mode == VolumeMode::Block).then(|| mode.as_str().to_string()),
+            ..PvcShape::requested(
+                restic.capacity.as_ref(),
+                restic.storage_class_name.as_ref(),
+                restic.access_modes.as_deref(),
+            )
+        };
         let target = volume::pvc(owner.meta(&name), shape, None);
         return Step::Create(NewObject::Claim(Box::new(target)));
     }
     Step::Ready(Mount {
         claim: name,
         node: None,
+        block: mode == VolumeMode::Block,
     })
 }
 

@@ -13,7 +13,7 @@ use k8s_openapi::api::{
         Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
         EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
         PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext,
-        Volume, VolumeMount,
+        Volume, VolumeDevice, VolumeMount,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -25,6 +25,9 @@ use crate::plan::actions_env;
 
 /// Where the volume is mounted in the mover.
 pub const DATA_DIR: &str = "/data";
+
+/// Where a Block volume's device appears in the mover.
+pub const DEVICE_PATH: &str = "/dev/sluice-volume";
 
 /// Where the custom CA bundle is mounted.
 const CA_DIR: &str = "/etc/sluice/ca";
@@ -57,10 +60,12 @@ pub struct MoverJobParams {
     pub owner: OwnerReference,
     /// Label naming the owner, e.g. `sluice.dev/replication-source=db`.
     pub owner_label: (&'static str, String),
-    /// PVC mounted at [`DATA_DIR`].
+    /// PVC mounted at [`DATA_DIR`], or attached at [`DEVICE_PATH`] when `block`.
     pub claim: String,
     /// With `copyMethod: Direct`, the node of the Pod that mounts the volume.
     pub node_name: Option<String>,
+    /// The claim is a Block volume.
+    pub block: bool,
 }
 
 /// The Job of a backup sync.
@@ -98,6 +103,7 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
     let mount = Mount {
         claim: &params.claim,
         read_only: true,
+        block: params.block,
     };
     mover_job(
         plan,
@@ -143,6 +149,7 @@ pub fn destination_job(
     let mount = Mount {
         claim: &params.claim,
         read_only: false,
+        block: params.block,
     };
     mover_job(
         plan,
@@ -155,10 +162,12 @@ pub fn destination_job(
     )
 }
 
-/// The volume at [`DATA_DIR`]: backups only read it, restores write it.
+/// The volume at [`DATA_DIR`] (or its device at [`DEVICE_PATH`]): backups only read it,
+/// restores write it.
 struct Mount<'a> {
     claim: &'a str,
     read_only: bool,
+    block: bool,
 }
 
 fn mover_job(
@@ -171,6 +180,9 @@ fn mover_job(
     mut env: Vec<EnvVar>,
 ) -> Job {
     env.push(env_str(mover_env::DATA_DIR, DATA_DIR));
+    if mount.block {
+        env.push(env_str(mover_env::BLOCK_DEVICE, DEVICE_PATH));
+    }
     let mut our_labels = BTreeMap::from([
         (
             labels::MANAGED_BY.to_string(),
@@ -204,19 +216,29 @@ fn mover_job(
             ..Default::default()
         },
     ];
-    let mut mounts = vec![
-        VolumeMount {
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    // A device has no read-only flag of its own: the claim's readOnly covers it.
+    let devices = mount.block.then(|| {
+        vec![VolumeDevice {
             name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            read_only: Some(mount.read_only),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
+            device_path: DEVICE_PATH.into(),
+        }]
+    });
+    if !mount.block {
+        mounts.insert(
+            0,
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                read_only: Some(mount.read_only),
+                ..Default::default()
+            },
+        );
+    }
     if let Some(ca) = custom_ca {
         let items = Some(vec![KeyToPath {
             key: ca.key.clone(),
@@ -263,6 +285,7 @@ fn mover_job(
             ..Default::default()
         }]),
         volume_mounts: Some(mounts),
+        volume_devices: devices,
         resources: mover.mover_resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -410,6 +433,7 @@ spec:
             owner_label: (labels::REPLICATION_SOURCE, "db".into()),
             claim: "sluice-src-db".into(),
             node_name: None,
+            block: false,
         }
     }
 
@@ -488,6 +512,39 @@ spec:
             .unwrap();
         assert_eq!(claim.claim_name, "sluice-src-db");
         assert_eq!(claim.read_only, Some(true));
+    }
+
+    #[test]
+    fn a_block_volume_is_attached_as_a_device_and_named_in_the_environment() {
+        let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::source_plan(&source, now);
+        let params = MoverJobParams {
+            block: true,
+            ..params()
+        };
+        let job = source_job(&source, &plan, &params);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let devices = container.volume_devices.clone().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(
+            (devices[0].name.as_str(), devices[0].device_path.as_str()),
+            ("data", DEVICE_PATH)
+        );
+        let mounts = container.volume_mounts.clone().unwrap();
+        assert!(
+            mounts.iter().all(|m| m.mount_path != DATA_DIR),
+            "a Block volume cannot be mounted: {mounts:?}"
+        );
+        assert_eq!(env_of(&pod)[mover_env::BLOCK_DEVICE], DEVICE_PATH);
+        let volumes = pod.volumes.unwrap();
+        let claim = volumes[0].persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(claim.read_only, Some(true));
+
+        let (_, filesystem) = build(&source);
+        assert!(filesystem.containers[0].volume_devices.is_none());
+        assert!(!env_of(&filesystem).contains_key(mover_env::BLOCK_DEVICE));
     }
 
     #[test]

@@ -385,6 +385,7 @@ async fn apply<K: Kind>(
                 owner_label: (K::PROFILE.owner_label, object.name_any()),
                 claim: mount.claim.clone(),
                 node_name: mount.node.clone(),
+                block: mount.block,
             };
             create_or_existing(&scope.api(), &object.job(plan, &params)).await?;
         }

@@ -58,6 +58,7 @@ impl Kind for ReplicationSource {
                 let pods: Api<Pod> = scope.api();
                 let pods = pods.list(&ListParams::default()).await?.items;
                 CopySeen {
+                    source: claims.get_opt(&self.spec.source_pvc).await?,
                     node: volume::node_mounting(&pods, &self.spec.source_pvc),
                     ..CopySeen::default()
                 }
@@ -139,7 +140,7 @@ impl Kind for ReplicationSource {
 /// The objects a backup's point-in-time copy is made of, as observed before its Job exists.
 #[derive(Clone, Debug, Default)]
 pub struct CopySeen {
-    /// The source PVC (`Clone`, `Snapshot`).
+    /// The source PVC.
     pub source: Option<PersistentVolumeClaim>,
     /// The VolumeSnapshot named after the sync (`Snapshot`).
     pub snapshot: Option<VolumeSnapshot>,
@@ -159,10 +160,12 @@ pub fn copy_step(
 ) -> Step<Mount> {
     let restic = &source.spec.restic;
     let name = &plan.job_name;
+    let block = seen.source.as_ref().is_some_and(volume::is_block);
     if restic.copy_method == CopyMethod::Direct {
         return Step::Ready(Mount {
             claim: source.spec.source_pvc.clone(),
             node: seen.node.clone(),
+            block,
         });
     }
     let Some(source_pvc) = &seen.source else {
@@ -209,6 +212,7 @@ pub fn copy_step(
         Some(_) => Step::Ready(Mount {
             claim: name.clone(),
             node: None,
+            block,
         }),
     }
 }

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::{
 };
 use kube::{CustomResource, Resource};
 use serde::{Deserialize, Serialize};
-use sluice_api::{AccessMode, conditions::reason, labels};
+use sluice_api::{AccessMode, VolumeMode, conditions::reason, labels};
 
 use crate::decide::{READY_WARNING, Waiting};
 
@@ -152,6 +152,8 @@ pub struct PvcShape {
     pub storage_class: Option<String>,
     /// Access modes.
     pub access_modes: Option<Vec<String>>,
+    /// `Filesystem` or `Block`; a copy has its source's, which Kubernetes requires.
+    pub volume_mode: Option<String>,
 }
 
 impl PvcShape {
@@ -166,6 +168,7 @@ impl PvcShape {
             storage_class: storage_class.cloned(),
             access_modes: access_modes
                 .map(|modes| modes.iter().map(|m| m.as_str().to_string()).collect()),
+            volume_mode: None,
         }
     }
 
@@ -180,8 +183,18 @@ impl PvcShape {
             capacity: self.capacity.or(source_size),
             storage_class: self.storage_class.or(spec.storage_class_name),
             access_modes: self.access_modes.or(spec.access_modes),
+            volume_mode: self.volume_mode.or(spec.volume_mode),
         }
     }
+}
+
+/// Whether `claim` is a raw block device (`volumeMode: Block`) rather than a file system.
+pub fn is_block(claim: &PersistentVolumeClaim) -> bool {
+    claim
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_mode.as_deref())
+        == Some(VolumeMode::Block.as_str())
 }
 
 /// A PVC restored from a VolumeSnapshot, sized by the snapshot's `restoreSize` unless the
@@ -233,6 +246,7 @@ pub fn pvc(
                 ..Default::default()
             }),
             data_source,
+            volume_mode: shape.volume_mode,
             ..Default::default()
         }),
         status: None,
@@ -377,6 +391,7 @@ mod tests {
                 capacity: Some(Quantity("5Gi".into())),
                 storage_class: Some("fast".into()),
                 access_modes: Some(vec!["ReadWriteMany".into()]),
+                volume_mode: Some("Block".into()),
             },
             None,
         );
@@ -393,6 +408,8 @@ mod tests {
             Quantity("5Gi".into())
         );
         assert_eq!(clone.data_source.unwrap().kind, "PersistentVolumeClaim");
+        assert_eq!(clone.volume_mode.as_deref(), Some("Block"));
+        assert!(is_block(&source));
     }
 
     fn pod(node: &str, claim: &str, phase: &str) -> Pod {

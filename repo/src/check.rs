@@ -251,7 +251,7 @@ pub fn check(
                     pack: None,
                     blob: None,
                     message: format!(
-                        "snapshot {} cannot be read: {e}; other commands skip it, `sluice-mover repair snapshots --forget {}` removes it",
+                        "snapshot {} cannot be read: {e}; other commands skip it, `repair snapshots --forget {}` removes it",
                         sid.short(),
                         sid.short()
                     ),
@@ -268,11 +268,11 @@ pub fn check(
     if unindexed > 0 {
         report.notes.push(if missing_from_index > 0 {
             format!(
-                "{unindexed} packs are not referenced by any index while {missing_from_index} blobs that snapshots need are missing from it: an index file is probably lost and those packs may hold the only copy. Run `sluice-mover repair index` to rebuild the index from the packs, then check again; do not prune before that"
+                "{unindexed} packs are not referenced by any index while {missing_from_index} blobs that snapshots need are missing from it: an index file is probably lost and those packs may hold the only copy. Run `repair index` to rebuild the index from the packs, then check again; do not prune before that"
             )
         } else {
             format!(
-                "{unindexed} packs are not referenced by any index (left by interrupted backups); `sluice-mover prune` removes them"
+                "{unindexed} packs are not referenced by any index (left by interrupted backups); `prune` removes them"
             )
         });
     }

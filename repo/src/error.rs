@@ -1,6 +1,9 @@
 //! The error type of repository operations, classified so callers (the CLI's
 //! exit codes, the operator's conditions) can tell what went wrong without
-//! parsing messages.
+//! parsing messages. Messages say what failed; the program's name is the
+//! caller's to add, since only the caller knows its commands. Where a message
+//! says which repository operation helps, it names it as restic and
+//! `sluice-mover` both spell it (`check`, `repair index`).
 
 use std::path::PathBuf;
 
@@ -8,9 +11,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No repository at this location (no `config` file).
-    #[error(
-        "no repository at {location}: run `sluice-mover init` first, or check RESTIC_REPOSITORY"
-    )]
+    #[error("no repository at {location}")]
     RepositoryNotFound { location: String },
 
     /// A repository already exists where `init` was asked to create one.
@@ -28,10 +29,16 @@ pub enum Error {
     WrongPassword { location: String },
 
     /// Another process holds a conflicting lock.
-    #[error(
-        "repository is locked by {holder}: retry later, or run `sluice-mover unlock` if that process is gone"
-    )]
+    #[error("repository is locked by {holder}")]
     Locked { holder: String },
+
+    /// No snapshot has an id starting with these digits.
+    #[error("no snapshot with id {spec:?}")]
+    SnapshotNotFound { spec: String },
+
+    /// A snapshot asked to be written onto a device does not hold exactly one regular file.
+    #[error("snapshot {snapshot} is not a volume image: {reason}")]
+    NotAnImage { snapshot: String, reason: String },
 
     /// Stored data failed authentication, decoding or hashing.
     #[error("corrupt data in {what}: {reason}")]

@@ -26,6 +26,7 @@ pub mod packer;
 pub mod prune;
 pub mod repair;
 pub mod repository;
+pub mod restore_mark;
 pub mod restorer;
 pub mod safe_dir;
 pub mod snapshot;

@@ -182,7 +182,7 @@ pub fn used_blobs(repo: &Repository) -> Result<IdSet> {
     let (snapshots, unreadable) = repo.read_snapshots()?;
     if let Some(u) = unreadable.first() {
         return Err(Error::Invalid(format!(
-            "snapshots/{} cannot be read ({}), so which data it needs is unknown; nothing was deleted. Run `sluice-mover repair snapshots --forget {}` to remove it ({} unreadable snapshots in all), then prune again",
+            "snapshots/{} cannot be read ({}), so which data it needs is unknown; nothing was deleted. Run `repair snapshots --forget {}` to remove it ({} unreadable snapshots in all), then prune again",
             u.id,
             u.error,
             u.id.short(),
@@ -196,7 +196,7 @@ pub fn used_blobs(repo: &Repository) -> Result<IdSet> {
         while let Some(tree_id) = stack.pop() {
             let tree = repo.load_tree(&tree_id).map_err(|e| {
                 Error::Invalid(format!(
-                    "cannot read tree {tree_id} of snapshot {}: {e}; nothing was deleted, run `sluice-mover check`",
+                    "cannot read tree {tree_id} of snapshot {}: {e}; nothing was deleted, run `check`",
                     entry.id.short()
                 ))
             })?;
@@ -204,7 +204,7 @@ pub fn used_blobs(repo: &Repository) -> Result<IdSet> {
                 for blob in node.content() {
                     if !repo.index().contains(blob) {
                         return Err(Error::Invalid(format!(
-                            "data blob {blob} of snapshot {} is missing from the index; nothing was deleted, run `sluice-mover check`",
+                            "data blob {blob} of snapshot {} is missing from the index; nothing was deleted, run `check`",
                             entry.id.short()
                         )));
                     }
@@ -274,7 +274,7 @@ pub fn plan(repo: &mut Repository, options: &PruneOptions) -> Result<PrunePlan> 
             .map(|l| l.pack.to_hex())
             .unwrap_or_default();
         return Err(Error::Invalid(format!(
-            "pack {pack} holding used blob {id} is missing from the repository; nothing was deleted, run `sluice-mover check`"
+            "pack {pack} holding used blob {id} is missing from the repository; nothing was deleted, run `check`"
         )));
     }
 
@@ -298,7 +298,7 @@ pub fn plan(repo: &mut Repository, options: &PruneOptions) -> Result<PrunePlan> 
         let expected = expected_pack_size(&info.blobs);
         if size != expected {
             return Err(Error::Invalid(format!(
-                "pack {id} is {size} bytes but the index implies {expected}; nothing was deleted, run `sluice-mover check`"
+                "pack {id} is {size} bytes but the index implies {expected}; nothing was deleted, run `check`"
             )));
         }
         let mut c = Candidate {

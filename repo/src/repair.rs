@@ -156,7 +156,7 @@ pub fn repair_snapshots(
             report.modified += 1;
         } else if named(&u.id) {
             say(format!(
-                "snapshot {} is unreadable ({}): `sluice-mover repair snapshots --forget {}` removes it",
+                "snapshot {} is unreadable ({}): `repair snapshots --forget {}` removes it",
                 u.id.short(),
                 u.error,
                 u.id.short()

@@ -459,7 +459,7 @@ impl Repository {
         for u in unreadable {
             if warned.insert(u.id) {
                 tracing::warn!(
-                    "skipping a damaged snapshot: {}; `sluice-mover repair snapshots --forget {}` removes it",
+                    "skipping a damaged snapshot: {}; `repair snapshots --forget {}` removes it",
                     u.error,
                     u.id.short()
                 );
@@ -493,9 +493,9 @@ impl Repository {
             (Some(_), Some(_)) => Err(Error::Invalid(format!(
                 "snapshot id prefix {spec:?} is ambiguous: give more digits"
             ))),
-            (None, _) => Err(Error::Invalid(format!(
-                "no snapshot with id {spec:?}: list them with `sluice-mover snapshots`"
-            ))),
+            (None, _) => Err(Error::SnapshotNotFound {
+                spec: spec.to_owned(),
+            }),
         }
     }
 

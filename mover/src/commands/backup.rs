@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use serde_json::json;
+use serde::Serialize;
 use sluice_repo::Repository;
 use sluice_repo::archiver::{self, BackupOptions, ParentChoice, Progress};
+use sluice_repo::snapshot::Summary;
 
 use crate::args::{BackupArgs, Global};
 use crate::output::{bytes, duration};
@@ -51,6 +52,17 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<i32> {
     })
 }
 
+/// restic's `backup --json` summary line: the snapshot's stored summary
+/// (the same field names) plus what only this run knows.
+#[derive(Serialize)]
+struct SummaryMessage<'a> {
+    message_type: &'static str,
+    #[serde(flatten)]
+    summary: &'a Summary,
+    total_duration: f64,
+    snapshot_id: String,
+}
+
 /// Locks the open repository, backs up and prints the summary: the core
 /// the `backup` command and the `job` share.
 pub fn backup(
@@ -79,25 +91,13 @@ pub fn backup(
     }
     let s = result.snapshot.summary.clone().unwrap_or_default();
     if g.json {
-        crate::output::json_line(&json!({
-            "message_type": "summary",
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified,
-            "dirs_new": s.dirs_new,
-            "dirs_changed": s.dirs_changed,
-            "dirs_unmodified": s.dirs_unmodified,
-            "data_blobs": s.data_blobs,
-            "tree_blobs": s.tree_blobs,
-            "data_added": s.data_added,
-            "data_added_packed": s.data_added_packed,
-            "total_files_processed": s.total_files_processed,
-            "total_bytes_processed": s.total_bytes_processed,
-            "total_duration": secs,
-            "backup_start": s.backup_start,
-            "backup_end": s.backup_end,
-            "snapshot_id": result.id.to_hex(),
-        }));
+        let message = SummaryMessage {
+            message_type: "summary",
+            summary: &s,
+            total_duration: secs,
+            snapshot_id: result.id.to_hex(),
+        };
+        crate::output::json_line(&serde_json::to_value(message).expect("summary JSON"));
     } else if !g.quiet {
         match &result.parent {
             Some(p) => println!("using parent snapshot {}", p.short()),

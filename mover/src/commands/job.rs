@@ -20,12 +20,19 @@ use sluice_repo::check::ReadData;
 use sluice_repo::forget::{KeepCount, KeepDuration, RetainPolicy, parse_keep_count};
 use sluice_repo::lock::{self, LockOptions};
 use sluice_repo::prune::MaxUnused;
+use sluice_repo::restore_mark;
 use sluice_repo::restorer::RestoreOptions;
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
 use super::forget::ForgetOptions;
+use super::restore::Onto;
 use crate::args::Global;
 use crate::repo_open::RepoConfig;
+
+/// The file a Block volume's backup is stored as, at the snapshot's root:
+/// one name for every backup, so each finds the last as its parent, and
+/// `restic restore` yields the image as this file.
+const BLOCK_IMAGE: &str = "volume.img";
 
 /// The actions a Job may be asked for, in the order it runs them.
 const ACTIONS: [&str; 6] = ["unlock", "backup", "forget", "prune", "check", "restore"];
@@ -36,6 +43,8 @@ const ACTIONS: [&str; 6] = ["unlock", "backup", "forget", "prune", "check", "res
 struct JobConfig {
     actions: Vec<String>,
     data_dir: PathBuf,
+    /// A Block volume's device, read or written instead of `data_dir`.
+    block_device: Option<PathBuf>,
     hostname: Option<String>,
     tags: Vec<String>,
     excludes: Vec<String>,
@@ -135,6 +144,7 @@ impl JobConfig {
         Ok(JobConfig {
             actions,
             data_dir: PathBuf::from(var(&env, env::DATA_DIR).unwrap_or_else(|| "/data".into())),
+            block_device: var(&env, env::BLOCK_DEVICE).map(PathBuf::from),
             hostname: var(&env, env::HOSTNAME),
             tags: list(&env, env::TAGS, ','),
             excludes: list(&env, env::EXCLUDES, '\n'),
@@ -169,7 +179,7 @@ pub fn run(g: &Global) -> Result<i32> {
         Ok(()) => 0,
         Err(e) => {
             result.error_class = Some(classify(e));
-            result.message = Some(one_line(e));
+            result.message = Some(crate::exit::one_line(e));
             crate::exit::report(e)
         }
     };
@@ -210,9 +220,16 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         tracing::info!(removed, "removed stale locks");
     }
     if cfg.has("backup") {
-        // `backup .` inside the volume: its contents at the snapshot's root,
-        // its path in `paths`.
-        let mut opts = BackupOptions::new(vec![PathBuf::from(".")], cfg.data_dir.clone());
+        let mut opts = match &cfg.block_device {
+            Some(device) => BackupOptions::device(device.clone(), BLOCK_IMAGE.into()),
+            // `backup .` inside the volume: its contents at the snapshot's root,
+            // its path in `paths`.
+            None => {
+                let mut opts = BackupOptions::new(vec![PathBuf::from(".")], cfg.data_dir.clone());
+                opts.restored_at = restore_mark::read(&cfg.data_dir);
+                opts
+            }
+        };
         if let Some(h) = &cfg.hostname {
             opts.hostname = h.clone();
         }
@@ -316,7 +333,16 @@ fn restore(
         }
         return Err(NoSnapshot.into());
     };
-    let mut opts = RestoreOptions::new(cfg.data_dir.clone());
+    let (target, onto) = match &cfg.block_device {
+        Some(device) => (device.clone(), Onto::Device),
+        None => {
+            if is_block_image(&snap) {
+                return Err(VolumeModeMismatch(snap.id.short()).into());
+            }
+            (cfg.data_dir.clone(), Onto::Directory)
+        }
+    };
+    let mut opts = RestoreOptions::new(target);
     opts.delete = cfg.restore.delete;
     opts.verify = true;
     let (snap, r) = super::restore::restore(
@@ -325,7 +351,14 @@ fn restore(
         &snap.id.to_hex(),
         &SnapshotFilter::default(),
         &opts,
+        onto,
     )?;
+    if onto == Onto::Directory
+        && let Err(e) = restore_mark::write(&cfg.data_dir, jiff::Timestamp::now())
+    {
+        // The data is restored; only the next backup's shortcut is lost.
+        tracing::warn!(error = %e, "the next backup reads every file again");
+    }
     result.snapshot_id = Some(snap.id.to_hex());
     result.snapshot_time = Some(snap.snapshot.time.clone());
     result.total_bytes = r.bytes;
@@ -343,23 +376,28 @@ fn restore(
 )]
 struct NoSnapshot;
 
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = e.to_string();
-    for c in e.chain().skip(1) {
-        let c = c.to_string();
-        if !line.contains(&c) {
-            line.push_str(": ");
-            line.push_str(&c);
-        }
-    }
-    line
+/// Whether a snapshot is a Block volume's backup: the one path a Job's
+/// block backup records.
+fn is_block_image(snap: &SnapshotEntry) -> bool {
+    snap.snapshot.paths == [format!("/{BLOCK_IMAGE}")]
 }
+
+/// A Block volume's image asked to be restored into a Filesystem volume,
+/// where it would land as one large file nobody can mount.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "snapshot {0} is a Block volume's image ({BLOCK_IMAGE}): set spec.restic.volumeMode: Block to write it onto a Block volume"
+)]
+struct VolumeModeMismatch(String);
 
 /// The failure class the operator acts on.
 fn classify(e: &anyhow::Error) -> ErrorClass {
     use sluice_repo::Error as E;
     if e.downcast_ref::<NoSnapshot>().is_some() {
         return ErrorClass::NoSnapshot;
+    }
+    if e.downcast_ref::<VolumeModeMismatch>().is_some() {
+        return ErrorClass::VolumeModeMismatch;
     }
     match e.downcast_ref::<E>() {
         Some(E::WrongPassword { .. }) => ErrorClass::WrongPassword,
@@ -368,7 +406,7 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
         Some(E::Corrupt { .. }) | Some(E::BlobMissing { .. }) | Some(E::ConfigMissing { .. }) => {
             ErrorClass::Corrupt
         }
-        Some(E::Invalid(_)) => ErrorClass::Config,
+        Some(E::Invalid(_)) | Some(E::SnapshotNotFound { .. }) => ErrorClass::Config,
         Some(E::Backend(b)) => match b.kind {
             BackendErrorKind::PermissionDenied | BackendErrorKind::NoSuchContainer => {
                 ErrorClass::Config
@@ -376,6 +414,7 @@ fn classify(e: &anyhow::Error) -> ErrorClass {
             BackendErrorKind::NotFound => ErrorClass::Corrupt,
             _ => ErrorClass::Network,
         },
+        Some(E::NotAnImage { .. }) => ErrorClass::VolumeModeMismatch,
         Some(E::Io { .. }) | Some(E::RepositoryExists { .. }) => ErrorClass::Internal,
         None => ErrorClass::Config,
     }
@@ -401,6 +440,7 @@ mod tests {
             JobConfig {
                 actions: vec!["backup".into()],
                 data_dir: "/data".into(),
+                block_device: None,
                 hostname: None,
                 tags: vec![],
                 excludes: vec![],

@@ -1,5 +1,6 @@
 //! `restore`: restore a snapshot into a directory.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -24,8 +25,28 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<i32> {
     opts.delete = a.delete;
     opts.verify = a.verify;
     let mut repo = RepoConfig::from_env(g)?.open()?;
-    restore(&mut repo, g, &a.snapshot, &filter, &opts)?;
+    // A block device as the target takes the snapshot's one file as its image.
+    let onto = if is_block_device(&a.target) {
+        Onto::Device
+    } else {
+        Onto::Directory
+    };
+    restore(&mut repo, g, &a.snapshot, &filter, &opts, onto)?;
     Ok(0)
+}
+
+/// What `RestoreOptions::target` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Onto {
+    /// A directory the snapshot's tree is recreated in.
+    Directory,
+    /// A block device (or image file) the snapshot's one regular file is written onto.
+    Device,
+}
+
+fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
 /// Locks the open repository, restores the snapshot `spec` names and prints
@@ -36,6 +57,7 @@ pub fn restore(
     spec: &str,
     filter: &SnapshotFilter,
     opts: &RestoreOptions,
+    onto: Onto,
 ) -> Result<(SnapshotEntry, RestoreResult)> {
     let _lock = super::lock(repo, g, false)?;
     let snap = repo.find_snapshot(spec, filter)?;
@@ -59,7 +81,10 @@ pub fn restore(
         totals_final: true,
     });
     let started = std::time::Instant::now();
-    let result = restorer::restore(repo, &snap, opts, &progress);
+    let result = match onto {
+        Onto::Directory => restorer::restore(repo, &snap, opts, &progress),
+        Onto::Device => restorer::restore_image(repo, &snap, opts, &progress),
+    };
     ticker.finish();
     let result = result?;
     let secs = started.elapsed().as_secs_f64();

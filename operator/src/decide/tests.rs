@@ -403,6 +403,7 @@ fn mount() -> Mount {
     Mount {
         claim: "data".into(),
         node: Some("node-1".into()),
+        block: false,
     }
 }
 

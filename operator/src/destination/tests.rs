@@ -60,6 +60,7 @@ fn a_new_target_is_created_once_then_mounted() {
     let mounted = Step::Ready(Mount {
         claim: "sluice-dst-restore".into(),
         node: None,
+        block: false,
     });
     assert_eq!(target_step(&new, &owner(&new), Some(&claim)), mounted);
 
@@ -69,8 +70,39 @@ fn a_new_target_is_created_once_then_mounted() {
         Step::Ready(Mount {
             claim: "mine".into(),
             node: None,
+            block: false,
         }),
         "the user's claim is never created"
+    );
+}
+
+#[test]
+fn a_block_destination_makes_a_block_claim_and_mounts_its_device() {
+    let block = destination("    copyMethod: Direct\n    volumeMode: Block\n");
+    let Step::Create(NewObject::Claim(claim)) = target_step(&block, &owner(&block), None) else {
+        panic!("the new target is created first");
+    };
+    assert_eq!(
+        claim.spec.clone().unwrap().volume_mode.as_deref(),
+        Some("Block")
+    );
+    assert_eq!(
+        target_step(&block, &owner(&block), Some(&claim)),
+        Step::Ready(Mount {
+            claim: "sluice-dst-restore".into(),
+            node: None,
+            block: true,
+        })
+    );
+    let filesystem = destination("    copyMethod: Direct\n");
+    let Step::Create(NewObject::Claim(claim)) = target_step(&filesystem, &owner(&filesystem), None)
+    else {
+        panic!("the new target is created first");
+    };
+    assert_eq!(
+        claim.spec.unwrap().volume_mode,
+        None,
+        "Filesystem claims keep the cluster's default"
     );
 }
 

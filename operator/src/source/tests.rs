@@ -32,9 +32,16 @@ fn source_claim() -> PersistentVolumeClaim {
             capacity: Some(Quantity("5Gi".into())),
             storage_class: Some("fast".into()),
             access_modes: Some(vec!["ReadWriteMany".into()]),
+            volume_mode: None,
         },
         None,
     )
+}
+
+fn block_claim() -> PersistentVolumeClaim {
+    let mut claim = source_claim();
+    claim.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+    claim
 }
 
 fn snapshot(status: serde_json::Value) -> VolumeSnapshot {
@@ -63,6 +70,7 @@ fn ready_copy() -> Step<Mount> {
     Step::Ready(Mount {
         claim: "sluice-src-db-1".into(),
         node: None,
+        block: false,
     })
 }
 
@@ -77,8 +85,46 @@ fn direct_mounts_the_live_claim_on_its_pods_node() {
         Step::Ready(Mount {
             claim: "data".into(),
             node: Some("node-2".into()),
+            block: false,
         })
     );
+}
+
+#[test]
+fn a_block_source_is_copied_as_block_and_attached_as_a_device() {
+    for method in ["Clone", "Snapshot"] {
+        let source = source(method);
+        let mut seen = CopySeen {
+            source: Some(block_claim()),
+            snapshot: Some(snapshot(json!({"readyToUse": true, "restoreSize": "2Gi"}))),
+            ..Default::default()
+        };
+        let copy = created_claim(step(&source, seen.clone()));
+        assert_eq!(
+            copy.spec.unwrap().volume_mode.as_deref(),
+            Some("Block"),
+            "{method}"
+        );
+        seen.copy = Some(PersistentVolumeClaim::default());
+        assert_eq!(
+            step(&source, seen),
+            Step::Ready(Mount {
+                claim: "sluice-src-db-1".into(),
+                node: None,
+                block: true,
+            }),
+            "{method}"
+        );
+    }
+    let direct = CopySeen {
+        source: Some(block_claim()),
+        node: Some("node-2".into()),
+        ..Default::default()
+    };
+    let Step::Ready(mount) = step(&source("Direct"), direct) else {
+        panic!("Direct mounts the live claim");
+    };
+    assert!(mount.block);
 }
 
 #[test]

@@ -96,18 +96,20 @@ impl Archiver<'_> {
             }
         };
         let meta = file.metadata().ok();
-        // Only files with fewer blocks than bytes have holes worth looking
-        // for; the others are read without the extra seeks.
+        let len = meta.as_ref().and_then(|m| content_size(path, m).ok());
+        // Only regular files with fewer blocks than bytes have holes worth
+        // looking for; the others (block devices too) are read without the
+        // extra seeks, their zeros found in what is read.
         let sparse = meta
             .as_ref()
-            .is_some_and(|m| m.blocks().saturating_mul(512) < m.len());
+            .is_some_and(|m| m.is_file() && m.blocks().saturating_mul(512) < m.len());
         if !sparse
-            && meta.as_ref().is_some_and(|m| m.len() >= LARGE_FILE)
+            && len.is_some_and(|len| len >= LARGE_FILE)
             && let Ok(mut buffers) = self.large_buffers.try_lock()
         {
             return self.read_large(path, &file, &mut buffers, blobs);
         }
-        let mut holes = meta.filter(|_| sparse).map(|m| Holes::new(&file, m.len()));
+        let mut holes = len.filter(|_| sparse).map(|len| Holes::new(&file, len));
         let mut chunker = self.chunker.clone();
         chunker.reset();
         let mut content = Vec::new();
@@ -268,9 +270,9 @@ impl Archiver<'_> {
         })
     }
 
-    /// A whole chunk of zeros from a hole: its id is known without reading
-    /// or hashing, and only the first one of a backup goes to the workers
-    /// (which store it unless the repository has it).
+    /// A whole chunk of zeros (from a hole, or read): its id is known
+    /// without hashing, and only the first one of a backup goes to the
+    /// workers (which store it unless the repository has it).
     fn zero_chunk(&self, blobs: &Sender<BlobJob>) -> Result<ChunkId> {
         let id = *self
             .zero_chunk_id
@@ -279,11 +281,22 @@ impl Archiver<'_> {
             bump(&self.progress.bytes_done, MIN_SIZE as u64);
             return Ok(ChunkId::Known(id));
         }
-        self.queue_chunk(&vec![0u8; MIN_SIZE], blobs)
+        self.send_chunk(&vec![0u8; MIN_SIZE], blobs)
     }
 
-    /// Hands one chunk to the blob workers; its id arrives on the receiver.
+    /// Hands one chunk to the blob workers. A run of zeros is cut into
+    /// chunks of exactly `MIN_SIZE` (see [`Archiver::read_file`]), so only
+    /// chunks of that length are checked for zeros, which costs a scan that
+    /// stops at the first non-zero byte, never a hash.
     fn queue_chunk(&self, chunk: &[u8], blobs: &Sender<BlobJob>) -> Result<ChunkId> {
+        if chunk.len() == MIN_SIZE && is_zero(chunk) {
+            return self.zero_chunk(blobs);
+        }
+        self.send_chunk(chunk, blobs)
+    }
+
+    /// Queues one chunk for hashing; its id arrives on the receiver.
+    fn send_chunk(&self, chunk: &[u8], blobs: &Sender<BlobJob>) -> Result<ChunkId> {
         let (tx, rx) = bounded(1);
         blobs
             .send(BlobJob::Data {
@@ -292,6 +305,28 @@ impl Archiver<'_> {
             })
             .map_err(|_| self.stopped())?;
         Ok(ChunkId::Pending(rx))
+    }
+}
+
+/// Whether every byte is zero; in blocks the compiler vectorizes, so it
+/// runs at memory speed.
+fn is_zero(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|b| b.iter().fold(0, |acc, &x| acc | x) == 0)
+        && blocks.remainder().iter().all(|&x| x == 0)
+}
+
+/// The bytes a file or block device holds: a device's metadata says 0, its
+/// end says how large it is.
+pub(super) fn content_size(path: &Path, meta: &fs::Metadata) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_block_device() {
+        File::open(path)?.seek(SeekFrom::End(0))
+    } else {
+        Ok(meta.len())
     }
 }
 

@@ -51,7 +51,7 @@ use self::blob_saver::BlobJob;
 use self::file_reader::{FileJob, large_read_size};
 use self::parent::find_parent;
 use self::reuse::Reused;
-use self::targets::{Layout, plan_targets};
+use self::targets::{Layout, plan_device, plan_targets};
 use self::tree_saver::DirJob;
 use self::walker::Walker;
 use crate::chunker::Chunker;
@@ -74,22 +74,41 @@ pub enum ParentChoice {
     Id(Id),
 }
 
+/// What a backup reads.
+#[derive(Clone, Debug)]
+pub enum BackupSource {
+    /// Files and directories.
+    Paths {
+        /// Paths as given on the command line; `.` stores the contents of
+        /// `working_dir` at the snapshot root.
+        targets: Vec<PathBuf>,
+        /// The absolute directory relative targets start from: the CLI's
+        /// working directory, or the volume for mover Jobs. A value, so the
+        /// engine never depends on the process's current directory.
+        working_dir: PathBuf,
+    },
+    /// A block device (or an image file) stored as one regular file named
+    /// `file_name` at the snapshot's root, as `restic backup --stdin
+    /// --stdin-filename` stores it, so restic restores it as that file. It
+    /// is read in full every time (a device's times say nothing about its
+    /// content); unchanged regions deduplicate by their chunks.
+    Device { path: PathBuf, file_name: String },
+}
+
 /// What to back up and how.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// Paths as given on the command line; `.` stores the contents of
-    /// `working_dir` at the snapshot root.
-    pub targets: Vec<PathBuf>,
-    /// The absolute directory relative targets start from: the CLI's
-    /// working directory, or the volume for mover Jobs. A value, so the
-    /// engine never depends on the process's current directory.
-    pub working_dir: PathBuf,
+    pub source: BackupSource,
     pub hostname: String,
     pub tags: Vec<String>,
     pub excludes: Vec<String>,
     /// The snapshot's time instead of now (restic's `--time`).
     pub time: Option<jiff::Timestamp>,
     pub parent: ParentChoice,
+    /// When the volume was last restored: files whose ctime is not later keep their content
+    /// from the parent snapshot when size and mtime match, though their inodes and ctimes are
+    /// new (see `parent::unchanged`).
+    pub restored_at: Option<jiff::Timestamp>,
     /// Files read at once.
     pub readers: usize,
     /// Threads compressing and encrypting blobs.
@@ -101,17 +120,30 @@ pub struct BackupOptions {
 impl BackupOptions {
     /// Defaults sized to the machine for `targets` relative to `working_dir`.
     pub fn new(targets: Vec<PathBuf>, working_dir: PathBuf) -> BackupOptions {
+        BackupOptions::of(BackupSource::Paths {
+            targets,
+            working_dir,
+        })
+    }
+
+    /// Defaults sized to the machine for reading the block device (or image
+    /// file) at `path` as the file `file_name`.
+    pub fn device(path: PathBuf, file_name: String) -> BackupOptions {
+        BackupOptions::of(BackupSource::Device { path, file_name })
+    }
+
+    fn of(source: BackupSource) -> BackupOptions {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         BackupOptions {
-            targets,
-            working_dir,
+            source,
             hostname: crate::host::hostname(),
             tags: Vec::new(),
             excludes: Vec::new(),
             time: None,
             parent: ParentChoice::Auto,
+            restored_at: None,
             readers: 2.max(cpus / 2),
             workers: cpus,
             uploaders: 2,
@@ -185,16 +217,24 @@ struct Archiver<'a> {
     cpus: usize,
     /// The id of a chunk of MIN_SIZE zero bytes, computed on first use.
     zero_chunk_id: OnceLock<Id>,
+    /// [`BackupOptions::restored_at`].
+    restored_at: Option<jiff::Timestamp>,
 }
 
-/// Backs up `options.targets` into `repo` and writes a snapshot.
+/// Backs up `options.source` into `repo` and writes a snapshot.
 pub fn backup(
     repo: &mut Repository,
     options: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupResult> {
     let start = jiff::Timestamp::now();
-    let (abs_paths, layout) = plan_targets(&options.targets, &options.working_dir)?;
+    let (abs_paths, layout) = match &options.source {
+        BackupSource::Paths {
+            targets,
+            working_dir,
+        } => plan_targets(targets, working_dir)?,
+        BackupSource::Device { path, file_name } => plan_device(path, file_name)?,
+    };
     let parent = find_parent(repo, options, &abs_paths)?;
     let parent_tree = match &parent {
         Some(p) => Some((repo.load_tree(&p.snapshot.tree)?, p.snapshot.tree)),
@@ -221,6 +261,7 @@ pub fn backup(
         large_read_size: large_read_size(cpus),
         cpus,
         zero_chunk_id: OnceLock::new(),
+        restored_at: options.restored_at,
     };
     let sink = PackSink::new(
         repo.backend().clone(),
@@ -345,6 +386,7 @@ impl Archiver<'_> {
                 Layout::Nested(prefix, targets) => {
                     walker.walk_virtual(prefix, targets, 0, tree, root_id)
                 }
+                Layout::Device { path, name } => walker.walk_device(path, name, tree, root_id),
             };
             self.progress.walk_done.store(true, Ordering::Relaxed);
             drop(walker);

@@ -35,7 +35,7 @@ impl Reused {
         match missing_packs(&packs, &listed).as_slice() {
             [] => Ok(()),
             missing => Err(Error::Invalid(format!(
-                "{} packs this backup reuses are gone from the repository (pack {} among them), so the snapshot was not saved: they were deleted meanwhile (a prune without a lock?) or lost. Run `sluice-mover check`, then `sluice-mover repair index`; the next backup stores that data again",
+                "{} packs this backup reuses are gone from the repository (pack {} among them), so the snapshot was not saved: they were deleted meanwhile (a prune without a lock?) or lost. Run `check`, then `repair index`; the next backup stores that data again",
                 missing.len(),
                 missing[0]
             ))),

@@ -15,6 +15,37 @@ pub(super) enum Layout {
     /// working directory when all are relative) under a virtual root:
     /// (components, real path).
     Nested(PathBuf, Vec<(Vec<Vec<u8>>, PathBuf)>),
+    /// A block device (or image file) read as the one regular file `name`
+    /// at the root.
+    Device { path: PathBuf, name: Vec<u8> },
+}
+
+/// The snapshot's `paths` (`/NAME`, as restic's `--stdin-filename`) and
+/// layout for a device read as the file `file_name`, which must be one
+/// plain name, so every backup of the device has the same path and finds
+/// the last one as its parent.
+pub(super) fn plan_device(path: &Path, file_name: &str) -> Result<(Vec<String>, Layout)> {
+    if file_name.is_empty() || file_name.contains('/') || file_name == "." || file_name == ".." {
+        return Err(Error::Invalid(format!(
+            "{file_name:?} cannot name a device's file in a snapshot: give a plain file name such as volume.img"
+        )));
+    }
+    let meta = fs::metadata(path).map_err(|e| Error::io("cannot back up", path, e))?;
+    let ft = meta.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if !ft.is_block_device() && !ft.is_file() {
+        return Err(Error::Invalid(format!(
+            "{} is neither a block device nor a regular file, so it cannot be backed up as an image",
+            path.display()
+        )));
+    }
+    Ok((
+        vec![format!("/{file_name}")],
+        Layout::Device {
+            path: path.to_path_buf(),
+            name: file_name.as_bytes().to_vec(),
+        },
+    ))
 }
 
 /// Absolute, cleaned form of the targets (the snapshot's `paths`) and

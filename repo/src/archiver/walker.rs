@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::handoff::{Receiver, Sender, bounded};
 
-use super::file_reader::FileJob;
+use super::file_reader::{FileJob, content_size};
 use super::parent::unchanged;
 use super::tree_saver::{DirJob, Pending};
 use super::{Archiver, bump};
@@ -64,7 +64,7 @@ impl Walker<'_, '_> {
                 bump(&a.progress.files_seen, 1);
                 bump(&a.progress.bytes_seen, node.size);
                 if let Some(old) = old
-                    && unchanged(&node, old)
+                    && unchanged(&node, old, a.restored_at)
                     && old.content().iter().all(|id| a.reused.rely_on(a.repo, id))
                 {
                     node.content = old.content.clone();
@@ -73,23 +73,7 @@ impl Walker<'_, '_> {
                     bump(&a.progress.bytes_done, node.size);
                     return Ok(Pending::Ready(node));
                 }
-                bump(
-                    if old.is_some() {
-                        &a.counters.files_changed
-                    } else {
-                        &a.counters.files_new
-                    },
-                    1,
-                );
-                let (tx, rx) = bounded(1);
-                self.files
-                    .send(FileJob {
-                        path: path.to_path_buf(),
-                        size: node.size,
-                        reply: tx,
-                    })
-                    .map_err(|_| a.stopped())?;
-                Ok(Pending::File(node, rx))
+                self.read(node, path, old.is_some())
             }
             NodeType::Dir => {
                 let sub = self.load_parent_subtree(old);
@@ -157,6 +141,54 @@ impl Walker<'_, '_> {
             })
             .map_err(|_| self.arch.stopped())?;
         Ok(rx)
+    }
+
+    /// Stores a block device (or image file) as the root's one regular
+    /// file `name`. It is always read: writes to a device change neither
+    /// its size nor its times, so the parent can only lend dedup, not skip.
+    pub(super) fn walk_device(
+        &self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Tree>,
+        parent_subtree: Option<Id>,
+    ) -> Result<Receiver<Result<Id>>> {
+        let a = self.arch;
+        let meta = fs::metadata(path).map_err(|e| Error::io("cannot back up", path, e))?;
+        let size = content_size(path, &meta).map_err(|e| Error::io("cannot size", path, e))?;
+        let mut node = a.node_from(name, path, &meta);
+        node.node_type = NodeType::File;
+        node.mode &= crate::tree::mode::PERM;
+        node.device = 0;
+        node.links = 1;
+        node.size = size;
+        bump(&a.progress.files_seen, 1);
+        bump(&a.progress.bytes_seen, size);
+        let file = self.read(node, path, Self::parent_node(parent, name).is_some())?;
+        self.queue_dir(vec![file], parent_subtree)
+    }
+
+    /// Sends a file to the readers, counted as changed when the parent had
+    /// it, else as new.
+    fn read(&self, node: Node, path: &Path, in_parent: bool) -> Result<Pending> {
+        let a = self.arch;
+        bump(
+            if in_parent {
+                &a.counters.files_changed
+            } else {
+                &a.counters.files_new
+            },
+            1,
+        );
+        let (tx, rx) = bounded(1);
+        self.files
+            .send(FileJob {
+                path: path.to_path_buf(),
+                size: node.size,
+                reply: tx,
+            })
+            .map_err(|_| a.stopped())?;
+        Ok(Pending::File(node, rx))
     }
 
     /// Builds the virtual directories above the targets (`/data` is stored

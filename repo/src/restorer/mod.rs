@@ -14,6 +14,7 @@
 //! never following a symlink, so nothing a snapshot holds can make a restore write outside
 //! its target.
 
+mod image;
 mod metadata;
 mod plan;
 mod write;
@@ -27,6 +28,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::handoff::bounded;
 
+pub use self::image::restore_image;
 use self::plan::{Batch, Planner};
 use self::write::BatchRun;
 pub use self::write::MAX_RANGE;
