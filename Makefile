@@ -21,7 +21,7 @@ image:
 quickstart:
 	hack/quickstart.sh
 
-## tools: build the pinned restic, MinIO, etcd, Kubernetes and snapshotter binaries and the CSI test driver
+## tools: build the pinned restic, MinIO, etcd, Kubernetes, snapshotter, Helm, crane and registry binaries and the CSI test driver
 tools:
 	e2e/tools.sh
 
@@ -34,7 +34,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## crds: regenerate config/crd from the API types
+## crds: regenerate config/crd and the Helm chart's copy (charts/sluice/files/crds) from the API types
 crds:
 	cargo run -q -p sluice-api --features crd --bin crdgen
 

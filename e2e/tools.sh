@@ -2,7 +2,7 @@
 # Builds the real components Sluice's tests run against, from their Go modules
 # at pinned versions, into ~/.cache/sluice/bin (outside the work tree).
 #
-#   e2e/tools.sh [restic|minio|etcd|kube|snapshotter|csi-driver]...
+#   e2e/tools.sh [restic|minio|etcd|kube|snapshotter|csi-driver|helm|crane|registry]...
 #                                              build (all when none is named)
 #   e2e/tools.sh --print-path NAME             print the path of a built binary
 #   e2e/tools.sh --env                         print `export SLUICE_...=` lines
@@ -27,6 +27,13 @@ KUBE_VERSION=v1.34.4
 # CRDs of the same release; v8.4.0 is the newest built on Kubernetes 0.34
 # libraries, like the pins above.
 SNAPSHOTTER_VERSION=v8.4.0
+# Helm renders and lints charts/sluice and installs it in an e2e scenario.
+HELM_VERSION=v3.22.0
+# crane pushes the image `make image` builds to a registry (the README's
+# install section); the distribution registry is the local registry its test
+# pushes to.
+CRANE_VERSION=v0.22.1
+REGISTRY_VERSION=v3.0.0
 
 # --- Locations --------------------------------------------------------------
 CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
@@ -39,7 +46,7 @@ export GOFLAGS="-buildvcs=false"
 # Two cores shared with other builds; more parallel compiles only cost memory.
 GO_PARALLEL="${SLUICE_GO_PARALLEL:-2}"
 
-ALL_COMPONENTS=(restic minio etcd kube snapshotter csi-driver)
+ALL_COMPONENTS=(restic minio etcd kube snapshotter csi-driver helm crane registry)
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
 
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -121,6 +128,26 @@ build_simple() {
 build_restic() { build_simple restic github.com/restic/restic/cmd/restic "$RESTIC_VERSION"; }
 build_minio() { build_simple minio github.com/minio/minio "$MINIO_VERSION"; }
 build_etcd() { build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"; }
+build_crane() { build_simple crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION"; }
+build_registry() { build_simple registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"; }
+
+# Helm stamps its version (and the Kubernetes version it was built against)
+# through ldflags, as its own Makefile does; `helm version` reports it.
+build_helm() {
+    local v=$HELM_VERSION
+    if fresh helm "$v"; then
+        log "helm $v is up to date"
+    else
+        log "building helm $v from helm.sh/helm/v3/cmd/helm"
+        local start=$SECONDS dir
+        dir=$(module_dir helm "$v")
+        new_module "$dir"
+        go_build "$dir" helm.sh/helm/v3/cmd/helm "$v" "$BIN/helm-${v#v}" \
+            "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+        log "built helm $v in $((SECONDS - start))s"
+    fi
+    link helm "$v"
+}
 
 # k8s.io/kubernetes points its staging modules at ./staging with version
 # v0.0.0, which a consumer cannot resolve; a generated module replaces each of
@@ -231,7 +258,7 @@ build_csi_driver() {
 # Binary names each component provides, for --print-path and --env.
 binaries_of() {
     case $1 in
-        restic | minio | etcd) echo "$1" ;;
+        restic | minio | etcd | helm | crane | registry) echo "$1" ;;
         kube) echo "${KUBE_BINARIES[@]}" ;;
         snapshotter) echo snapshot-controller csi-snapshotter snapshot-crds ;;
         csi-driver) echo sluice-csi-driver ;;
@@ -241,11 +268,11 @@ binaries_of() {
 
 component_of() {
     case $1 in
-        restic | minio | etcd) echo "$1" ;;
+        restic | minio | etcd | helm | crane | registry) echo "$1" ;;
         kube-apiserver | kube-controller-manager | kubectl | kubelet | kube-scheduler | kube-proxy) echo kube ;;
         snapshot-controller | csi-snapshotter | snapshot-crds) echo snapshotter ;;
         sluice-csi-driver) echo csi-driver ;;
-        *) die "unknown binary '$1' (known: restic minio etcd ${KUBE_BINARIES[*]} snapshot-controller csi-snapshotter snapshot-crds sluice-csi-driver)" ;;
+        *) die "unknown binary '$1' (known: restic minio etcd helm crane registry ${KUBE_BINARIES[*]} snapshot-controller csi-snapshotter snapshot-crds sluice-csi-driver)" ;;
     esac
 }
 

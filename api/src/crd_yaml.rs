@@ -1,5 +1,5 @@
-//! Rendering of the CRD manifests in `config/crd/`, shared by the `crdgen` binary and the test
-//! that fails when the committed files are stale.
+//! Rendering of the CRD manifests in `config/crd/` and the Helm chart, shared by the `crdgen`
+//! binary and the test that fails when the committed files are stale.
 
 use kube::CustomResourceExt;
 
@@ -7,6 +7,10 @@ use crate::{ReplicationDestination, ReplicationSource};
 
 /// The command that regenerates `config/crd/`, quoted in errors about stale files.
 pub const REGENERATE_COMMAND: &str = "make crds (or: cargo run -p sluice-api --bin crdgen)";
+
+/// Where the Helm chart keeps the same CRD files (relative to the workspace root); its
+/// `templates/crds.yaml` renders them.
+pub const CHART_CRD_DIR: &str = "charts/sluice/files/crds";
 
 /// Each CRD's file name under `config/crd/` and its YAML, in a fixed order.
 pub fn crd_files() -> Vec<(&'static str, String)> {

@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use sluice_api::{
     ReplicationDestination, ReplicationSource,
-    crd_yaml::{REGENERATE_COMMAND, crd_files, kustomization},
+    crd_yaml::{CHART_CRD_DIR, REGENERATE_COMMAND, crd_files, kustomization},
 };
 
 fn crd_dir() -> PathBuf {
@@ -34,6 +34,33 @@ fn committed_crds_match_crdgen_output() {
     assert!(
         committed("kustomization.yaml") == kustomization(),
         "config/crd/kustomization.yaml is stale; run {REGENERATE_COMMAND}"
+    );
+}
+
+#[test]
+fn the_charts_crds_match_crdgen_output_and_nothing_else() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(CHART_CRD_DIR);
+    for (name, generated) in crd_files() {
+        let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|err| {
+            panic!("cannot read {CHART_CRD_DIR}/{name}: {err}; run {REGENERATE_COMMAND}")
+        });
+        assert!(
+            committed == generated,
+            "{CHART_CRD_DIR}/{name} differs from the sluice-api types; run {REGENERATE_COMMAND} and commit the result"
+        );
+    }
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the chart's CRD directory exists")
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    present.sort();
+    let mut expected: Vec<String> = crd_files().into_iter().map(|(n, _)| n.to_owned()).collect();
+    expected.sort();
+    assert_eq!(
+        present, expected,
+        "{CHART_CRD_DIR} holds files crdgen does not write; remove them"
     );
 }
 

@@ -1,4 +1,4 @@
-//! What every reconcile needs: the client, the event recorder, metrics, the mover image, the
+//! What every reconcile needs: the client, the event recorder, metrics, the mover defaults, the
 //! stores of what Sluice owns and the repositories' queues.
 
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use kube::{
 use crate::{
     cache::Owned,
     controller::Wake,
+    job::MoverDefaults,
     metrics::Metrics,
     queue::{Queues, Syncer},
 };
@@ -23,8 +24,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Exported metrics.
     pub metrics: Arc<Metrics>,
-    /// Image of the mover Jobs.
-    pub mover_image: String,
+    /// Image and operator-wide defaults of the mover Jobs.
+    pub mover: MoverDefaults,
     /// The Jobs, Pods, PVCs and VolumeSnapshots Sluice made, as watched.
     pub owned: Owned,
     /// Every repository's running and waiting syncs; held only while deciding, never across an

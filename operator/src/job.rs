@@ -12,8 +12,8 @@ use k8s_openapi::api::{
     core::v1::{
         Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
         EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-        PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretVolumeSource, SecurityContext,
-        Volume, VolumeDevice, VolumeMount,
+        PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+        SecurityContext, Volume, VolumeDevice, VolumeMount,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -51,11 +51,23 @@ pub const MOVER_CONTAINER: &str = "mover";
 /// User the restricted default security context runs the mover as.
 const DEFAULT_MOVER_UID: i64 = 65_532;
 
+/// What the operator's configuration sets for every mover Job (the Helm chart's `mover`
+/// values); an object's `moverResources` and `moverSecurityContext` take precedence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MoverDefaults {
+    /// The mover image (`--mover-image`, or the operator's own).
+    pub image: String,
+    /// Requests and limits of mover containers whose object sets none.
+    pub resources: Option<ResourceRequirements>,
+    /// Merged over the restricted defaults, below an object's `moverSecurityContext`.
+    pub pod_security_context: Option<PodSecurityContext>,
+}
+
 /// Everything a mover Job needs beyond the plan: where it runs and what it mounts.
 #[derive(Clone, Debug)]
 pub struct MoverJobParams {
-    /// The mover image (`--mover-image`).
-    pub image: String,
+    /// The operator-wide mover settings.
+    pub defaults: MoverDefaults,
     /// Owner of the Job: the ReplicationSource or ReplicationDestination.
     pub owner: OwnerReference,
     /// Label naming the owner, e.g. `sluice.dev/replication-source=db`.
@@ -273,7 +285,7 @@ fn mover_job(
 
     let container = Container {
         name: MOVER_CONTAINER.into(),
-        image: Some(params.image.clone()),
+        image: Some(params.defaults.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["sluice-mover".into(), "job".into()]),
         env: Some(env),
@@ -286,7 +298,10 @@ fn mover_job(
         }]),
         volume_mounts: Some(mounts),
         volume_devices: devices,
-        resources: mover.mover_resources.clone(),
+        resources: mover
+            .mover_resources
+            .clone()
+            .or_else(|| params.defaults.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -301,7 +316,10 @@ fn mover_job(
         ..Default::default()
     };
 
-    let pod_security = pod_security_context(mover.mover_security_context.as_ref());
+    let pod_security = pod_security_context(
+        params.defaults.pod_security_context.as_ref(),
+        mover.mover_security_context.as_ref(),
+    );
 
     Job {
         metadata: ObjectMeta {
@@ -347,11 +365,15 @@ fn mover_job(
     }
 }
 
-/// The mover Pod's security context: the restricted defaults, with each field the user set in
-/// `moverSecurityContext` taking the user's value. Setting `runAsUser` alone keeps
-/// `runAsNonRoot` and the seccomp profile, so the Pod still passes the restricted Pod Security
-/// Standard; running as root takes an explicit `runAsNonRoot: false`.
-pub fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+/// The mover Pod's security context: the restricted defaults, with each field the operator's
+/// configuration sets, then each field the user set in `moverSecurityContext`, taking their
+/// values. Setting `runAsUser` alone keeps `runAsNonRoot` and the seccomp profile, so the Pod
+/// still passes the restricted Pod Security Standard; running as root takes an explicit
+/// `runAsNonRoot: false`.
+pub fn pod_security_context(
+    operator: Option<&PodSecurityContext>,
+    user: Option<&PodSecurityContext>,
+) -> PodSecurityContext {
     let defaults = PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(DEFAULT_MOVER_UID),
@@ -360,10 +382,12 @@ pub fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityCon
         seccomp_profile: Some(runtime_default()),
         ..Default::default()
     };
-    match user {
-        None => defaults,
-        Some(user) => over(&defaults, user).unwrap_or_else(|| user.clone()),
-    }
+    [operator, user]
+        .into_iter()
+        .flatten()
+        .fold(defaults, |base, set| {
+            over(&base, set).unwrap_or_else(|| set.clone())
+        })
 }
 
 /// `base` with every field `set` has replaced by `set`'s, whatever fields the type has: unset
@@ -421,7 +445,10 @@ spec:
 
     fn params() -> MoverJobParams {
         MoverJobParams {
-            image: "sluice-mover:test".into(),
+            defaults: MoverDefaults {
+                image: "sluice-mover:test".into(),
+                ..Default::default()
+            },
             owner: OwnerReference {
                 api_version: "sluice.dev/v1alpha1".into(),
                 kind: "ReplicationSource".into(),
@@ -592,7 +619,7 @@ spec:
 
     #[test]
     fn mover_security_context_is_merged_over_the_restricted_defaults() {
-        let restricted = pod_security_context(None);
+        let restricted = pod_security_context(None, None);
         let seccomp = |type_: &str| SeccompProfile {
             type_: type_.into(),
             ..Default::default()
@@ -662,10 +689,59 @@ spec:
             ),
         ];
         for (case, user, expected) in cases {
-            assert_eq!(pod_security_context(Some(&user)), expected, "{case}");
+            assert_eq!(pod_security_context(None, Some(&user)), expected, "{case}");
+            assert_eq!(pod_security_context(Some(&user), None), expected, "{case}");
         }
+        let operator = PodSecurityContext {
+            run_as_user: Some(1000),
+            fs_group: Some(1000),
+            ..Default::default()
+        };
+        let user = PodSecurityContext {
+            run_as_user: Some(2000),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_security_context(Some(&operator), Some(&user)),
+            PodSecurityContext {
+                run_as_user: Some(2000),
+                fs_group: Some(1000),
+                ..restricted.clone()
+            },
+            "the object's fields win over the operator's, which win over the restricted defaults"
+        );
         assert_eq!(restricted.run_as_non_root, Some(true));
         assert_eq!(restricted.seccomp_profile, Some(seccomp("RuntimeDefault")));
+    }
+
+    #[test]
+    fn operator_resources_apply_unless_the_object_sets_its_own() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::source_plan(&source, now);
+        let resources = |cpu: &str| ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.into()),
+            )])),
+            ..Default::default()
+        };
+        let mut params = params();
+        params.defaults.resources = Some(resources("100m"));
+        let resources_of = |source: &ReplicationSource| {
+            source_job(source, &plan, &params)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .resources
+                .clone()
+        };
+        assert_eq!(resources_of(&source), Some(resources("100m")));
+        source.spec.restic.mover.mover_resources = Some(resources("2"));
+        assert_eq!(resources_of(&source), Some(resources("2")));
     }
 
     #[test]

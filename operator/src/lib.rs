@@ -17,6 +17,7 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod mover;
+pub mod mover_image;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;

@@ -10,6 +10,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use kube::Resource;
+use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements};
 use kube::runtime::events::{Recorder, Reporter};
 use sluice_api::{ReplicationDestination, ReplicationSource};
 use sluice_operator::{
@@ -17,8 +18,10 @@ use sluice_operator::{
     context::Context,
     controller::Wake,
     destination, http,
+    job::MoverDefaults,
     leader::LeaderElector,
     metrics::Metrics,
+    mover_image,
     queue::{self, Queues},
     source,
     traffic::CountRequests,
@@ -35,20 +38,25 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controllers (only while holding the leader Lease).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Translate VolSync restic ReplicationSource/ReplicationDestination YAML into Sluice's.
     ConvertVolsync(convert_volsync::Args),
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Image of the mover Jobs.
-    #[arg(
-        long,
-        env = "SLUICE_MOVER_IMAGE",
-        default_value = "ghcr.io/sluice-dev/sluice-mover:latest"
-    )]
-    mover_image: String,
+    /// Image of the mover Jobs. Default: the image of the operator's own container, read from
+    /// its Pod (`POD_NAME` in `POD_NAMESPACE`); the Sluice image carries the mover too.
+    #[arg(long, env = "SLUICE_MOVER_IMAGE")]
+    mover_image: Option<String>,
+    /// Requests and limits of mover containers whose object sets none, as JSON
+    /// (`{"requests":{"cpu":"100m"}}`).
+    #[arg(long, env = "SLUICE_MOVER_RESOURCES", value_parser = json::<ResourceRequirements>)]
+    mover_resources: Option<ResourceRequirements>,
+    /// Pod security context fields of every mover, as JSON, merged over the restricted defaults
+    /// and below each object's `moverSecurityContext` (`{"runAsUser":1000}`).
+    #[arg(long, env = "SLUICE_MOVER_POD_SECURITY_CONTEXT", value_parser = json::<PodSecurityContext>)]
+    mover_pod_security_context: Option<PodSecurityContext>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -70,6 +78,11 @@ struct RunArgs {
     max_concurrent_jobs: u16,
 }
 
+/// A flag's JSON value as `T`, refused at startup with the parser's reason.
+fn json<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, String> {
+    serde_json::from_str(value).map_err(|e| format!("not valid JSON for this setting: {e}"))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::ConvertVolsync(args) => convert_volsync::run(args),
@@ -82,7 +95,7 @@ fn main() -> ExitCode {
                 )
                 .init();
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "sluice-operator stopped");
@@ -119,11 +132,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let identity = args.identity.unwrap_or_else(|| {
+    let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
     client.apiserver_version().await?;
+    let mover_image = match args.mover_image {
+        Some(image) => image,
+        None => own_image(&client, &args.lease_namespace, args.identity.as_deref()).await?,
+    };
+    tracing::info!(%mover_image, "mover Jobs run this image");
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let elector = LeaderElector::new(
         client.clone(),
@@ -151,7 +169,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client,
         recorder,
         metrics,
-        mover_image: args.mover_image,
+        mover: MoverDefaults {
+            image: mover_image,
+            resources: args.mover_resources,
+            pod_security_context: args.mover_pod_security_context,
+        },
         owned: owned.clone(),
         queues: Mutex::new(Queues::new(args.max_concurrent_jobs.into())),
         wake,
@@ -172,4 +194,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = elector.hold() => anyhow::bail!("lost the leader Lease; exiting so another replica takes over"),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The image of this operator's container, from its own Pod.
+async fn own_image(
+    client: &kube::Client,
+    namespace: &str,
+    pod_name: Option<&str>,
+) -> anyhow::Result<String> {
+    let Some(pod_name) = pod_name else {
+        anyhow::bail!(
+            "no mover image: set SLUICE_MOVER_IMAGE (or --mover-image), or run in a Pod with POD_NAME and POD_NAMESPACE set from the downward API so the operator's own image is used"
+        );
+    };
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let pod = pods.get(pod_name).await.map_err(|e| {
+        anyhow::anyhow!(
+            "reading the operator's own Pod {namespace}/{pod_name} for its image failed: {e}; set SLUICE_MOVER_IMAGE or grant get on pods"
+        )
+    })?;
+    mover_image::own_image(&pod).map_err(anyhow::Error::msg)
 }

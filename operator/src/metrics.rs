@@ -71,6 +71,8 @@ pub struct Metrics {
     prune_interval: Family<ObjectLabels, Gauge>,
     duration: Family<ObjectLabels, Histogram, fn() -> Histogram>,
     bytes_added: Family<ObjectLabels, Counter>,
+    snapshot_bytes: Family<ObjectLabels, Gauge>,
+    in_progress: Family<ObjectLabels, Gauge>,
     missed: Family<ObjectLabels, Counter>,
     out_of_sync: Family<ObjectLabels, Gauge>,
     failures: Family<FailureLabels, Counter>,
@@ -98,6 +100,8 @@ impl Default for Metrics {
             prune_interval: Family::default(),
             duration: Family::new_with_constructor(sync_duration_histogram),
             bytes_added: Family::default(),
+            snapshot_bytes: Family::default(),
+            in_progress: Family::default(),
             missed: Family::default(),
             out_of_sync: Family::default(),
             failures: Family::default(),
@@ -135,6 +139,16 @@ impl Default for Metrics {
             "sync_bytes_added",
             "Bytes of new data stored in the repository",
             metrics.bytes_added.clone(),
+        );
+        registry.register(
+            "snapshot_size_bytes",
+            "Bytes of file content in the latest snapshot a backup wrote",
+            metrics.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "sync_in_progress",
+            "1 from the start of a sync (its plan recorded) until its end: queued for a snapshot, a volume, a node or a lock, or running",
+            metrics.in_progress.clone(),
         );
         registry.register(
             "sync_missed_intervals",
@@ -179,14 +193,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records a successful sync that took `seconds` and stored `bytes_added`.
+    /// Records that a sync started: it is queued or running until [`Metrics::sync_ended`].
+    pub fn sync_started(&self, object: &ObjectLabels) {
+        self.in_progress.get_or_create(object).set(1);
+    }
+
+    /// Records that a sync ended, whatever its outcome.
+    pub fn sync_ended(&self, object: &ObjectLabels) {
+        self.in_progress.get_or_create(object).set(0);
+    }
+
+    /// Records a successful sync that took `seconds` and stored `bytes_added`; a backup also
+    /// gives the size of the snapshot it wrote.
     pub fn sync_succeeded(
         &self,
         object: &ObjectLabels,
         at_unix: f64,
         seconds: f64,
         bytes_added: u64,
+        snapshot_bytes: Option<u64>,
     ) {
+        if let Some(bytes) = snapshot_bytes {
+            self.snapshot_bytes
+                .get_or_create(object)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         self.last_success.get_or_create(object).set(at_unix);
         self.duration.get_or_create(object).observe(seconds);
         self.bytes_added.get_or_create(object).inc_by(bytes_added);
@@ -281,6 +312,8 @@ impl Metrics {
         self.prune_interval.remove(object);
         self.duration.remove(object);
         self.bytes_added.remove(object);
+        self.snapshot_bytes.remove(object);
+        self.in_progress.remove(object);
         self.missed.remove(object);
         self.out_of_sync.remove(object);
     }
@@ -309,7 +342,12 @@ mod tests {
     #[test]
     fn exposition_names_the_object_and_reason() {
         let metrics = Metrics::default();
-        metrics.sync_succeeded(&db(), 1_700_000_000.0, 42.0, 1000);
+        metrics.sync_started(&db());
+        assert!(metrics.encode().contains(
+            r#"sluice_sync_in_progress{kind="ReplicationSource",namespace="apps",name="db"} 1"#
+        ));
+        metrics.sync_succeeded(&db(), 1_700_000_000.0, 42.0, 1000, Some(5000));
+        metrics.sync_ended(&db());
         metrics.sync_failed(&db(), 1_700_000_100.0, "WrongPassword");
         metrics.missed(&db(), 2);
         metrics.reconciled("ReplicationSource");
@@ -319,6 +357,8 @@ mod tests {
             format!("sluice_sync_last_success_timestamp_seconds{{{labels}}} 1700000000.0"),
             format!("sluice_sync_bytes_added_total{{{labels}}} 1000"),
             format!("sluice_sync_missed_intervals_total{{{labels}}} 2"),
+            format!("sluice_snapshot_size_bytes{{{labels}}} 5000"),
+            format!("sluice_sync_in_progress{{{labels}}} 0"),
             format!("sluice_volume_out_of_sync{{{labels}}} 1"),
             format!("sluice_sync_failures_total{{{labels},reason=\"WrongPassword\"}} 1"),
             format!("sluice_sync_duration_seconds_count{{{labels}}} 1"),

@@ -380,7 +380,7 @@ async fn apply<K: Kind>(
         }
         (Decision::CreateJob(mount), Some(plan)) => {
             let params = MoverJobParams {
-                image: ctx.mover_image.clone(),
+                defaults: ctx.mover.clone(),
                 owner: scope.owner.reference.clone(),
                 owner_label: (K::PROFILE.owner_label, object.name_any()),
                 claim: mount.claim.clone(),
@@ -403,6 +403,7 @@ async fn apply<K: Kind>(
     announce(object, &decision, &moment, ctx).await;
     if matches!(decision, Decision::Finish(_)) {
         object.report(&status, &ctx.metrics);
+        ctx.metrics.sync_ended(&object_labels(object));
     }
     Ok(decision
         .requeue(now)
@@ -439,6 +440,7 @@ async fn announce<K: Kind>(object: &K, decision: &Decision, moment: &Moment<'_>,
     match decision {
         Decision::Start { missed, .. } => {
             ctx.metrics.missed(&labels, *missed);
+            ctx.metrics.sync_started(&labels);
             let actions = moment
                 .plan
                 .map(|plan| plan::actions_env(&plan.actions))
@@ -494,8 +496,9 @@ async fn announce<K: Kind>(object: &K, decision: &Decision, moment: &Moment<'_>,
                 moment.summary
             );
             let at = moment.now.as_second() as f64;
+            let snapshot_bytes = backed_up.then_some(result.total_bytes);
             ctx.metrics
-                .sync_succeeded(&labels, at, seconds, bytes_added);
+                .sync_succeeded(&labels, at, seconds, bytes_added, snapshot_bytes);
             let summary = moment.summary.to_string();
             ctx.event(
                 object,

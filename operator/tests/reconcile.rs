@@ -65,7 +65,10 @@ async fn context(client: Client) -> Arc<Context> {
         recorder: Recorder::new(client.clone(), "sluice-operator-test".to_string().into()),
         client,
         metrics: Arc::new(Metrics::default()),
-        mover_image: "sluice-mover:test".into(),
+        mover: sluice_operator::job::MoverDefaults {
+            image: "sluice-mover:test".into(),
+            ..Default::default()
+        },
         owned,
         queues: std::sync::Mutex::new(Queues::new(queue::DEFAULT_MAX_CONCURRENT_JOBS.into())),
         wake: Wake::channels([]).0,

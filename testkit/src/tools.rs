@@ -36,6 +36,12 @@ pub enum Tool {
     SnapshotCrds,
     /// Sluice's CSI test driver (`e2e/csi-driver`).
     CsiDriver,
+    /// Helm, which lints, renders and installs `charts/sluice`.
+    Helm,
+    /// crane, which pushes the image archive to a registry (the README's install steps).
+    Crane,
+    /// The distribution registry, the local registry crane pushes to in tests.
+    Registry,
 }
 
 impl Tool {
@@ -55,6 +61,9 @@ impl Tool {
             Tool::CsiSnapshotter => "csi-snapshotter",
             Tool::SnapshotCrds => "snapshot-crds",
             Tool::CsiDriver => "sluice-csi-driver",
+            Tool::Helm => "helm",
+            Tool::Crane => "crane",
+            Tool::Registry => "registry",
         }
     }
 
@@ -74,6 +83,9 @@ impl Tool {
             Tool::CsiSnapshotter => "SLUICE_CSI_SNAPSHOTTER",
             Tool::SnapshotCrds => "SLUICE_SNAPSHOT_CRDS",
             Tool::CsiDriver => "SLUICE_CSI_DRIVER",
+            Tool::Helm => "SLUICE_HELM",
+            Tool::Crane => "SLUICE_CRANE",
+            Tool::Registry => "SLUICE_REGISTRY",
         }
     }
 
@@ -91,6 +103,9 @@ impl Tool {
             | Tool::KubeProxy => "kube",
             Tool::SnapshotController | Tool::CsiSnapshotter | Tool::SnapshotCrds => "snapshotter",
             Tool::CsiDriver => "csi-driver",
+            Tool::Helm => "helm",
+            Tool::Crane => "crane",
+            Tool::Registry => "registry",
         }
     }
 

@@ -1,25 +1,40 @@
-//! Writes the CRD manifests to `config/crd/` (or the directory given as the only argument).
+//! Writes the CRD manifests to `config/crd/` and to the Helm chart's `charts/sluice/files/crds/`,
+//! or only to the directory given as the only argument.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-fn main() -> ExitCode {
-    let dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/crd"));
-    let mut files = sluice_api::crd_yaml::crd_files();
-    files.push(("kustomization.yaml", sluice_api::crd_yaml::kustomization()));
-    if let Err(err) = std::fs::create_dir_all(&dir) {
-        eprintln!("crdgen: cannot create {}: {err}", dir.display());
-        return ExitCode::FAILURE;
-    }
+fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     for (name, yaml) in files {
         let path = dir.join(name);
-        if let Err(err) = std::fs::write(&path, yaml) {
-            eprintln!("crdgen: cannot write {}: {err}", path.display());
+        std::fs::write(&path, yaml)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let crds = sluice_api::crd_yaml::crd_files();
+    let mut with_kustomization = crds.clone();
+    with_kustomization.push(("kustomization.yaml", sluice_api::crd_yaml::kustomization()));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let targets = match std::env::args_os().nth(1) {
+        Some(dir) => vec![(PathBuf::from(dir), &with_kustomization)],
+        None => vec![
+            (root.join("config/crd"), &with_kustomization),
+            (root.join(sluice_api::crd_yaml::CHART_CRD_DIR), &crds),
+        ],
+    };
+    for (dir, files) in targets {
+        if let Err(err) = write_all(&dir, files) {
+            eprintln!("crdgen: {err}");
             return ExitCode::FAILURE;
         }
-        println!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
 }
