@@ -5,6 +5,7 @@
 //! - Argo CD's health checks (`config/argocd`) give Healthy, Progressing, Degraded and
 //!   Suspended for real objects in those states; the objects are saved under
 //!   `$CARGO_TARGET_TMPDIR/argocd-captured` (the source of the checks' `testdata/`);
+//! - `kubectl sluice` (status, sync --wait, snapshots, ls, dump) on those objects;
 //! - a real Prometheus scrapes the operator, and every query of the Grafana dashboard
 //!   (`config/monitoring/sluice-dashboard.json`) returns series.
 //!
@@ -16,10 +17,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use scenario::{SYNC, assert_same_tree, destination, manual_sync, source, write_sample};
+use scenario::{SYNC, assert_same_tree, destination, source, write_sample};
 use serde_json::Value;
 use sluice_e2e::prometheus::Prometheus;
-use sluice_e2e::stack::SYSTEM_NAMESPACE;
+use sluice_e2e::stack::{SYSTEM_NAMESPACE, workspace_binary};
 use sluice_e2e::{Stack, argocd};
 
 /// The memory limit the chart gives every mover (`mover.resources`) in this test.
@@ -42,7 +43,10 @@ fn installed_with_the_chart() {
             .collect::<Vec<_>>()
     });
     argo_cd_health_of_the_objects(&captured);
-    every_dashboard_query_returns_series(&stack);
+    let prometheus = scrape_the_operator(&stack);
+    // A second backup, by `kubectl sluice sync --wait`, while Prometheus watches.
+    kubectl_sluice_verbs(&stack);
+    every_dashboard_query_returns_series(&prometheus);
 }
 
 /// An object as `kubectl get -o json` shows it, named for the Argo CD test data.
@@ -274,7 +278,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
-fn every_dashboard_query_returns_series(stack: &Stack) {
+fn scrape_the_operator(stack: &Stack) -> Prometheus {
     let leader = stack.leader().expect("an operator holds the Lease");
     let ip = stack.get(
         SYSTEM_NAMESPACE,
@@ -283,11 +287,15 @@ fn every_dashboard_query_returns_series(stack: &Stack) {
     );
     let target: SocketAddr = format!("{ip}:8080").parse().expect("a Pod address");
     let prometheus = Prometheus::start(target);
-    prometheus.wait_for_series("up{job=\"sluice\"} == 1", Duration::from_secs(30));
-    // A second backup while Prometheus watches, so the counters move within its window.
-    write_sample(&stack.wait_claim_dir("chart", "data"), "chart, second");
-    manual_sync(stack, "chart", "data", "two");
-    std::thread::sleep(Duration::from_secs(5));
+    let up = prometheus.wait_for_series("up{job=\"sluice\"} == 1", Duration::from_secs(30));
+    assert!(
+        !up.is_empty(),
+        "Prometheus scrapes the operator at {target}"
+    );
+    prometheus
+}
+
+fn every_dashboard_query_returns_series(prometheus: &Prometheus) {
     for (title, expr) in dashboard_queries() {
         let series = prometheus.wait_for_series(&expr, Duration::from_secs(30));
         assert!(
@@ -303,4 +311,148 @@ fn every_dashboard_query_returns_series(stack: &Stack) {
         value > 0.0,
         "the second backup's bytes show in the window: {added:?}"
     );
+}
+
+/// `kubectl sluice` with the test cluster's kubeconfig: exit code, stdout, stderr.
+fn plugin(stack: &Stack, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(workspace_binary("kubectl-sluice"))
+        .arg("--kubeconfig")
+        .arg(stack.cluster.kubeconfig())
+        .args(args)
+        .output()
+        .expect("kubectl-sluice runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn plugin_ok(stack: &Stack, args: &[&str]) -> String {
+    let (code, out, err) = plugin(stack, args);
+    assert_eq!(code, 0, "kubectl sluice {}: {err}{out}", args.join(" "));
+    out
+}
+
+/// `kubectl sluice` against the objects the scenarios left: status, a manual sync followed to
+/// its end, the repository's snapshots, a listing and one file, and a failing sync's exit code.
+fn kubectl_sluice_verbs(stack: &Stack) {
+    let rows: Value =
+        serde_json::from_str(&plugin_ok(stack, &["status", "-n", "chart", "-o", "json"])).unwrap();
+    let source = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "ReplicationSource" && r["name"] == "data")
+        .unwrap_or_else(|| panic!("status lists chart/data: {rows}"));
+    assert_eq!(source["state"], "Ready", "{source}");
+    assert!(source["bytesAdded"].as_u64().unwrap() > 0, "{source}");
+    let all = plugin_ok(stack, &["status", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    for word in [
+        "chart-wrong-password",
+        "WrongPassword",
+        "chart-paused",
+        "Paused",
+        "WaitingForPVC",
+    ] {
+        assert!(all.contains(word), "status -A names {word}:\n{all}");
+    }
+    assert!(
+        !all.contains("\x1b["),
+        "no colour when stdout is not a terminal:\n{all}"
+    );
+
+    write_sample(&stack.wait_claim_dir("chart", "data"), "chart, second");
+    let outcome: Value = serde_json::from_str(&plugin_ok(
+        stack,
+        &[
+            "sync",
+            "data",
+            "-n",
+            "chart",
+            "--wait",
+            "--timeout",
+            "3m",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(outcome["succeeded"], true, "{outcome}");
+    let snapshot = outcome["snapshotId"]
+        .as_str()
+        .expect("a snapshot id")
+        .to_owned();
+    assert_eq!(
+        stack.get(
+            "chart",
+            "replicationsource/data",
+            "{.status.lastSync.snapshotID}"
+        ),
+        snapshot
+    );
+
+    let listed: Value = serde_json::from_str(&plugin_ok(
+        stack,
+        &["snapshots", "data", "-n", "chart", "-o", "json"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let restic: Value = serde_json::from_str(&stack.run_restic(
+        "chart/repo",
+        &["snapshots", "--json", "--host", "chart-data"],
+    ))
+    .unwrap();
+    let mut restic_ids: Vec<&str> = restic
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    restic_ids.sort();
+    assert_eq!(
+        sorted, restic_ids,
+        "kubectl sluice snapshots lists what restic lists for the source's host"
+    );
+    assert!(ids.contains(&snapshot.as_str()));
+
+    let files = plugin_ok(stack, &["ls", "data", "latest", "/nested", "-n", "chart"]);
+    assert!(files.lines().any(|l| l == "/nested/file-1.txt"), "{files}");
+    let content = plugin_ok(
+        stack,
+        &[
+            "dump",
+            "data",
+            &snapshot[..8],
+            "/generation.txt",
+            "-n",
+            "chart",
+        ],
+    );
+    assert_eq!(content, "chart, second");
+
+    let (code, out, err) = plugin(
+        stack,
+        &[
+            "sync",
+            "data",
+            "-n",
+            "chart-wrong-password",
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    );
+    assert_eq!(code, 1, "a failing sync exits 1: {out}{err}");
+    assert!(out.contains("WrongPassword"), "{out}{err}");
+    let (code, _, err) = plugin(stack, &["status", "-o", "xml"]);
+    assert_eq!(code, 2, "a usage error exits 2: {err}");
 }
