@@ -166,7 +166,7 @@ fn copy_that_never_binds(stack: &Stack) -> Vec<Captured> {
     let extra = "    storageClassName: no-such-class\n";
     stack.cluster.apply(&source(ns, "data", "Clone", extra));
     let object = "replicationsource/data";
-    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    let reason = "{.status.conditions[?(@.type==\"Reconciling\")].reason}";
     stack.wait_field(ns, object, reason, SYNC, |v| v == "WaitingForPVC");
     vec![capture(stack, ns, object, "waiting-for-pvc")]
 }
@@ -181,7 +181,7 @@ fn paused(stack: &Stack) -> Vec<Captured> {
             .replace("  sourcePVC: data\n", "  sourcePVC: data\n  paused: true\n"),
     );
     let object = "replicationsource/data";
-    let reason = "{.status.conditions[?(@.type==\"Synchronizing\")].reason}";
+    let reason = "{.status.conditions[?(@.type==\"Reconciling\")].reason}";
     stack.wait_field(ns, object, reason, SYNC, |v| v == "Paused");
     vec![capture(stack, ns, object, "paused")]
 }

@@ -83,5 +83,5 @@ fn crane_pushes_the_image_archive_to_a_registry() {
     let mut config = Command::new(Tool::Crane.path());
     config.arg("config").arg(&reference).arg("--insecure");
     let config: Value = serde_json::from_str(&run(config)).unwrap();
-    assert_eq!(config["config"]["User"], "65532", "{config}");
+    assert_eq!(config["config"]["User"], "65532:65532", "{config}");
 }

@@ -73,7 +73,7 @@ pub fn health(status: Option<&SyncStatus>, generation: Option<i64>, paused: bool
         reason: c.reason.clone(),
         message: c.message.clone(),
     };
-    if let Some(c) = holds("Stalled").or_else(|| holds(conditions::DEGRADED)) {
+    if let Some(c) = holds(conditions::STALLED).or_else(|| holds(conditions::DEGRADED)) {
         return from(State::Failing, c);
     }
     if paused {
@@ -83,7 +83,7 @@ pub fn health(status: Option<&SyncStatus>, generation: Option<i64>, paused: bool
             message: "spec.paused is set".into(),
         };
     }
-    if let Some(c) = holds("Reconciling").or_else(|| holds(conditions::SYNCHRONIZING)) {
+    if let Some(c) = holds(conditions::RECONCILING).or_else(|| holds("Synchronizing")) {
         return from(State::Progressing, c);
     }
     if let Some(c) = holds(conditions::READY) {
