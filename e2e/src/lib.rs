@@ -4,9 +4,7 @@
 //! a bridge of the test's own ([`host`]), real CSI snapshots with the CSI
 //! test driver, the one stand-in ([`storage`]), images built here
 //! ([`images`]), and Sluice installed as users install it ([`stack`]);
-//! [`kstatus`] reads objects as kstatus-based tools do; the tools users
-//! watch it with run against it: Argo CD's health checks ([`argocd`]) and
-//! Prometheus ([`prometheus`]). The
+//! [`kstatus`] reads objects as kstatus-based tools do. The
 //! pieces every crate's tests share (tools, MinIO, certificates,
 //! processes) are in `sluice-testkit`.
 //!
@@ -14,13 +12,11 @@
 //! and when the test process itself is killed; what a killed run leaves on
 //! the machine is removed by the next one.
 
-pub mod argocd;
 pub mod cluster;
 pub mod host;
 pub mod images;
 pub mod kstatus;
 pub mod node;
-pub mod prometheus;
 pub mod signals;
 pub mod stack;
 pub mod storage;

@@ -97,40 +97,6 @@ impl Stack {
         self.wait_for_operator();
     }
 
-    /// Installs Sluice with the Helm chart instead (`helm install sluice charts/sluice`) into
-    /// [`SYSTEM_NAMESPACE`], created and labelled for the restricted Pod Security Standard first
-    /// as the README says, with the image the node holds and `values` (`key=value`, as
-    /// `--set`); then waits for the operator.
-    pub fn install_with_chart(&self, values: &[&str]) {
-        self.namespace(SYSTEM_NAMESPACE);
-        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice");
-        let mut helm = Command::new(sluice_testkit::Tool::Helm.path());
-        helm.arg("install")
-            .arg("sluice")
-            .arg(&chart)
-            .args(["--namespace", SYSTEM_NAMESPACE])
-            .arg("--kubeconfig")
-            .arg(self.cluster.kubeconfig())
-            .args(["--set", "image.tag=e2e", "--set", "image.pullPolicy=Never"]);
-        for value in values {
-            helm.args(["--set", value]);
-        }
-        let output = helm
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run helm: {e}"));
-        assert!(
-            output.status.success(),
-            "helm install failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        self.cluster.wait_established(&[
-            "replicationsources.sluice.dev",
-            "replicationdestinations.sluice.dev",
-        ]);
-        self.wait_for_operator();
-    }
-
     /// The Sluice image archive imported into the node.
     pub fn image_archive(&self) -> PathBuf {
         self.images.path().join("sluice.oci.tar")

@@ -9,8 +9,8 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
-use kube::Resource;
 use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements};
+use kube::Resource;
 use kube::runtime::events::{Recorder, Reporter};
 use sluice_api::{ReplicationDestination, ReplicationSource};
 use sluice_operator::{
