@@ -9,6 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use sluice_testkit::Tool;
+use sluice_testkit::process::succeed;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -16,20 +17,6 @@ fn root() -> PathBuf {
 
 fn chart_dir() -> PathBuf {
     root().join("charts/sluice")
-}
-
-fn run(mut command: Command) -> String {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        output.status.success(),
-        "{shown} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `helm template sluice charts/sluice -n sluice-system` with `--set` arguments, as objects.
@@ -42,14 +29,14 @@ fn helm_template(sets: &[&str]) -> Vec<Value> {
     for set in sets {
         command.args(["--set", set]);
     }
-    documents(&run(command))
+    documents(&succeed(command))
 }
 
 /// `kubectl kustomize config/default`, as objects.
 fn kustomize() -> Vec<Value> {
     let mut command = Command::new(Tool::Kubectl.path());
     command.arg("kustomize").arg(root().join("config/default"));
-    documents(&run(command))
+    documents(&succeed(command))
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -96,7 +83,7 @@ fn assert_labels_within(subset: &Value, superset: &Value, what: &str) {
 fn helm_lint_passes_strict() {
     let mut command = Command::new(Tool::Helm.path());
     command.args(["lint", "--strict"]).arg(chart_dir());
-    let out = run(command);
+    let out = succeed(command);
     assert!(
         out.contains("1 chart(s) linted, 0 chart(s) failed"),
         "{out}"

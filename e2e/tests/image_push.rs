@@ -12,21 +12,7 @@ use serde_json::Value;
 use sluice_e2e::images;
 use sluice_testkit::Tool;
 use sluice_testkit::probe::http_get;
-use sluice_testkit::process::{Daemon, free_port};
-
-fn run(mut command: Command) -> String {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        output.status.success(),
-        "{shown} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use sluice_testkit::process::{Daemon, free_port, succeed};
 
 fn start_registry(dir: &Path) -> (Daemon, u16) {
     let port = free_port();
@@ -59,14 +45,14 @@ fn crane_pushes_the_image_archive_to_a_registry() {
     std::fs::create_dir_all(&layout).unwrap();
     let mut untar = Command::new("tar");
     untar.arg("-xf").arg(&archive).arg("-C").arg(&layout);
-    run(untar);
+    succeed(untar);
     let reference = format!("127.0.0.1:{port}/sluice:0.1.0");
     let mut push = Command::new(Tool::Crane.path());
     push.arg("push")
         .arg(&layout)
         .arg(&reference)
         .arg("--insecure");
-    run(push);
+    succeed(push);
 
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
@@ -76,12 +62,12 @@ fn crane_pushes_the_image_archive_to_a_registry() {
     let mut digest = Command::new(Tool::Crane.path());
     digest.arg("digest").arg(&reference).arg("--insecure");
     assert_eq!(
-        run(digest).trim(),
+        succeed(digest).trim(),
         manifest_digest,
         "the registry serves the archive's manifest, byte for byte"
     );
     let mut config = Command::new(Tool::Crane.path());
     config.arg("config").arg(&reference).arg("--insecure");
-    let config: Value = serde_json::from_str(&run(config)).unwrap();
+    let config: Value = serde_json::from_str(&succeed(config)).unwrap();
     assert_eq!(config["config"]["User"], "65532:65532", "{config}");
 }

@@ -219,3 +219,19 @@ fn spawn_detached(command: Command) -> io::Result<Child> {
         .recv()
         .expect("the process spawner thread has stopped")
 }
+
+/// Runs `command` to completion and returns its stdout; panics with the command line, stdout
+/// and stderr when it cannot start or exits unsuccessfully, so a test's failure shows why.
+pub fn succeed(mut command: Command) -> String {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
