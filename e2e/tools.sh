@@ -313,12 +313,33 @@ main() {
     mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE"
     local components=("$@")
     ((${#components[@]})) || components=("${ALL_COMPONENTS[@]}")
-    local c start=$SECONDS
+    local c start=$SECONDS cache_fd
+    # Builds hold this lock shared; removing the Go caches takes it alone.
+    exec {cache_fd}>"$BIN/.lock-go-caches"
+    flock -s "$cache_fd"
     for c in "${components[@]}"; do
         binaries_of "$c" >/dev/null
         with_lock "$c" "build_${c//-/_}"
     done
+    remove_go_caches "$cache_fd"
     log "done in $((SECONDS - start))s; binaries in $BIN"
+}
+
+# remove_go_caches FD: the binaries are what is kept. The Go build and module
+# caches hold several GiB after the Kubernetes build, and a CI machine's disk
+# needs that room for the tests (MinIO refuses writes below 1% free, and a
+# full disk once failed every MinIO and real-node test of a run). A changed
+# pin rebuilds its component from the proxy; the caches only helped builds of
+# one run. Skipped while another shell is building (it removes them itself).
+remove_go_caches() {
+    local fd=$1 size
+    [[ -d "$GOCACHE" || -d "$GOMODCACHE" ]] || return 0
+    flock -x -n "$fd" || return 0
+    size=$(du -sm "$GOCACHE" "$GOMODCACHE" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    ((size > 0)) || return 0
+    go clean -cache -modcache
+    rm -rf "$GOCACHE" "$GOMODCACHE" "$CACHE"/go/build-*
+    log "removed the Go build and module caches ($size MiB)"
 }
 
 main "$@"

@@ -15,6 +15,55 @@ use crate::probe::http_get_at;
 use crate::process::{Daemon, free_port_on};
 use crate::tools::Tool;
 
+/// MinIO refuses every write that would leave less than this fraction of its
+/// drive free (its `diskFillFraction` is 0.99); tests would then fail with
+/// S3 errors that do not say why.
+const MINIO_RESERVED_FRACTION: f64 = 0.01;
+
+/// Room the tests themselves need beyond MinIO's reserve.
+const TEST_ROOM_BYTES: u64 = 1 << 30;
+
+/// Why MinIO could not take writes in `dir`, or `None` when there is room:
+/// a one-line message with the figures and what to do.
+fn free_space_shortfall(dir: &Path) -> Option<String> {
+    let (free, total) = disk_space(dir)?;
+    shortfall_message(dir, free, total)
+}
+
+/// The decision of [`free_space_shortfall`], apart from the system call.
+fn shortfall_message(dir: &Path, free: u64, total: u64) -> Option<String> {
+    let needed = (total as f64 * MINIO_RESERVED_FRACTION) as u64 + TEST_ROOM_BYTES;
+    (free < needed).then(|| {
+        format!(
+            "{} has {} MiB free of {} GiB; MinIO refuses writes below 1% free and the tests need \
+             1 GiB more ({} MiB in all): free disk space (old cargo target dirs and Go build \
+             caches are the usual culprits) or point TMPDIR at a roomier file system",
+            dir.display(),
+            free >> 20,
+            total >> 30,
+            needed >> 20
+        )
+    })
+}
+
+/// Bytes available to unprivileged users and the file system's size, by
+/// `statvfs`; `None` if the call fails (then MinIO reports for itself).
+fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stat` is written by the call
+    // before it is read, only when the call succeeds.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    let block = stat.f_frsize as u64;
+    Some((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
+}
+
 /// A running (or stopped) MinIO server with known root credentials.
 #[derive(Debug)]
 pub struct MinIo {
@@ -48,6 +97,9 @@ impl MinIo {
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for MinIO: {e}"));
         std::fs::create_dir(dir.path().join("data"))
             .unwrap_or_else(|e| panic!("cannot create {}/data: {e}", dir.path().display()));
+        if let Some(shortfall) = free_space_shortfall(dir.path()) {
+            panic!("{shortfall}");
+        }
         let mut minio = MinIo {
             address,
             port: free_port_on(address),
@@ -181,5 +233,38 @@ impl Drop for MinIo {
         // Kill before the TempDir goes, so MinIO never writes into a
         // directory being deleted.
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_little_free_space_is_named_with_its_figures() {
+        const GIB: u64 = 1 << 30;
+        let dir = Path::new("/tmp/x");
+        // (free, total, short?)
+        let cases = [
+            (80 * GIB, 252 * GIB, false),
+            (700 << 20, 252 * GIB, true), // the CI run that failed: 0.25% free
+            (3 * GIB, 252 * GIB, true),   // 2.52 GiB reserve + 1 GiB room
+            (4 * GIB, 252 * GIB, false),
+            (2 * GIB, 10 * GIB, false),
+        ];
+        for (free, total, short) in cases {
+            let message = shortfall_message(dir, free, total);
+            assert_eq!(message.is_some(), short, "free {free} of {total}");
+            if let Some(m) = message {
+                assert!(m.starts_with("/tmp/x has "), "{m}");
+                assert!(m.contains(&format!("{} MiB free", free >> 20)), "{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_temporary_directory_has_a_size() {
+        let (free, total) = disk_space(&std::env::temp_dir()).expect("statvfs of TMPDIR");
+        assert!(total > 0 && free <= total, "free {free} of {total}");
     }
 }

@@ -11,9 +11,10 @@
 //!   certificates of the cluster's CA, and authenticates to the API server
 //!   as `system:node:NAME`, so the Node authorizer and NodeRestriction
 //!   apply as in production;
-//! - eviction and image garbage collection are effectively off: a test
-//!   machine's disk may be fuller than a node's, and every image is
-//!   imported, none can be pulled again;
+//! - eviction and image garbage collection are off (every threshold 0%):
+//!   a test machine's disk may be nearly full of other things (a CI run
+//!   once had 0.25% free and the kubelet evicted the operator), and every
+//!   image is imported, none can be pulled again;
 //! - Pods get an empty resolv.conf: there is no DNS to reach.
 //! - kube-proxy uses iptables and publishes NodePorts on the bridge address
 //!   only; it leaves conntrack sysctls as they are.
@@ -68,10 +69,10 @@ makeIPTablesUtilChains: false
 podLogsDir: {logs}
 resolvConf: {resolv}
 evictionHard:
-  memory.available: 50Mi
-  nodefs.available: 1%
-  nodefs.inodesFree: 1%
-  imagefs.available: 1%
+  memory.available: 0%
+  nodefs.available: 0%
+  nodefs.inodesFree: 0%
+  imagefs.available: 0%
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
