@@ -37,6 +37,12 @@ pub mod reason {
     /// The sync is due and waits for its repository: other syncs fill it, or a prune or check
     /// runs there alone. The message gives the place in line.
     pub const QUEUED: &str = "Queued";
+    /// The sync is due and its repository's backend was unreachable: it is parked without a
+    /// Job until the operator's probe reaches the backend again. The message says since when,
+    /// why and when the next probe is.
+    pub const REPOSITORY_UNAVAILABLE: &str = "RepositoryUnavailable";
+    /// The repository's backend answers again after an outage (an event's reason).
+    pub const REPOSITORY_AVAILABLE: &str = "RepositoryAvailable";
     /// The mover Job failed for a reason the operator retries with backoff.
     pub const MOVER_FAILED: &str = "MoverFailed";
     /// Retrying after a failure; `nextSyncTime` says when.

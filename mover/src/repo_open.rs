@@ -74,6 +74,16 @@ impl RepoConfig {
         Ok(Arc::from(backend::open(&self.location, self.s3.clone())?))
     }
 
+    /// The backend at the location, retrying for seconds instead of minutes: a probe asks
+    /// whether it answers now, and a long retry would only delay the answer.
+    pub fn probe_backend(&self) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::from(backend::open_with_retry(
+            &self.location,
+            self.s3.clone(),
+            backend::retry::RetryPolicy::PROBE,
+        )?))
+    }
+
     /// Opens the repository: the one key derivation a command needs.
     pub fn open(&self) -> Result<Repository> {
         self.open_at(self.backend()?)

@@ -204,3 +204,56 @@ fn many_inits_and_first_jobs_at_once_on_minio_make_one_repository() {
     assert_eq!(list.as_array().unwrap().len(), 5);
     ok(by_jobs.restic().args(["check", "--read-data"]));
 }
+
+/// The operator's circuit breaker probes with `job` and `SLUICE_JOB_ACTIONS=probe`: a backend
+/// that answers passes, whatever the answer (no bucket yet, no repository, a repository); a
+/// stopped one fails within seconds as a network error, the class that trips the breaker.
+#[test]
+fn a_probe_job_tells_a_reachable_backend_from_a_stopped_one() {
+    let mut minio = MinIo::start();
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("termination-log");
+    let probe = |repo: &Repo| {
+        let mut c = repo.sluice();
+        c.arg("job")
+            .env("SLUICE_JOB_ACTIONS", "probe")
+            .env("SLUICE_RESULT_FILE", &log);
+        c
+    };
+    let result = || -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(&log).unwrap()).unwrap()
+    };
+    let repo = Repo::s3(&minio, "probe-bucket/repo");
+    // No bucket, then a bucket without a repository, then a repository: all answer.
+    ok(&mut probe(&repo));
+    assert!(
+        result()["message"].as_str().unwrap().contains("answers"),
+        "{}",
+        result()
+    );
+    ok(repo.sluice().arg("init"));
+    ok(&mut probe(&repo));
+    let r = result();
+    assert!(r.get("errorClass").is_none(), "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("the repository is there"),
+        "{r}"
+    );
+    // Nothing was written: restic finds the repository as init left it.
+    assert_eq!(repo.snapshot_ids(), Vec::<String>::new());
+
+    minio.stop();
+    let started = std::time::Instant::now();
+    let out = fails(&mut probe(&repo));
+    let took = started.elapsed();
+    let r = result();
+    assert_eq!(r["errorClass"], "Network", "{r}");
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "a probe retries for seconds, not minutes: it took {took:?}; {}",
+        stderr(&out)
+    );
+}

@@ -1,5 +1,5 @@
 //! What every reconcile needs: the client, the event recorder, metrics, the mover defaults, the
-//! stores of what Sluice owns and the repositories' queues.
+//! stores of what Sluice owns, the repositories' queues and circuit breakers.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +9,7 @@ use kube::{
 };
 
 use crate::{
+    breaker::Breakers,
     cache::Owned,
     controller::Wake,
     job::MoverDefaults,
@@ -31,6 +32,8 @@ pub struct Context {
     /// Every repository's running and waiting syncs; held only while deciding, never across an
     /// await.
     pub queues: Mutex<Queues>,
+    /// The circuit breakers of repositories found unreachable; held only while deciding.
+    pub breakers: Mutex<Breakers>,
     /// Wakes the reconcile of a sync its repository's queue lets start.
     pub wake: Wake,
 }
@@ -43,6 +46,13 @@ impl Context {
     /// consistent (every change is one call), so a poisoned lock is taken as is.
     pub fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The repositories' circuit breakers, taken like [`Context::queues`].
+    pub fn breakers(&self) -> std::sync::MutexGuard<'_, Breakers> {
+        self.breakers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

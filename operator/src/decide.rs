@@ -22,6 +22,7 @@ use sluice_api::{
 
 use crate::{
     backoff::{self, Retry},
+    breaker::{self, Parked},
     queue::Place,
     schedule::Schedule,
     secret,
@@ -251,6 +252,14 @@ pub enum Decision {
         /// Syncs at most running into one repository.
         max: usize,
     },
+    /// A sync is due, and its repository's backend is unreachable ([`crate::breaker`]): it is
+    /// parked, without a Job, until a probe reaches the backend.
+    Parked {
+        /// The repository's key.
+        repository: String,
+        /// Where the outage stands.
+        parked: Parked,
+    },
     /// Start a sync: record its plan.
     Start {
         /// The schedule's next time after this sync, if there is a schedule.
@@ -479,6 +488,12 @@ impl Decision {
             Self::Blocked | Self::SecretInvalid { .. } => Some(secret::RECHECK),
             // Woken when the line moves; the timer only bounds a missed wake-up.
             Self::Queued { .. } => Some(SAFETY),
+            // Woken when the breaker closes; the object that probes looks again when its probe
+            // is due, the others when a probe in flight would be given up.
+            Self::Parked { parked, .. } => Some(match parked.probing {
+                Some(_) => breaker::PROBE_DEADLINE,
+                None => until(parked.next_probe, now),
+            }),
             Self::BackingOff(at) | Self::WaitForSchedule(at) => Some(until(*at, now)),
             Self::ReadSecret => Some(STEP),
             Self::Wait { warn_at, .. } if *warn_at > now => Some(until(*warn_at, now)),

@@ -28,7 +28,7 @@ use crate::{
     context::{Context, Result},
     controller,
     decide::{Mount, NewObject, Outcome, Progress, Step, Verdict},
-    job::{self, MoverJobParams},
+    job::{self, MoverJobParams, RepositoryAccess},
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
     volume::{self, Owner, PvcShape, VolumeSnapshot},
@@ -91,6 +91,10 @@ impl Kind for ReplicationDestination {
 
     fn job(&self, plan: &SyncPlan, params: &MoverJobParams) -> Job {
         job::destination_job(self, plan, params)
+    }
+
+    fn access(&self) -> RepositoryAccess<'_> {
+        RepositoryAccess::of_destination(self)
     }
 
     fn record(&self, status: &mut ReplicationDestinationStatus, finished: &Finished) -> Recorded {

@@ -16,7 +16,7 @@ use k8s_openapi::api::{
         SecurityContext, Volume, VolumeDevice, VolumeMount,
     },
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use sluice_api::{
     CustomCa, MoverConfig, ReplicationDestination, ReplicationSource, SyncPlan, labels, mover_env,
 };
@@ -112,20 +112,14 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
             env.push(env_var(mover_env::RETAIN_WITHIN, within.clone()));
         }
     }
-    let mount = Mount {
+    let volume = DataVolume {
         claim: &params.claim,
         read_only: true,
         block: params.block,
+        node_name: params.node_name.as_deref(),
     };
-    mover_job(
-        plan,
-        params,
-        mount,
-        &restic.repository,
-        restic.custom_ca.as_ref(),
-        &restic.mover,
-        env,
-    )
+    let access = RepositoryAccess::of_source(source);
+    mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env)
 }
 
 /// The Job of a restore.
@@ -158,41 +152,136 @@ pub fn destination_job(
     if restic.enable_file_deletion {
         env.push(env_str(mover_env::RESTORE_DELETE, "true"));
     }
-    let mount = Mount {
+    let volume = DataVolume {
         claim: &params.claim,
         read_only: false,
         block: params.block,
+        node_name: params.node_name.as_deref(),
     };
-    mover_job(
-        plan,
-        params,
-        mount,
-        &restic.repository,
-        restic.custom_ca.as_ref(),
-        &restic.mover,
-        env,
-    )
+    let access = RepositoryAccess::of_destination(destination);
+    mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env)
+}
+
+/// What reaching a repository takes, as both kinds' `spec.restic` say it: the Secret, a custom
+/// CA, and the mover's Pod settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RepositoryAccess<'a> {
+    /// The repository Secret's name.
+    pub secret: &'a str,
+    /// `spec.restic.customCA`.
+    pub custom_ca: Option<&'a CustomCa>,
+    /// `spec.restic`'s mover settings.
+    pub mover: &'a MoverConfig,
+}
+
+impl<'a> RepositoryAccess<'a> {
+    /// A ReplicationSource's.
+    pub fn of_source(source: &'a ReplicationSource) -> Self {
+        let restic = &source.spec.restic;
+        Self {
+            secret: &restic.repository,
+            custom_ca: restic.custom_ca.as_ref(),
+            mover: &restic.mover,
+        }
+    }
+
+    /// A ReplicationDestination's.
+    pub fn of_destination(destination: &'a ReplicationDestination) -> Self {
+        let restic = &destination.spec.restic;
+        Self {
+            secret: &restic.repository,
+            custom_ca: restic.custom_ca.as_ref(),
+            mover: &restic.mover,
+        }
+    }
+}
+
+/// Who a probe Job is for: the object whose Secret it reads and which owns it.
+#[derive(Clone, Debug)]
+pub struct ProbeJobParams<'a> {
+    /// The Job's name.
+    pub name: &'a str,
+    /// When it was created.
+    pub started_at: &'a Time,
+    /// The operator-wide mover settings.
+    pub defaults: &'a MoverDefaults,
+    /// Its owner: the ReplicationSource or ReplicationDestination.
+    pub owner: &'a OwnerReference,
+    /// The label naming the owner, so the owner's reconcile is woken when it ends.
+    pub owner_label: (&'static str, String),
+}
+
+/// A probe ends within this: one quick request, and a Pod that cannot start is not worth
+/// waiting for ([`crate::breaker::PROBE_DEADLINE`] is longer).
+pub const PROBE_ACTIVE_DEADLINE_SECONDS: i64 = 90;
+
+/// A probe Job left behind (its owner's reconcile did not delete it) is removed after this.
+const PROBE_TTL_SECONDS_AFTER_FINISHED: i32 = 600;
+
+/// The Job of the circuit breaker's probe ([`crate::breaker`]): `sluice-mover job` with the
+/// one action `probe`, the object's Secret and CA and no volume.
+pub fn probe_job(params: &ProbeJobParams, access: RepositoryAccess) -> Job {
+    let env = vec![env_str(mover_env::ACTIONS, "probe")];
+    let meta = JobMeta {
+        name: params.name,
+        started_at: params.started_at,
+        defaults: params.defaults,
+        owner: params.owner,
+        owner_label: params.owner_label.clone(),
+    };
+    let mut job = mover_job(meta, None, access, env);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.active_deadline_seconds = Some(PROBE_ACTIVE_DEADLINE_SECONDS);
+        spec.ttl_seconds_after_finished = Some(PROBE_TTL_SECONDS_AFTER_FINISHED);
+    }
+    job
 }
 
 /// The volume at [`DATA_DIR`] (or its device at [`DEVICE_PATH`]): backups only read it,
-/// restores write it.
-struct Mount<'a> {
+/// restores write it. With `copyMethod: Direct`, the node of the Pod that uses it.
+struct DataVolume<'a> {
     claim: &'a str,
     read_only: bool,
     block: bool,
+    node_name: Option<&'a str>,
+}
+
+/// A mover Job's name, creation time and owner.
+struct JobMeta<'a> {
+    name: &'a str,
+    started_at: &'a Time,
+    defaults: &'a MoverDefaults,
+    owner: &'a OwnerReference,
+    owner_label: (&'static str, String),
+}
+
+impl<'a> JobMeta<'a> {
+    fn of_sync(plan: &'a SyncPlan, params: &'a MoverJobParams) -> Self {
+        Self {
+            name: &plan.job_name,
+            started_at: &plan.started_at,
+            defaults: &params.defaults,
+            owner: &params.owner,
+            owner_label: params.owner_label.clone(),
+        }
+    }
 }
 
 fn mover_job(
-    plan: &SyncPlan,
-    params: &MoverJobParams,
-    mount: Mount,
-    repository_secret: &str,
-    custom_ca: Option<&CustomCa>,
-    mover: &MoverConfig,
+    meta: JobMeta,
+    volume: Option<DataVolume>,
+    access: RepositoryAccess,
     mut env: Vec<EnvVar>,
 ) -> Job {
-    env.push(env_str(mover_env::DATA_DIR, DATA_DIR));
-    if mount.block {
+    let RepositoryAccess {
+        secret: repository_secret,
+        custom_ca,
+        mover,
+    } = access;
+    if volume.is_some() {
+        env.push(env_str(mover_env::DATA_DIR, DATA_DIR));
+    }
+    if volume.as_ref().is_some_and(|v| v.block) {
         env.push(env_str(mover_env::BLOCK_DEVICE, DEVICE_PATH));
     }
     let mut our_labels = BTreeMap::from([
@@ -204,53 +293,54 @@ fn mover_job(
             labels::COMPONENT.to_string(),
             labels::COMPONENT_MOVER.to_string(),
         ),
-        (
-            params.owner_label.0.to_string(),
-            params.owner_label.1.clone(),
-        ),
+        (meta.owner_label.0.to_string(), meta.owner_label.1.clone()),
     ]);
     // Users' labels first, so they can add but never remove the labels the operator selects by.
     let mut pod_labels = mover.mover_pod_labels.clone();
     pod_labels.append(&mut our_labels.clone());
 
-    let mut volumes = vec![
-        Volume {
-            name: "data".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: mount.claim.to_string(),
-                read_only: Some(mount.read_only),
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-    ];
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
     let mut mounts = vec![VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
         ..Default::default()
     }];
-    // A device has no read-only flag of its own: the claim's readOnly covers it.
-    let devices = mount.block.then(|| {
-        vec![VolumeDevice {
-            name: "data".into(),
-            device_path: DEVICE_PATH.into(),
-        }]
-    });
-    if !mount.block {
-        mounts.insert(
+    let mut devices = None;
+    if let Some(volume) = &volume {
+        volumes.insert(
             0,
-            VolumeMount {
+            Volume {
                 name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                read_only: Some(mount.read_only),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: volume.claim.to_string(),
+                    read_only: Some(volume.read_only),
+                }),
                 ..Default::default()
             },
         );
+        if volume.block {
+            // A device has no read-only flag of its own: the claim's readOnly covers it.
+            devices = Some(vec![VolumeDevice {
+                name: "data".into(),
+                device_path: DEVICE_PATH.into(),
+            }]);
+        } else {
+            mounts.insert(
+                0,
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: DATA_DIR.into(),
+                    read_only: Some(volume.read_only),
+                    ..Default::default()
+                },
+            );
+        }
     }
+    let node_name = volume.as_ref().and_then(|v| v.node_name).map(String::from);
     if let Some(ca) = custom_ca {
         let items = Some(vec![KeyToPath {
             key: ca.key.clone(),
@@ -285,7 +375,7 @@ fn mover_job(
 
     let container = Container {
         name: MOVER_CONTAINER.into(),
-        image: Some(params.defaults.image.clone()),
+        image: Some(meta.defaults.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["sluice-mover".into(), "job".into()]),
         env: Some(env),
@@ -301,7 +391,7 @@ fn mover_job(
         resources: mover
             .mover_resources
             .clone()
-            .or_else(|| params.defaults.resources.clone()),
+            .or_else(|| meta.defaults.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -317,20 +407,20 @@ fn mover_job(
     };
 
     let pod_security = pod_security_context(
-        params.defaults.pod_security_context.as_ref(),
+        meta.defaults.pod_security_context.as_ref(),
         mover.mover_security_context.as_ref(),
     );
 
     Job {
         metadata: ObjectMeta {
-            name: Some(plan.job_name.clone()),
+            name: Some(meta.name.to_string()),
             namespace: None,
             labels: Some(std::mem::take(&mut our_labels)),
             annotations: Some(BTreeMap::from([(
                 labels::SYNC_STARTED_AT.to_string(),
-                plan.started_at.0.to_string(),
+                meta.started_at.0.to_string(),
             )])),
-            owner_references: Some(vec![params.owner.clone()]),
+            owner_references: Some(vec![meta.owner.clone()]),
             ..Default::default()
         },
         spec: Some(JobSpec {
@@ -351,11 +441,11 @@ fn mover_job(
                     automount_service_account_token: Some(false),
                     // Direct must share the node of the Pod that mounts the volume, which also
                     // makes any user affinity meaningless.
-                    affinity: match params.node_name {
+                    affinity: match node_name {
                         Some(_) => None,
                         None => mover.mover_affinity.clone(),
                     },
-                    node_name: params.node_name.clone(),
+                    node_name,
                     ..Default::default()
                 }),
             },
@@ -821,5 +911,39 @@ spec:
         assert_eq!(env[mover_env::HOSTNAME], "apps-data");
         let mounts = pod.containers[0].volume_mounts.clone().unwrap();
         assert_eq!(mounts[0].read_only, Some(false));
+    }
+
+    #[test]
+    fn a_probe_job_reads_the_secret_and_mounts_no_volume() {
+        let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        let params = params();
+        let started = Time("2026-11-22T10:00:00Z".parse().unwrap());
+        let probe = ProbeJobParams {
+            name: "sluice-probe-db-1",
+            started_at: &started,
+            defaults: &params.defaults,
+            owner: &params.owner,
+            owner_label: params.owner_label.clone(),
+        };
+        let job = probe_job(&probe, RepositoryAccess::of_source(&source));
+        assert_eq!(job.metadata.name.as_deref(), Some("sluice-probe-db-1"));
+        let labels = job.metadata.labels.clone().unwrap();
+        assert_eq!(labels[labels::REPLICATION_SOURCE], "db");
+        assert_eq!(labels[labels::COMPONENT], labels::COMPONENT_MOVER);
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(PROBE_ACTIVE_DEADLINE_SECONDS)
+        );
+        let pod = spec.template.spec.unwrap();
+        let env = env_of(&pod);
+        assert_eq!(env[mover_env::ACTIONS], "probe");
+        assert!(!env.contains_key(mover_env::DATA_DIR), "{env:?}");
+        let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(volumes, ["tmp"]);
+        let container = &pod.containers[0];
+        assert_eq!(container.volume_devices, None);
+        let env_from = container.env_from.as_ref().unwrap();
+        assert_eq!(env_from[0].secret_ref.as_ref().unwrap().name, "repo-secret");
     }
 }

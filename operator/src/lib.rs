@@ -7,6 +7,7 @@
 //! backup and a restore, so most behaviour is tested without an API server.
 
 pub mod backoff;
+pub mod breaker;
 pub mod cache;
 pub mod context;
 pub mod controller;

@@ -14,6 +14,7 @@ use kube::Resource;
 use kube::runtime::events::{Recorder, Reporter};
 use sluice_api::{ReplicationDestination, ReplicationSource};
 use sluice_operator::{
+    breaker::{Breakers, ProbePolicy},
     cache::Owned,
     context::Context,
     controller::Wake,
@@ -76,6 +77,22 @@ struct RunArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     max_concurrent_jobs: u16,
+    /// The wait before a repository found unreachable is probed (a small mover Job asks its
+    /// backend for the repository's config); syncs into it are parked without Jobs meanwhile.
+    /// It doubles after each probe that fails, up to --probe-interval-max.
+    #[arg(long, env = "SLUICE_PROBE_INTERVAL", default_value = "30s", value_parser = duration)]
+    probe_interval: std::time::Duration,
+    /// The longest wait between two probes of an unreachable repository.
+    #[arg(long, env = "SLUICE_PROBE_INTERVAL_MAX", default_value = "10m", value_parser = duration)]
+    probe_interval_max: std::time::Duration,
+}
+
+/// A flag's duration (`30s`, `10m`, `1h`), refused at startup with the parser's reason.
+fn duration(value: &str) -> Result<std::time::Duration, String> {
+    let signed: jiff::SignedDuration = value
+        .parse()
+        .map_err(|e| format!("not a duration like 30s or 10m: {e}"))?;
+    std::time::Duration::try_from(signed).map_err(|_| "a duration cannot be negative".to_string())
 }
 
 /// A flag's JSON value as `T`, refused at startup with the parser's reason.
@@ -176,6 +193,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         owned: owned.clone(),
         queues: Mutex::new(Queues::new(args.max_concurrent_jobs.into())),
+        breakers: Mutex::new(Breakers::new(ProbePolicy {
+            first: args.probe_interval,
+            max: args.probe_interval_max.max(args.probe_interval),
+        })),
         wake,
     });
     let controllers = async {

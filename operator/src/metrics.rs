@@ -53,6 +53,22 @@ pub struct RepositoryLabels {
     pub state: String,
 }
 
+/// One repository, for the circuit breaker's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    /// The repository's normalised URL, without credentials.
+    pub repository: String,
+}
+
+/// A probe's repository and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// The repository's normalised URL, without credentials.
+    pub repository: String,
+    /// `reached` or `unreachable`.
+    pub result: String,
+}
+
 /// Which controller a reconcile belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -80,6 +96,8 @@ pub struct Metrics {
     reconcile_errors: Family<ControllerLabels, Counter>,
     api_requests: Family<RequestLabels, Counter>,
     repository_syncs: Family<RepositoryLabels, Gauge>,
+    repository_unavailable: Family<BreakerLabels, Gauge>,
+    repository_probes: Family<ProbeLabels, Counter>,
 }
 
 fn sync_duration_histogram() -> Histogram {
@@ -109,6 +127,8 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             api_requests: Family::default(),
             repository_syncs: Family::default(),
+            repository_unavailable: Family::default(),
+            repository_probes: Family::default(),
         };
         registry.register(
             "sync_last_success_timestamp_seconds",
@@ -184,6 +204,16 @@ impl Default for Metrics {
             "repository_syncs",
             "Syncs running into each repository, and waiting for it (--max-concurrent-jobs)",
             metrics.repository_syncs.clone(),
+        );
+        registry.register(
+            "repository_unavailable",
+            "1 while a repository's circuit breaker is open: its backend was unreachable and syncs into it are parked without Jobs",
+            metrics.repository_unavailable.clone(),
+        );
+        registry.register(
+            "repository_probes",
+            "Probe Jobs of open circuit breakers, by whether they reached the backend",
+            metrics.repository_probes.clone(),
         );
         Self {
             registry,
@@ -304,6 +334,26 @@ impl Metrics {
         }
     }
 
+    /// Sets the open circuit breakers: 1 for each repository in `open`, the others' series go.
+    pub fn repositories_unavailable(&self, open: &[String]) {
+        self.repository_unavailable.clear();
+        for repository in open {
+            let labels = BreakerLabels {
+                repository: repository.clone(),
+            };
+            self.repository_unavailable.get_or_create(&labels).set(1);
+        }
+    }
+
+    /// Counts a probe into `repository` that ended, reaching its backend or not.
+    pub fn probe_ended(&self, repository: &str, reached: bool) {
+        let labels = ProbeLabels {
+            repository: repository.to_string(),
+            result: if reached { "reached" } else { "unreachable" }.to_string(),
+        };
+        self.repository_probes.get_or_create(&labels).inc();
+    }
+
     /// Drops every series of a deleted object, so alerts do not fire for it forever.
     pub fn forget(&self, object: &ObjectLabels) {
         self.last_success.remove(object);
@@ -383,5 +433,25 @@ mod tests {
         }
         metrics.repository_loads(&[]);
         assert!(!metrics.encode().contains("sluice_repository_syncs{"));
+    }
+
+    #[test]
+    fn breaker_series_follow_the_open_repositories_and_count_probes() {
+        let metrics = Metrics::default();
+        let repository = "s3:http://minio:9000/b".to_string();
+        metrics.repositories_unavailable(std::slice::from_ref(&repository));
+        metrics.probe_ended(&repository, false);
+        metrics.probe_ended(&repository, false);
+        metrics.probe_ended(&repository, true);
+        let text = metrics.encode();
+        for line in [
+            r#"sluice_repository_unavailable{repository="s3:http://minio:9000/b"} 1"#,
+            r#"sluice_repository_probes_total{repository="s3:http://minio:9000/b",result="unreachable"} 2"#,
+            r#"sluice_repository_probes_total{repository="s3:http://minio:9000/b",result="reached"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        metrics.repositories_unavailable(&[]);
+        assert!(!metrics.encode().contains("sluice_repository_unavailable{"));
     }
 }

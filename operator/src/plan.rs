@@ -112,7 +112,7 @@ fn interval_elapsed(last: Option<&Time>, days: i32, now: Timestamp) -> bool {
 
 /// `<prefix>-<object>-<unix seconds>`, with the object name shortened so the whole stays a
 /// valid 63-character name; the time suffix keeps successive syncs apart.
-fn job_name(prefix: &str, object: &str, now: Timestamp) -> String {
+pub fn job_name(prefix: &str, object: &str, now: Timestamp) -> String {
     let suffix = format!("-{}", now.as_second());
     let room = MAX_JOB_NAME - prefix.len() - 1 - suffix.len();
     let object: String = object.chars().take(room).collect();

@@ -13,6 +13,7 @@ use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{PersistentVolumeClaim, Secret},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::DeleteParams,
@@ -24,11 +25,14 @@ use kube::{
 };
 use serde::Serialize;
 use sluice_api::{
-    SyncAction, SyncPlan, SyncSpec, SyncStatus, conditions::reason, labels,
+    SyncAction, SyncPlan, SyncSpec, SyncStatus,
+    conditions::{self, reason},
+    labels,
     mover_result::MoverResult,
 };
 
 use crate::{
+    breaker::{self, Gate, ProbeEnd},
     cache::Owned,
     context::{Context, Result},
     controller::{
@@ -38,7 +42,7 @@ use crate::{
         self, Decision, Mount, NewObject, Observed, Outcome, Phase, Progress, STEP, Spec, Step,
         Untriggered, Verdict,
     },
-    job::MoverJobParams,
+    job::{self, MoverJobParams, ProbeJobParams, RepositoryAccess},
     metrics::Metrics,
     mover, plan,
     queue::{self, Admission, Syncer},
@@ -90,6 +94,9 @@ pub trait Kind:
     ) -> impl Future<Output = Result<Progress>> + Send;
     /// The mover Job of `plan`.
     fn job(&self, plan: &SyncPlan, params: &MoverJobParams) -> Job;
+    /// What reaching its repository takes (the Secret, a CA, the mover's Pod settings), for the
+    /// circuit breaker's probe Job.
+    fn access(&self) -> RepositoryAccess<'_>;
     /// Records the kind's own fields of a finished run in `status`; pure.
     fn record(&self, status: &mut Self::Status, finished: &Finished) -> Recorded;
     /// Updates the kind's own metrics from a status just written.
@@ -251,13 +258,203 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         _ => None,
     };
     if let Some(plan) = &starting {
-        decision = admit(&ctx, &syncer, plan, decision, now);
+        decision = gate(object, &ctx, &syncer, plan, decision, &scope, now).await?;
+        if matches!(decision, Decision::Start { .. }) {
+            decision = admit(&ctx, &syncer, plan, decision, now);
+        }
     }
     let starting = starting.filter(|_| matches!(decision, Decision::Start { .. }));
     apply(
         object, &cached, decision, starting, &syncer, &scope, &ctx, now,
     )
     .await
+}
+
+/// Asks the repository's circuit breaker whether the sync of `plan` may go on to the queue. The
+/// object that runs the breaker's probe first reads how its probe ended; when a probe is due,
+/// this object runs it (its Job is created here). A parked sync turns `start` into
+/// [`Decision::Parked`].
+#[allow(clippy::too_many_arguments)]
+async fn gate<K: Kind>(
+    object: &K,
+    ctx: &Context,
+    syncer: &Syncer,
+    plan: &SyncPlan,
+    start: Decision,
+    scope: &Scope,
+    now: Timestamp,
+) -> Result<Decision> {
+    let Some(repository) = &plan.repository else {
+        return Ok(start);
+    };
+    conclude_probe(object, ctx, syncer, scope, now).await?;
+    let gate = ctx.breakers().gate(repository, syncer, now);
+    let parked = match gate {
+        Gate::Pass => return Ok(start),
+        Gate::Parked(parked) => parked,
+        Gate::Probe { job_name, parked } => {
+            let started_at = Time(now);
+            let params = ProbeJobParams {
+                name: &job_name,
+                started_at: &started_at,
+                defaults: &ctx.mover,
+                owner: &scope.owner.reference,
+                owner_label: (K::PROFILE.owner_label, object.name_any()),
+            };
+            let probe = job::probe_job(&params, object.access());
+            // A probe whose creation failed is given up at its deadline.
+            create_or_existing(&scope.api(), &probe).await?;
+            tracing::info!(
+                namespace = %scope.namespace,
+                name = %syncer.name,
+                job = %job_name,
+                %repository,
+                failed_probes = parked.failed_probes,
+                "probing an unreachable repository"
+            );
+            parked
+        }
+    };
+    Ok(Decision::Parked {
+        repository: repository.clone(),
+        parked,
+    })
+}
+
+/// If this object runs a probe and it ended: tells the breaker, deletes the probe Job, and, when
+/// the backend answered, wakes the syncs it parked and says so.
+async fn conclude_probe<K: Kind>(
+    object: &K,
+    ctx: &Context,
+    syncer: &Syncer,
+    scope: &Scope,
+    now: Timestamp,
+) -> Result<()> {
+    let Some((repository, probe)) = ctx.breakers().probe_of(syncer) else {
+        return Ok(());
+    };
+    let Some(job) = scope.owned.job(&scope.namespace, &probe.job_name) else {
+        return Ok(());
+    };
+    let result = scope
+        .owned
+        .pods_of(&scope.namespace, &probe.job_name)
+        .iter()
+        .find_map(|pod| mover::result_from_pod(pod))
+        .or_else(|| mover::result_from_failed_job(&job));
+    let Some(result) = result else {
+        return Ok(());
+    };
+    let reached = result.error_class.is_none();
+    let message = result.message.unwrap_or_default();
+    let ended = ctx
+        .breakers()
+        .probe_ended(&repository, &probe.job_name, reached, &message, now);
+    let jobs: Api<Job> = scope.api();
+    ignore_not_found(
+        jobs.delete(&probe.job_name, &DeleteParams::background())
+            .await
+            .map(drop),
+    )?;
+    let Some(ended) = ended else {
+        return Ok(());
+    };
+    ctx.metrics.probe_ended(&repository, reached);
+    match ended {
+        ProbeEnd::StillDown {
+            next_probe,
+            failed_probes,
+        } => tracing::warn!(
+            %repository,
+            job = %probe.job_name,
+            failed_probes,
+            %next_probe,
+            "repository still unreachable: {message}"
+        ),
+        ProbeEnd::Healed { since, woken } => {
+            ctx.metrics
+                .repositories_unavailable(&ctx.breakers().open_repositories());
+            let note = healed_note(&repository, since, now, woken.len(), &message);
+            tracing::info!(%repository, job = %probe.job_name, "{note}");
+            ctx.event(
+                object,
+                EventType::Normal,
+                reason::REPOSITORY_AVAILABLE,
+                "Probe",
+                note,
+            )
+            .await;
+            ctx.wake.wake(&woken);
+        }
+    }
+    Ok(())
+}
+
+/// The event and log line of a repository that answers again.
+fn healed_note(
+    repository: &str,
+    since: Timestamp,
+    now: Timestamp,
+    parked: usize,
+    how: &str,
+) -> String {
+    let seconds = now.duration_since(since).as_secs().max(0);
+    format!(
+        "repository {repository} answers again after {seconds} s unreachable ({how});          {parked} parked syncs resume"
+    )
+}
+
+/// After a sync into `repository` ended: a failure that says the backend is unreachable opens
+/// its breaker (a Warning event and log line say so, once per outage); a success closes it and
+/// wakes what it parked.
+async fn update_breaker<K: Kind>(
+    object: &K,
+    ctx: &Context,
+    repository: &str,
+    outcome: &Outcome,
+    now: Timestamp,
+) {
+    let failed = match &outcome.verdict {
+        Verdict::Failed { .. } => outcome.result.error_class,
+        Verdict::Succeeded { .. } => None,
+    };
+    match failed {
+        Some(class) if breaker::trips(class) => {
+            let cause = outcome.result.message.clone().unwrap_or_default();
+            let opened = ctx.breakers().trip(repository, &cause, now);
+            if !opened {
+                return;
+            }
+            ctx.metrics
+                .repositories_unavailable(&ctx.breakers().open_repositories());
+            let note = format!(
+                "repository {repository} is unreachable ({cause}): syncs into it are parked                  without Jobs until a probe reaches it"
+            );
+            tracing::warn!(%repository, "{note}");
+            ctx.event(
+                object,
+                EventType::Warning,
+                reason::REPOSITORY_UNAVAILABLE,
+                "Sync",
+                note,
+            )
+            .await;
+        }
+        Some(_) => {}
+        None => {
+            let woken = ctx.breakers().close(repository);
+            if let Some(woken) = woken {
+                ctx.metrics
+                    .repositories_unavailable(&ctx.breakers().open_repositories());
+                tracing::info!(
+                    %repository,
+                    parked = woken.len(),
+                    "a sync reached the repository: its breaker is closed, parked syncs resume"
+                );
+                ctx.wake.wake(&woken);
+            }
+        }
+    }
 }
 
 /// Asks the repository's queue whether the sync of `plan` starts now; one that must wait turns
@@ -400,6 +597,23 @@ async fn apply<K: Kind>(
     if matches!(decision, Decision::Finish(_)) || (!syncing && !in_line) {
         ctx.release(syncer);
     }
+    if let (Decision::Finish(outcome), Some(repository)) =
+        (&decision, plan.and_then(|plan| plan.repository.as_deref()))
+    {
+        update_breaker(object, ctx, repository, outcome, now).await;
+    }
+    if let Decision::Parked { .. } = &decision
+        && let Some(message) = newly_parked(cached.as_ref(), status.as_ref())
+    {
+        ctx.event(
+            object,
+            EventType::Warning,
+            reason::REPOSITORY_UNAVAILABLE,
+            &K::PROFILE.action(),
+            message,
+        )
+        .await;
+    }
     announce(object, &decision, &moment, ctx).await;
     if matches!(decision, Decision::Finish(_)) {
         object.report(&status, &ctx.metrics);
@@ -408,6 +622,20 @@ async fn apply<K: Kind>(
     Ok(decision
         .requeue(now)
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The Ready message of an object parked just now (its cached status did not say so yet), for
+/// its one Warning event per outage.
+fn newly_parked(before: &SyncStatus, after: &SyncStatus) -> Option<String> {
+    let parked = |status: &SyncStatus| {
+        status::condition(&status.conditions, conditions::READY)
+            .filter(|c| c.reason == reason::REPOSITORY_UNAVAILABLE)
+            .map(|c| c.message.clone())
+    };
+    match parked(before) {
+        Some(_) => None,
+        None => parked(after),
+    }
 }
 
 /// Deletes a finished run's Job (with its Pods) and the temporary objects the kind named.

@@ -28,7 +28,7 @@ use crate::{
     context::{Context, Result},
     controller,
     decide::{Mount, NewObject, Outcome, Progress, Step, Verdict},
-    job::{self, MoverJobParams},
+    job::{self, MoverJobParams, RepositoryAccess},
     metrics::Metrics,
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
@@ -102,6 +102,10 @@ impl Kind for ReplicationSource {
 
     fn job(&self, plan: &SyncPlan, params: &MoverJobParams) -> Job {
         job::source_job(self, plan, params)
+    }
+
+    fn access(&self) -> RepositoryAccess<'_> {
+        RepositoryAccess::of_source(self)
     }
 
     fn record(&self, status: &mut ReplicationSourceStatus, finished: &Finished) -> Recorded {

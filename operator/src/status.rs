@@ -194,6 +194,30 @@ pub fn failed(
     settle(conditions, generation);
 }
 
+/// A due sync parked while its repository is unreachable: not Ready and Degraded (backups are
+/// not being made), Reconciling (it resumes by itself once a probe reaches the backend), never
+/// Stalled (nothing on the object needs to change).
+pub fn unavailable(
+    conditions: &mut Vec<Condition>,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let reason = reason::REPOSITORY_UNAVAILABLE;
+    set_condition(conditions, conditions::READY, false, reason, message, now);
+    set_condition(conditions, conditions::DEGRADED, true, reason, message, now);
+    set_condition(conditions, conditions::STALLED, false, reason, message, now);
+    set_condition(
+        conditions,
+        conditions::RECONCILING,
+        true,
+        reason,
+        message,
+        now,
+    );
+    settle(conditions, generation);
+}
+
 /// What a status transition needs besides the decision.
 #[derive(Clone, Copy, Debug)]
 pub struct Moment<'a> {
@@ -296,6 +320,12 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
                 now,
             );
         }
+        Decision::Parked { repository, parked } => unavailable(
+            &mut status.conditions,
+            &parked.describe(repository),
+            generation,
+            now,
+        ),
         Decision::Start { next, missed } => {
             // The spec this sync runs; a change during the sync is observed when it ends, so a
             // destination restores again for it.

@@ -17,6 +17,7 @@ use sluice_api::{
 };
 use sluice_e2e::Cluster;
 use sluice_operator::{
+    breaker::{Breakers, ProbePolicy},
     cache::Owned,
     context::Context,
     controller::{self, Wake},
@@ -58,6 +59,11 @@ spec:
 
 /// A context whose stores watch the cluster as the operator's do (with no controller fed).
 async fn context(client: Client) -> Arc<Context> {
+    context_probing(client, ProbePolicy::default()).await
+}
+
+/// [`context`], with the circuit breaker probing by `probes`.
+async fn context_probing(client: Client, probes: ProbePolicy) -> Arc<Context> {
     let (owned, [], watching) = Owned::watch::<0>(&client).await;
     tokio::spawn(watching);
     owned.ready().await;
@@ -71,6 +77,7 @@ async fn context(client: Client) -> Arc<Context> {
         },
         owned,
         queues: std::sync::Mutex::new(Queues::new(queue::DEFAULT_MAX_CONCURRENT_JOBS.into())),
+        breakers: std::sync::Mutex::new(Breakers::new(probes)),
         wake: Wake::channels([]).0,
     })
 }
@@ -89,11 +96,19 @@ async fn seen_terminated(ctx: &Context, job: &str) {
 }
 
 async fn reconcile(api: &Api<ReplicationSource>, ctx: &Arc<Context>) -> ReplicationSource {
-    let source = api.get("db").await.unwrap();
+    reconcile_named(api, ctx, "db").await
+}
+
+async fn reconcile_named(
+    api: &Api<ReplicationSource>,
+    ctx: &Arc<Context>,
+    name: &str,
+) -> ReplicationSource {
+    let source = api.get(name).await.unwrap();
     sluice_operator::reconcile::reconcile(Arc::new(source), ctx.clone())
         .await
         .expect("reconcile");
-    api.get("db").await.unwrap()
+    api.get(name).await.unwrap()
 }
 
 fn condition(source: &ReplicationSource, type_: &str) -> (String, String) {
@@ -108,11 +123,171 @@ fn condition(source: &ReplicationSource, type_: &str) -> (String, String) {
 }
 
 async fn mover_jobs(client: &Client) -> Vec<Job> {
+    mover_jobs_of(client, "db").await
+}
+
+async fn mover_jobs_of(client: &Client, source: &str) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), NAMESPACE);
-    jobs.list(&ListParams::default().labels(&format!("{}=db", labels::REPLICATION_SOURCE)))
+    let selector = format!("{}={source}", labels::REPLICATION_SOURCE);
+    jobs.list(&ListParams::default().labels(&selector))
         .await
         .unwrap()
         .items
+}
+
+fn sync_plan(source: &ReplicationSource) -> Option<sluice_api::SyncPlan> {
+    source.status.as_ref()?.sync.sync_plan.clone()
+}
+
+fn ready_message(source: &ReplicationSource) -> String {
+    let status = source.status.as_ref().expect("status written");
+    status
+        .sync
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// The circuit breaker against the API server: a sync that fails because the repository is
+/// unreachable parks the next source's sync without a Job; one probe Job at a time, on its
+/// backoff, tests the backend; when one reaches it the parked source starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_repository_parks_syncs_until_a_probe_reaches_it() {
+    let cluster = Cluster::start();
+    install(&cluster);
+    let client = sluice_e2e::cluster::client(cluster.kubeconfig())
+        .await
+        .unwrap();
+    let probes = ProbePolicy {
+        // Long enough that web is looked at before the first step even on a loaded machine.
+        first: Duration::from_secs(5),
+        max: Duration::from_secs(20),
+    };
+    let ctx = context_probing(client.clone(), probes).await;
+    let api: Api<ReplicationSource> = Api::namespaced(client.clone(), NAMESPACE);
+    cluster.apply(&secret(Some("pw")));
+    cluster.apply(SOURCE);
+    cluster.apply(&SOURCE.replace("name: db", "name: web"));
+
+    // db's sync fails: the backend cannot be reached.
+    reconcile(&api, &ctx).await;
+    let plan = sync_plan(&reconcile(&api, &ctx).await).expect("db's sync started");
+    let unreachable = MoverResult {
+        error_class: Some(ErrorClass::Network),
+        message: Some("connection refused by 127.0.0.1:9000".into()),
+        ..Default::default()
+    };
+    terminate_mover_pod(&client, &plan.job_name, 1, &unreachable).await;
+    seen_terminated(&ctx, &plan.job_name).await;
+    let db = reconcile(&api, &ctx).await;
+    assert_eq!(
+        condition(&db, conditions::DEGRADED),
+        ("True".into(), "NetworkError".into())
+    );
+    let repository = plan
+        .repository
+        .clone()
+        .expect("the plan names its repository");
+    assert!(
+        ctx.breakers().is_open(&repository),
+        "a network failure opens the breaker"
+    );
+
+    // web is due, and parked: no Job, a condition that says why.
+    let web = reconcile_named(&api, &ctx, "web").await;
+    assert_eq!(sync_plan(&web), None, "a parked sync records no plan");
+    assert_eq!(
+        condition(&web, conditions::READY),
+        ("False".into(), "RepositoryUnavailable".into())
+    );
+    assert_eq!(condition(&web, conditions::STALLED).0, "False");
+    let message = ready_message(&web);
+    assert!(
+        message.contains("connection refused by 127.0.0.1:9000"),
+        "{message}"
+    );
+    assert!(mover_jobs_of(&client, "web").await.is_empty());
+
+    // At the first step, one probe Job; a second look does not make another.
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    reconcile_named(&api, &ctx, "web").await;
+    reconcile_named(&api, &ctx, "web").await;
+    let jobs = mover_jobs_of(&client, "web").await;
+    assert_eq!(jobs.len(), 1, "one probe at a time");
+    let probe = jobs[0].metadata.name.clone().unwrap();
+    assert!(probe.starts_with("sluice-probe-web-"), "{probe}");
+    let env = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|v| v.name == mover_env::ACTIONS && v.value.as_deref() == Some("probe")),
+        "{env:?}"
+    );
+
+    // The probe fails: the breaker stays open and the next probe waits for its step.
+    let still_down = MoverResult {
+        error_class: Some(ErrorClass::Network),
+        message: Some("503 Service Unavailable".into()),
+        ..Default::default()
+    };
+    terminate_mover_pod(&client, &probe, 1, &still_down).await;
+    seen_terminated(&ctx, &probe).await;
+    let web = reconcile_named(&api, &ctx, "web").await;
+    let message = ready_message(&web);
+    assert!(
+        message.contains("1 probes failed (last: 503 Service Unavailable)"),
+        "{message}"
+    );
+    assert!(ctx.breakers().is_open(&repository));
+
+    // The next probe reaches the backend: web's sync starts.
+    tokio::time::sleep(Duration::from_millis(10_100)).await;
+    reconcile_named(&api, &ctx, "web").await;
+    let jobs: Vec<String> = mover_jobs_of(&client, "web")
+        .await
+        .into_iter()
+        .filter(|job| job.metadata.deletion_timestamp.is_none())
+        .filter_map(|job| job.metadata.name)
+        .filter(|name| *name != probe)
+        .collect();
+    assert_eq!(jobs.len(), 1, "the second probe: {jobs:?}");
+    let reached = MoverResult {
+        message: Some("s3:http://127.0.0.1:9000/bucket answers".into()),
+        ..Default::default()
+    };
+    terminate_mover_pod(&client, &jobs[0], 0, &reached).await;
+    seen_terminated(&ctx, &jobs[0]).await;
+    let web = reconcile_named(&api, &ctx, "web").await;
+    assert!(!ctx.breakers().is_open(&repository), "the probe healed it");
+    let plan = sync_plan(&web).expect("the parked sync starts once the probe reaches the backend");
+    assert!(
+        plan.job_name.starts_with("sluice-src-web-"),
+        "{}",
+        plan.job_name
+    );
+    let metrics = ctx.metrics.encode();
+    for result in ["unreachable", "reached"] {
+        let line = format!(
+            "sluice_repository_probes_total{{repository=\"{repository}\",result=\"{result}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("sluice_repository_unavailable{"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

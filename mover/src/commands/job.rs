@@ -35,7 +35,12 @@ use crate::repo_open::RepoConfig;
 const BLOCK_IMAGE: &str = "volume.img";
 
 /// The actions a Job may be asked for, in the order it runs them.
-const ACTIONS: [&str; 6] = ["unlock", "backup", "forget", "prune", "check", "restore"];
+const ACTIONS: [&str; 7] = [
+    "unlock", "backup", "forget", "prune", "check", "restore", PROBE,
+];
+
+/// The action of the operator's probe Jobs ([`probe`]); it runs alone.
+const PROBE: &str = "probe";
 
 /// What the environment asks for, parsed and checked before the repository
 /// is touched.
@@ -114,6 +119,13 @@ impl JobConfig {
                 "unknown action {a:?} in {}: expected one of {}",
                 env::ACTIONS,
                 ACTIONS.join(", ")
+            );
+        }
+        if actions.len() > 1 && actions.iter().any(|a| a == PROBE) {
+            bail!(
+                "{PROBE} runs alone, not with other actions ({}={})",
+                env::ACTIONS,
+                actions.join(",")
             );
         }
         let count =
@@ -207,6 +219,9 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         .unwrap_or_else(sluice_repo::host::hostname);
     // Every lock of the run carries the identity the next Job's unlock step compares.
     g.lock_hostname = Some(lock_hostname.clone());
+    if cfg.has(PROBE) {
+        return probe(&RepoConfig::from_env(&g)?, result);
+    }
     let (mut repo, initialized) = open_repository(&RepoConfig::from_env(&g)?, cfg.has("backup"))?;
     result.initialized = initialized;
     if cfg.has("unlock") {
@@ -263,6 +278,34 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         restore(&mut repo, &g, cfg, result)?;
     }
     Ok(())
+}
+
+/// The operator's circuit breaker asks whether the repository's backend answers again
+/// (`sluice_operator::breaker`): one quick request for the repository's `config`, retried for
+/// seconds, not minutes, and nothing written or decrypted. An answer of any kind counts,
+/// "no such file", "no such bucket" and "access denied" included: the breaker is about
+/// reachability, and each sync then succeeds or fails on its own.
+fn probe(config: &RepoConfig, result: &mut MoverResult) -> Result<()> {
+    let backend = config.probe_backend()?;
+    let location = backend.location();
+    result.message = Some(match backend.stat(FileKind::Config, "config") {
+        Ok(_) => format!("{location} answers; the repository is there"),
+        Err(e) if answered(e.kind) => format!("{location} answers: {e}"),
+        Err(e) => return Err(sluice_repo::Error::from(e).into()),
+    });
+    Ok(())
+}
+
+/// Whether a failure of this kind came from a backend that answered.
+fn answered(kind: BackendErrorKind) -> bool {
+    matches!(
+        kind,
+        BackendErrorKind::NotFound
+            | BackendErrorKind::NoSuchContainer
+            | BackendErrorKind::PermissionDenied
+            | BackendErrorKind::AlreadyExists
+            | BackendErrorKind::NoSpace
+    )
 }
 
 /// Opens the repository for the whole Job. With `create` (a backup), a
@@ -510,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_is_a_job_of_its_own() {
+        let c = config(&[(env::ACTIONS, "probe")]).unwrap();
+        assert_eq!(c.actions, ["probe"]);
+    }
+
+    #[test]
+    fn only_a_backend_that_did_not_answer_fails_a_probe() {
+        use BackendErrorKind as K;
+        let cases = [
+            (K::NotFound, true),
+            (K::NoSuchContainer, true),
+            (K::PermissionDenied, true),
+            (K::AlreadyExists, true),
+            (K::NoSpace, true),
+            (K::Transient, false),
+            (K::Other, false),
+        ];
+        for (kind, answered_) in cases {
+            assert_eq!(answered(kind), answered_, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_naming_the_variable() {
         for (name, value, expected) in [
             (env::ACTIONS, "", "SLUICE_JOB_ACTIONS is empty"),
@@ -525,6 +591,7 @@ mod tests {
             (env::RESTORE_AS_OF, "yesterday", "use RFC 3339"),
             (env::RESTORE_PREVIOUS, "-1", "use a whole number"),
             (env::RETRY_LOCK, "5", "SLUICE_RETRY_LOCK"),
+            (env::ACTIONS, "probe,backup", "probe runs alone"),
         ] {
             let mut vars = vec![(env::ACTIONS, "backup")];
             vars.retain(|(k, _)| *k != name);

@@ -575,3 +575,51 @@ fn a_queued_sync_is_reconciling_and_says_where_it_stands() {
     );
     assert_eq!(queued.sync_plan, None);
 }
+
+#[test]
+fn a_parked_sync_is_degraded_and_reconciling_never_stalled() {
+    let status = SyncStatus {
+        consecutive_failures: None,
+        ..Default::default()
+    };
+    let since: jiff::Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+    let parked = crate::breaker::Parked {
+        since,
+        cause: "connection refused".into(),
+        next_probe: since + jiff::SignedDuration::from_secs(30),
+        probing: None,
+        failed_probes: 0,
+        last_probe: None,
+        parked: 20,
+    };
+    let repository = "s3:http://minio:9000/backups";
+    let after_parking = after(
+        &status,
+        &Decision::Parked {
+            repository: repository.into(),
+            parked: parked.clone(),
+        },
+        &moment(None, ""),
+    );
+    for (type_, expected) in [
+        (conditions::READY, "False"),
+        (conditions::DEGRADED, "True"),
+        (conditions::RECONCILING, "True"),
+        (conditions::STALLED, "False"),
+    ] {
+        assert_eq!(
+            reason_of(&after_parking, type_),
+            pair(expected, reason::REPOSITORY_UNAVAILABLE),
+            "{type_}"
+        );
+    }
+    assert_eq!(
+        message_of(&after_parking, conditions::READY),
+        parked.describe(repository)
+    );
+    assert_eq!(
+        after_parking.consecutive_failures, None,
+        "a parked sync ran no Job and is no failure of its own"
+    );
+    assert_eq!(after_parking.sync_plan, None);
+}

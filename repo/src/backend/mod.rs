@@ -261,12 +261,18 @@ pub trait Backend: Send + Sync {
 /// local path, optionally written `local:PATH`. The options are a value the
 /// caller builds once (the CLI from restic's environment), never read here.
 pub fn open(location: &str, s3: s3::S3Options) -> BackendResult<Box<dyn Backend>> {
+    open_with_retry(location, s3, retry::RetryPolicy::default())
+}
+
+/// [`open`], with an `s3:` backend retried by `policy`.
+pub fn open_with_retry(
+    location: &str,
+    s3: s3::S3Options,
+    policy: retry::RetryPolicy,
+) -> BackendResult<Box<dyn Backend>> {
     if location.starts_with("s3:") {
         let s3 = s3::S3Backend::new(location, s3)?;
-        return Ok(Box::new(retry::RetryBackend::new(
-            s3,
-            retry::RetryPolicy::default(),
-        )));
+        return Ok(Box::new(retry::RetryBackend::new(s3, policy)));
     }
     let path = location.strip_prefix("local:").unwrap_or(location);
     Ok(Box::new(local::LocalBackend::new(path)))

@@ -36,6 +36,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// For a question about the backend now (a probe): about 15 seconds of retries, enough
+    /// for a dropped connection, short enough that the answer is current.
+    pub const PROBE: RetryPolicy = RetryPolicy {
+        initial_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(4),
+        max_elapsed: Duration::from_secs(15),
+    };
+
     /// The wait before retry number `retry` (1-based): exponential backoff
     /// with full jitter, so many clients that failed together do not come
     /// back together.
