@@ -289,12 +289,26 @@ metadata:
         bucket_and_prefix: &str,
         password: Option<&str>,
     ) {
+        self.repository_secret_on(&self.minio, namespace, name, bucket_and_prefix, password);
+    }
+
+    /// [`Stack::repository_secret`] for a MinIO of the test's own (started on
+    /// [`host::bridge_address`], so Pods reach it), which it may stop
+    /// without taking the stack's away from other scenarios.
+    pub fn repository_secret_on(
+        &self,
+        minio: &MinIo,
+        namespace: &str,
+        name: &str,
+        bucket_and_prefix: &str,
+        password: Option<&str>,
+    ) {
         let mut data = format!(
             "  RESTIC_REPOSITORY: {}\n  RESTIC_PASSWORD: {}\n",
-            self.minio.repository(bucket_and_prefix),
+            minio.repository(bucket_and_prefix),
             password.unwrap_or(PASSWORD)
         );
-        for (key, value) in self.minio.env() {
+        for (key, value) in minio.env() {
             data.push_str(&format!("  {key}: {value}\n"));
         }
         self.cluster.apply(&format!(

@@ -1,6 +1,7 @@
 //! What goes wrong in production, end to end: a wrong password, a Secret
 //! missing keys, a mover killed mid-backup (leaving its lock behind), and
-//! object storage going down during a sync. Each must end in a clear
+//! object storage going down during a sync, or for longer than a sync rides
+//! out, with twenty sources due. Each must end in a clear
 //! condition, bounded retries, and a repository `restic check` accepts.
 
 mod scenario;
@@ -10,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use scenario::{OWNED, SYNC, event_reasons, source, trigger, write_sample};
-use sluice_e2e::{Stack, kstatus};
+use sluice_e2e::{Stack, host, kstatus, stack::PASSWORD};
+use sluice_testkit::MinIo;
 
 #[test]
 fn failure_scenarios() {
@@ -22,6 +24,7 @@ fn failure_scenarios() {
         scope.spawn(|| killed_mover_leaves_a_lock_the_next_sync_clears(stack));
         scope.spawn(|| deleted_mover_pod_leaves_a_lock_the_next_pod_clears_at_once(stack));
         scope.spawn(|| mover_over_its_memory_limit_is_reported_as_oom_killed(stack));
+        scope.spawn(|| an_outage_parks_twenty_sources_without_a_job_storm(stack));
     });
     object_storage_down_during_a_sync_is_retried_until_it_is_back(&mut stack);
 }
@@ -346,4 +349,209 @@ fn object_storage_down_during_a_sync_is_retried_until_it_is_back(stack: &mut Sta
     stack.run_restic(bucket, &["check", "--read-data"]);
     trigger(stack, ns, object, "two");
     stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "two");
+}
+
+/// The Jobs seen in a namespace while the outage lasts: every name, and the
+/// most probe Jobs that existed at once.
+#[derive(Debug, Default)]
+struct JobsSeen {
+    names: std::collections::BTreeSet<String>,
+    most_probes_at_once: usize,
+}
+
+/// Twenty sources of one repository are due while its object store is down
+/// for longer than a mover retries. One sync fails and opens the breaker;
+/// the others are parked without Jobs; one probe Job at a time, on its
+/// backoff (5 s doubling to 20 s in config/e2e), tests the store; when it is
+/// back, all twenty catch up, each once.
+fn an_outage_parks_twenty_sources_without_a_job_storm(stack: &Stack) {
+    let ns = "breaker";
+    let bucket = "breaker/repo";
+    // A MinIO of its own, so stopping it takes nothing from other scenarios.
+    let mut minio = MinIo::start_on(host::bridge_address());
+    stack.namespace(ns);
+    stack.repository_secret_on(&minio, ns, "repo", bucket, None);
+    run_restic(&minio, bucket, &["init"]);
+    let names: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    for name in &names {
+        fs::write(stack.claim(ns, name).join("name.txt"), name).unwrap();
+    }
+    minio.stop();
+    let down_at = Instant::now();
+    let manifests: Vec<String> = names
+        .iter()
+        .map(|name| {
+            source(ns, name, "Direct", "").replace("sourcePVC: data", &format!("sourcePVC: {name}"))
+        })
+        .collect();
+    stack.cluster.apply(&manifests.join("---\n"));
+
+    let back = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut seen = JobsSeen::default();
+            while !back.load(std::sync::atomic::Ordering::Relaxed) {
+                let listed = stack.cluster.kubectl(&[
+                    "get",
+                    "jobs",
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.items[*].metadata.name}",
+                ]);
+                let probes = listed
+                    .split_whitespace()
+                    .filter(|n| n.starts_with("sluice-probe-"))
+                    .count();
+                seen.most_probes_at_once = seen.most_probes_at_once.max(probes);
+                seen.names
+                    .extend(listed.split_whitespace().map(String::from));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            seen
+        });
+        // The first sync rides out the outage for the mover's two minutes, fails, and opens
+        // the breaker; then every source is parked.
+        let ready = "{.status.conditions[?(@.type==\"Ready\")].reason}";
+        let deadline = Instant::now() + Duration::from_secs(360);
+        loop {
+            let parked = names
+                .iter()
+                .filter(|name| {
+                    stack.get(ns, &format!("replicationsource/{name}"), ready)
+                        == "RepositoryUnavailable"
+                })
+                .count();
+            if parked == names.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{parked} of 20 sources parked {} s into the outage\n{}",
+                down_at.elapsed().as_secs(),
+                stack.diagnose(ns, "replicationsource/s00")
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let message = stack.get(
+            ns,
+            "replicationsource/s05",
+            "{.status.conditions[?(@.type==\"Ready\")].message}",
+        );
+        assert!(
+            message.contains("unreachable since") && message.contains("syncs parked without a Job"),
+            "{message}"
+        );
+        let metrics = stack.metrics();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("sluice_repository_unavailable{")
+                    && l.contains("/breaker/repo\"")
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+        // Long enough for a few probes to fail (at 5, 15, 35 s after the breaker opened).
+        std::thread::sleep(Duration::from_secs(40));
+        minio.start_again();
+        let restarted = down_at.elapsed();
+        for name in &names {
+            stack.wait_field(
+                ns,
+                &format!("replicationsource/{name}"),
+                "{.status.lastManualSync}",
+                Duration::from_secs(600),
+                |v| v == "one",
+            );
+        }
+        back.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = sampler.join().unwrap();
+        eprintln!(
+            "outage: MinIO back after {} s; jobs seen: {:?}",
+            restarted.as_secs(),
+            seen
+        );
+        seen
+    });
+
+    let syncs = seen
+        .names
+        .iter()
+        .filter(|n| n.starts_with("sluice-src-"))
+        .count();
+    let probes: Vec<&String> = seen
+        .names
+        .iter()
+        .filter(|n| n.starts_with("sluice-probe-"))
+        .collect();
+    // Twenty catch-up syncs plus the one that failed (and at most one more that had started
+    // when the breaker opened): no Job storm.
+    assert!(
+        syncs <= 22,
+        "{syncs} sync Jobs for 20 sources: {:?}",
+        seen.names
+    );
+    assert!(
+        seen.most_probes_at_once <= 1,
+        "probes ran at once: {seen:?}"
+    );
+    assert!(
+        probes.len() >= 2,
+        "the breaker probed while the store was down: {seen:?}"
+    );
+    // One probe per backoff step: each started at least the first interval after the one before.
+    let mut started: Vec<i64> = probes
+        .iter()
+        .map(|n| n.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    started.sort();
+    for pair in started.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 4,
+            "probes {} s apart: {probes:?}",
+            pair[1] - pair[0]
+        );
+    }
+    let metrics = stack.metrics();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_repository_unavailable{")
+                && l.contains("/breaker/repo\"")),
+        "the breaker closed: {metrics}"
+    );
+    let reached = metrics.lines().find(|l| {
+        l.starts_with("sluice_repository_probes_total{")
+            && l.contains("/breaker/repo\"")
+            && l.contains("result=\"reached\"")
+    });
+    assert!(
+        reached.is_some_and(|l| l.ends_with(" 1")),
+        "one probe reached the store: {metrics}"
+    );
+    let reasons = event_reasons(stack, ns);
+    for reason in ["RepositoryUnavailable", "RepositoryAvailable"] {
+        assert!(reasons.contains(reason), "no {reason} event: {reasons}");
+    }
+    for name in &names {
+        assert_eq!(
+            stack.condition(ns, &format!("replicationsource/{name}"), "Ready"),
+            "True/SyncSucceeded",
+            "{name}"
+        );
+    }
+    let snapshots = run_restic(&minio, bucket, &["snapshots", "--json"]);
+    assert_eq!(snapshots.matches("\"short_id\"").count(), 20, "{snapshots}");
+    run_restic(&minio, bucket, &["check"]);
+}
+
+/// restic with `args` on `bucket` of `minio`; its stdout, or a panic with its error.
+fn run_restic(minio: &MinIo, bucket: &str, args: &[&str]) -> String {
+    let out = minio.restic(bucket, PASSWORD).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -45,6 +45,7 @@ pub fn result_from_pod(pod: &Pod) -> Option<MoverResult> {
             message: Some(without_result(
                 terminated.exit_code,
                 terminated.reason.as_deref(),
+                memory_limit(pod).as_deref(),
                 &message,
             )),
             ..Default::default()
@@ -52,17 +53,48 @@ pub fn result_from_pod(pod: &Pod) -> Option<MoverResult> {
     }
 }
 
+/// The mover container's memory limit, as its Pod spec says it.
+fn memory_limit(pod: &Pod) -> Option<String> {
+    let container = pod
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == MOVER_CONTAINER)?;
+    let limit = container
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")?;
+    Some(limit.0.clone())
+}
+
 /// What to say of a mover that ended without writing a result: the
 /// kernel's OOM killer (the container's memory limit) and a SIGKILL are
-/// told apart from a crash, because they are fixed differently.
-fn without_result(exit_code: i32, reason: Option<&str>, message: &str) -> String {
+/// told apart from a crash, because they are fixed differently. A SIGKILL
+/// of a container with a memory limit is most often the OOM killer even when
+/// the runtime did not see it (a kill within moments of the start is
+/// reported as a plain exit 137), so the limit is named with its fix.
+fn without_result(
+    exit_code: i32,
+    reason: Option<&str>,
+    memory_limit: Option<&str>,
+    message: &str,
+) -> String {
     let tail = last_lines(message, 5);
-    match (reason, exit_code) {
-        (Some("OOMKilled"), _) => format!(
+    match (reason, exit_code, memory_limit) {
+        (Some("OOMKilled"), ..) => format!(
             "mover was killed for exceeding its memory limit (OOMKilled, exit code {exit_code}): \
              raise spec.restic.moverResources.limits.memory; last output: {tail}"
         ),
-        (_, 137) => format!(
+        (_, 137, Some(limit)) => format!(
+            "mover was killed (SIGKILL, exit code 137) before writing a result, most likely by \
+             the kernel for exceeding its memory limit of {limit} though the runtime did not \
+             report OOMKilled: raise spec.restic.moverResources.limits.memory, or look for \
+             what else stopped it (the node, a user); last output: {tail}"
+        ),
+        (_, 137, None) => format!(
             "mover was killed (SIGKILL, exit code 137) before writing a result: \
              the node, a user or a deadline stopped it; last output: {tail}"
         ),
@@ -101,6 +133,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
     };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn terminated(exit_code: i32, message: &str) -> Pod {
         terminated_because(exit_code, None, message)
@@ -187,14 +220,43 @@ mod tests {
             (137, Some("Error"), "killed (SIGKILL, exit code 137)"),
             (2, Some("Error"), "exited with code 2 without a result"),
         ] {
-            let result =
-                result_from_pod(&terminated_because(exit_code, reason, "reading files\n")).unwrap();
+            let pod = terminated_because(exit_code, reason, "reading files\n");
+            let result = result_from_pod(&pod).unwrap();
             let message = result.message.unwrap();
             assert!(
                 message.contains(expected),
                 "{reason:?}/{exit_code}: {message}"
             );
             assert!(message.contains("reading files"), "{message}");
+            assert!(
+                !message.contains("memory limit of"),
+                "no limit set: {message}"
+            );
         }
+    }
+
+    #[test]
+    fn a_sigkill_under_a_memory_limit_names_the_limit_and_its_fix() {
+        let mut pod = terminated_because(137, Some("Error"), "");
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        if spec.containers.is_empty() {
+            spec.containers.push(Default::default());
+        }
+        spec.containers[0].name = MOVER_CONTAINER.into();
+        spec.containers[0].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(
+                [("memory".to_string(), Quantity("12Mi".into()))]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        });
+        let message = result_from_pod(&pod).unwrap().message.unwrap();
+        assert!(
+            message.contains("memory limit of 12Mi")
+                && message.contains("did not report OOMKilled")
+                && message.contains("moverResources.limits.memory"),
+            "{message}"
+        );
     }
 }

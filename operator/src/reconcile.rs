@@ -592,15 +592,17 @@ async fn apply<K: Kind>(
     if !write_status(ctx, object, cached, &status).await? {
         return Ok(Action::requeue(STEP));
     }
-    let syncing = cached.as_ref().sync_plan.is_some();
-    let in_line = matches!(decision, Decision::Start { .. } | Decision::Queued { .. });
-    if matches!(decision, Decision::Finish(_)) || (!syncing && !in_line) {
-        ctx.release(syncer);
-    }
+    // The breaker first: the sync that releases its place in line may have found the
+    // repository unreachable, and the next in line, woken by the release, must be parked.
     if let (Decision::Finish(outcome), Some(repository)) =
         (&decision, plan.and_then(|plan| plan.repository.as_deref()))
     {
         update_breaker(object, ctx, repository, outcome, now).await;
+    }
+    let syncing = cached.as_ref().sync_plan.is_some();
+    let in_line = matches!(decision, Decision::Start { .. } | Decision::Queued { .. });
+    if matches!(decision, Decision::Finish(_)) || (!syncing && !in_line) {
+        ctx.release(syncer);
     }
     if let Decision::Parked { .. } = &decision
         && let Some(message) = newly_parked(cached.as_ref(), status.as_ref())
