@@ -230,6 +230,9 @@ fn values_reach_the_operator() {
         "priorityClassName=system-cluster-critical",
         "imagePullSecrets[0].name=pull",
         "nodeSelector.disk=ssd",
+        "repositories.maxConcurrentJobs=8",
+        "repositories.probeInterval=1m",
+        "repositories.probeIntervalMax=30m",
     ]);
     let deployment = find(&objects, "Deployment", "sluice-operator");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -255,6 +258,10 @@ fn values_reach_the_operator() {
     assert_eq!(resources["requests"]["cpu"], "100m");
     let security: Value = serde_json::from_str(&env("SLUICE_MOVER_POD_SECURITY_CONTEXT")).unwrap();
     assert_eq!(security["runAsUser"], 1000);
+    // The operator reads these as its flags' environment (operator/src/main.rs).
+    assert_eq!(env("SLUICE_MAX_CONCURRENT_JOBS"), "8");
+    assert_eq!(env("SLUICE_PROBE_INTERVAL"), "1m");
+    assert_eq!(env("SLUICE_PROBE_INTERVAL_MAX"), "30m");
 
     let chart: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
