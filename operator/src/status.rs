@@ -138,6 +138,21 @@ pub fn reconciling(
     settle(conditions, generation);
 }
 
+/// Sets all four verdict conditions with one message, each `(type, status, reason)`, then
+/// settles them: the helpers below each say the whole verdict, so none contradicts another.
+fn set_verdict(
+    conditions: &mut Vec<Condition>,
+    states: [(&str, bool, &str); 4],
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    for (type_, status, reason) in states {
+        set_condition(conditions, type_, status, reason, message, now);
+    }
+    settle(conditions, generation);
+}
+
 /// The sync succeeded; `next_reason` says what the object waits for now.
 pub fn succeeded(
     conditions: &mut Vec<Condition>,
@@ -147,18 +162,13 @@ pub fn succeeded(
     now: Timestamp,
 ) {
     let ok = reason::SYNC_SUCCEEDED;
-    set_condition(conditions, conditions::READY, true, ok, message, now);
-    set_condition(conditions, conditions::STALLED, false, ok, message, now);
-    set_condition(conditions, conditions::DEGRADED, false, ok, message, now);
-    set_condition(
-        conditions,
-        conditions::RECONCILING,
-        false,
-        next_reason,
-        message,
-        now,
-    );
-    settle(conditions, generation);
+    let states = [
+        (conditions::READY, true, ok),
+        (conditions::STALLED, false, ok),
+        (conditions::DEGRADED, false, ok),
+        (conditions::RECONCILING, false, next_reason),
+    ];
+    set_verdict(conditions, states, message, generation, now);
 }
 
 /// The sync failed or could not start, for `reason`. `retrying`: a retry is scheduled, so the
@@ -172,26 +182,14 @@ pub fn failed(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    set_condition(conditions, conditions::READY, false, reason, message, now);
-    set_condition(conditions, conditions::DEGRADED, true, reason, message, now);
-    set_condition(
-        conditions,
-        conditions::STALLED,
-        !retrying,
-        reason,
-        message,
-        now,
-    );
     let reconciling_reason = if retrying { reason::BACKOFF } else { reason };
-    set_condition(
-        conditions,
-        conditions::RECONCILING,
-        retrying,
-        reconciling_reason,
-        message,
-        now,
-    );
-    settle(conditions, generation);
+    let states = [
+        (conditions::READY, false, reason),
+        (conditions::DEGRADED, true, reason),
+        (conditions::STALLED, !retrying, reason),
+        (conditions::RECONCILING, retrying, reconciling_reason),
+    ];
+    set_verdict(conditions, states, message, generation, now);
 }
 
 /// A due sync parked while its repository is unreachable: not Ready and Degraded (backups are
@@ -204,18 +202,13 @@ pub fn unavailable(
     now: Timestamp,
 ) {
     let reason = reason::REPOSITORY_UNAVAILABLE;
-    set_condition(conditions, conditions::READY, false, reason, message, now);
-    set_condition(conditions, conditions::DEGRADED, true, reason, message, now);
-    set_condition(conditions, conditions::STALLED, false, reason, message, now);
-    set_condition(
-        conditions,
-        conditions::RECONCILING,
-        true,
-        reason,
-        message,
-        now,
-    );
-    settle(conditions, generation);
+    let states = [
+        (conditions::READY, false, reason),
+        (conditions::DEGRADED, true, reason),
+        (conditions::STALLED, false, reason),
+        (conditions::RECONCILING, true, reason),
+    ];
+    set_verdict(conditions, states, message, generation, now);
 }
 
 /// What a status transition needs besides the decision.
