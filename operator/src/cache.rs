@@ -4,8 +4,8 @@
 //! Each kind is one label-selected watch, so only Sluice's objects are held. Its store answers
 //! every reconcile's questions about them without an API call, and its events wake the owner's
 //! reconcile (mapped by the owner label every such object carries) instead of a poll: an
-//! in-flight sync costs nothing until something about it changes. Managed fields are dropped
-//! from what is held; nothing reads them.
+//! in-flight sync costs nothing until something about it changes. Managed fields, and the specs
+//! of Jobs and Pods, are dropped from what is held; nothing reads them.
 
 use std::sync::Arc;
 
@@ -64,12 +64,15 @@ impl Owned {
     ) -> (Self, [Feed; N], BoxFuture<'static, ()>) {
         let ours = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
         let movers = format!("{ours},{}={}", labels::COMPONENT, labels::COMPONENT_MOVER);
-        let (jobs, mut job_feeds, job_watch) = shared(Api::all(client.clone()), &ours, N);
-        let (pods, mut pod_feeds, pod_watch) = shared(Api::all(client.clone()), &movers, N);
-        let (claims, mut claim_feeds, claim_watch) = shared(Api::all(client.clone()), &ours, N);
+        let (jobs, mut job_feeds, job_watch) =
+            shared(Api::all(client.clone()), &ours, N, job_without_spec);
+        let (pods, mut pod_feeds, pod_watch) =
+            shared(Api::all(client.clone()), &movers, N, pod_without_spec);
+        let (claims, mut claim_feeds, claim_watch) =
+            shared(Api::all(client.clone()), &ours, N, |_| {});
         let mut watches = vec![job_watch, pod_watch, claim_watch];
         let (snapshots, mut snapshot_feeds) = if snapshots_served(client).await {
-            let (store, feeds, watch) = shared(Api::all(client.clone()), &ours, N);
+            let (store, feeds, watch) = shared(Api::all(client.clone()), &ours, N, |_| {});
             watches.push(watch);
             (Some(store), feeds)
         } else {
@@ -142,12 +145,28 @@ where
     }
 }
 
+/// What the store keeps of a mover Job: everything but its spec. Reconciles read a Job's
+/// status, never its spec, which is most of its size (the Pod template: environment, volumes,
+/// security context); with thousands of syncs in flight, Job and Pod specs were most of the
+/// operator's memory.
+fn job_without_spec(job: &mut Job) {
+    job.spec = None;
+}
+
+/// What the store keeps of a mover Pod: its labels and status (the container states the result
+/// is read from), not its spec.
+fn pod_without_spec(pod: &mut Pod) {
+    pod.spec = None;
+}
+
 /// A label-selected watch into a shared store: the store, one subscriber for each of
-/// `subscribers`, and the future that drives it.
+/// `subscribers`, and the future that drives it. `trim` drops what no reconcile reads from
+/// each object before it is held.
 fn shared<K>(
     api: Api<K>,
     selector: &str,
     subscribers: usize,
+    trim: fn(&mut K),
 ) -> (Store<K>, Vec<ReflectHandle<K>>, BoxFuture<'static, ()>)
 where
     K: Resource<DynamicType = ()>
@@ -167,7 +186,10 @@ where
     let config = watcher::Config::default().labels(selector);
     let watch = watcher(api, config)
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(move |object| {
+            object.managed_fields_mut().clear();
+            trim(object);
+        })
         .reflect_shared(writer)
         .for_each(move |event| async move {
             if let Err(error) = event {

@@ -56,7 +56,8 @@ impl Kind for ReplicationSource {
         let seen = match self.spec.restic.copy_method {
             CopyMethod::Direct => {
                 let pods: Api<Pod> = scope.api();
-                let pods = pods.list(&ListParams::default()).await?.items;
+                let live = ListParams::default().fields(SCHEDULED_AND_LIVE);
+                let pods = pods.list(&live).await?.items;
                 CopySeen {
                     source: claims.get_opt(&self.spec.source_pvc).await?,
                     node: volume::node_mounting(&pods, &self.spec.source_pvc),
@@ -140,6 +141,12 @@ impl Kind for ReplicationSource {
         );
     }
 }
+
+/// The Pods [`volume::node_mounting`] can find a `Direct` source's node among: scheduled and
+/// not finished. Selected by the API server, so a sync does not read every Pod of its namespace,
+/// the Pending movers of every other sync in flight included (thousands in a namespace of many
+/// sources when a node or the object store stalls).
+const SCHEDULED_AND_LIVE: &str = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed";
 
 /// The objects a backup's point-in-time copy is made of, as observed before its Job exists.
 #[derive(Clone, Debug, Default)]
