@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # The workspace version, which tags the image.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: build image test lint crds tools e2e demo cluster quickstart bench fuzz
+.PHONY: build image test lint crds tools e2e demo cluster quickstart bench bench-operator fuzz
 
 ## build: release binaries (sluice-mover, sluice-operator, crdgen)
 build:
@@ -58,6 +58,11 @@ bench:
 	cargo build --release -p sluice-mover
 	cargo build --release -p sluice-repo --example rates
 	python3 bench/bench.py
+
+## bench-operator: sluice-operator (dev profile, as make e2e builds it) against the real control plane (no node) with SLUICE_BENCH_SOURCES ReplicationSources (default 5000, about 20 minutes; 200 for a quick run): memory, CPU, API requests by verb, watches, due-to-Job latency, starts per minute, resync after a restart, and what 100 syncs of one source leave; the last line is a JSON summary
+bench-operator: tools
+	cargo build -p sluice-operator -p sluice-e2e --bin sluice-operator --bin sluice-e2e-bench-operator
+	$(CARGO_TARGET_DIR)/debug/sluice-e2e-bench-operator
 
 ## fuzz: each fuzz target of repo/fuzz for FUZZ_SECONDS (default 60) on nightly, seeded from restic's test repositories and one written here; corpora and crashes under $(CACHE)/fuzz
 FUZZ_SECONDS ?= 60

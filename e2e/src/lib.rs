@@ -4,7 +4,8 @@
 //! a bridge of the test's own ([`host`]), real CSI snapshots with the CSI
 //! test driver, the one stand-in ([`storage`]), images built here
 //! ([`images`]), and Sluice installed as users install it ([`stack`]);
-//! [`kstatus`] reads objects as kstatus-based tools do. The
+//! [`kstatus`] reads objects as kstatus-based tools do, and
+//! [`operator_bench`] is the arithmetic of `make bench-operator`. The
 //! pieces every crate's tests share (tools, MinIO, certificates,
 //! processes) are in `sluice-testkit`.
 //!
@@ -17,6 +18,7 @@ pub mod host;
 pub mod images;
 pub mod kstatus;
 pub mod node;
+pub mod operator_bench;
 pub mod signals;
 pub mod stack;
 pub mod storage;
