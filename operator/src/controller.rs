@@ -16,8 +16,9 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     core::NamespaceResourceScope,
     runtime::{
+        WatchStreamExt,
         controller::{Action, Controller, Error as ControllerError},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -111,14 +112,21 @@ pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(
         let (namespace, name) = woken.recv().await?;
         Some((ObjectRef::<K>::new(&name).within(&namespace), woken))
     });
-    let controller = Controller::new(
+    // The objects as Controller::new would watch them, without their managed fields: nothing
+    // reads them, and with Sluice's status applies they were a large part of each object held.
+    let (reader, writer) = reflector::store();
+    let objects = watcher(
         Api::<K>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_on(wakeups)
-    .watches_shared_stream(feed.jobs, cache::owner::<K, Job>(label))
-    .watches_shared_stream(feed.pods, cache::owner::<K, Pod>(label))
-    .watches_shared_stream(feed.claims, cache::owner::<K, PersistentVolumeClaim>(label));
+    .modify(|object| object.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(objects, reader)
+        .reconcile_on(wakeups)
+        .watches_shared_stream(feed.jobs, cache::owner::<K, Job>(label))
+        .watches_shared_stream(feed.pods, cache::owner::<K, Pod>(label))
+        .watches_shared_stream(feed.claims, cache::owner::<K, PersistentVolumeClaim>(label));
     let controller = match feed.snapshots {
         Some(snapshots) => {
             controller.watches_shared_stream(snapshots, cache::owner::<K, VolumeSnapshot>(label))
