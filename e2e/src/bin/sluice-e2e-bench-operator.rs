@@ -673,6 +673,10 @@ async fn end_bounded_movers(client: kube::Client, seen: Arc<Mutex<Seen>>, syncs:
                 continue;
             }
         }
+        // A mover takes seconds; one ending within the second its Job was made would let the
+        // next sync's Job (named by the second it starts) collide with this one's, still
+        // being deleted.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let n = seen.lock().unwrap().terminated.len();
         let result = json!({
             "snapshotId": format!("{n:064x}"),
