@@ -1,7 +1,8 @@
 //! Syncs over time: a cron schedule that fires at the right minutes with a
 //! correct `nextSyncTime`, retention that leaves exactly what the policy
-//! keeps (as restic sees it), prune stamped only when it ran, pausing, and
-//! sources sharing one repository waiting their turn.
+//! keeps (as restic sees it), prune stamped only when it ran, pausing,
+//! sources sharing one repository waiting their turn, and repeated syncs of
+//! one source leaving nothing behind that grows.
 
 mod scenario;
 
@@ -19,6 +20,7 @@ fn schedule_scenarios() {
         scope.spawn(|| retention_keeps_what_the_policy_says_and_prune_runs_on_its_interval(&stack));
         scope.spawn(|| paused_source_starts_nothing_until_resumed(&stack));
         scope.spawn(|| sources_sharing_a_repository_wait_their_turn(&stack));
+        scope.spawn(|| repeated_syncs_leave_nothing_that_grows(&stack));
     });
 }
 
@@ -275,5 +277,80 @@ fn sources_sharing_a_repository_wait_their_turn(stack: &Stack) {
             .lines()
             .any(|l| l.starts_with("sluice_repository_syncs{") && l.contains("/queue/repo\"")),
         "{metrics}"
+    );
+}
+
+/// Syncs of one source on the real node in this scenario; `make bench-operator` runs 100
+/// (mover Pods ended through the Pod status API): 100 here would take a quarter of an hour.
+const REPEATED_SYNCS: usize = 6;
+
+/// After each of [`REPEATED_SYNCS`] syncs (issue 17.5): no Job or mover Pod is left, the
+/// status keeps its four conditions and does not grow, and the events are the two each sync
+/// announces (`SyncStarted`, `SyncSucceeded`), repeats folded into an Event series; the API
+/// server's event TTL bounds the rest.
+fn repeated_syncs_leave_nothing_that_grows(stack: &Stack) {
+    let ns = "repeated";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "repeated/repo", None);
+    write_sample(&stack.claim(ns, "data"), "repeated");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let status_size = || stack.get(ns, object, "{.status}").len();
+    let conditions = "{.status.conditions[*].type}";
+    let mut sizes = vec![status_size()];
+    for round in 2..=REPEATED_SYNCS {
+        manual_sync(stack, ns, "data", &format!("sync-{round}"));
+        stack.wait_field(ns, "jobs,pods", "{.items[*].metadata.name}", SYNC, |v| {
+            v.is_empty()
+        });
+        assert_eq!(
+            stack.get(ns, object, conditions),
+            "Ready Reconciling Stalled Degraded",
+            "after sync {round}"
+        );
+        sizes.push(status_size());
+    }
+    // Job names and times have fixed widths; a duration, a count or the manual value may
+    // gain a few characters, a list that grew would add a hundred.
+    let first = sizes[0];
+    assert!(
+        sizes.iter().all(|size| *size <= first + 32),
+        "the status grew over {REPEATED_SYNCS} syncs: {sizes:?} bytes"
+    );
+    // Sluice's own events (the Job controller, scheduler and kubelet add theirs). An event
+    // that repeats within minutes is one Event whose series counts it.
+    let events = stack.cluster.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={range .items[?(@.reportingController==\"sluice-operator\")]}{.reason}:{.series.count}{\"\\n\"}{end}",
+    ]);
+    let mut occurrences: Vec<(String, usize)> = Vec::new();
+    for line in events.lines().filter(|l| !l.is_empty()) {
+        let (reason, count) = line.split_once(':').unwrap_or((line, ""));
+        occurrences.push((reason.to_string(), count.parse().unwrap_or(1)));
+    }
+    let count = |reason: &str| -> usize {
+        occurrences
+            .iter()
+            .filter(|(r, _)| r == reason)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(count("SyncStarted"), REPEATED_SYNCS, "{events}");
+    assert_eq!(count("SyncSucceeded"), REPEATED_SYNCS, "{events}");
+    assert!(
+        occurrences.len() <= 2 * REPEATED_SYNCS
+            && occurrences.iter().all(|(r, _)| r.starts_with("Sync")),
+        "no other events of Sluice's, at most one Event object per announcement: {events}"
+    );
+    let snapshots = stack.run_restic("repeated/repo", &["snapshots", "--json"]);
+    assert_eq!(
+        snapshots.matches("\"short_id\"").count(),
+        REPEATED_SYNCS,
+        "retain last 10 keeps every snapshot: {snapshots}"
     );
 }
