@@ -59,7 +59,7 @@ bench:
 	cargo build --release -p sluice-repo --example rates
 	python3 bench/bench.py
 
-## bench-operator: sluice-operator (dev profile, as make e2e builds it) against the real control plane (no node) with SLUICE_BENCH_SOURCES ReplicationSources (default 5000, about 20 minutes; 200 for a quick run): memory, CPU, API requests by verb, watches, due-to-Job latency, starts per minute, resync after a restart, and what 100 syncs of one source leave; the last line is a JSON summary
+## bench-operator: sluice-operator (dev profile, as make e2e builds it) against the real control plane (no node) with SLUICE_BENCH_SOURCES ReplicationSources (default 5000, 20 to 30 minutes; 200 for a quick run of a few minutes): memory, CPU, API requests by verb, watches, due-to-Job latency, starts per minute, resync after a restart, and what 100 syncs of one source leave; the last line is a JSON summary
 bench-operator: tools
 	cargo build -p sluice-operator -p sluice-e2e --bin sluice-operator --bin sluice-e2e-bench-operator
 	$(CARGO_TARGET_DIR)/debug/sluice-e2e-bench-operator

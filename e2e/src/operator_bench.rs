@@ -417,7 +417,9 @@ mod tests {
 
     #[test]
     fn starts_per_wall_clock_minute() {
-        let cases: [(&[i64], &[(i64, usize)]); 3] = [
+        /// Start times, and the starts counted in each minute.
+        type Case = (&'static [i64], &'static [(i64, usize)]);
+        let cases: [Case; 3] = [
             (&[], &[]),
             (&[60, 61, 119, 120], &[(60, 3), (120, 1)]),
             (&[-1, 0], &[(-60, 1), (0, 1)]),
