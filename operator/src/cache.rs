@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{PersistentVolumeClaim, Pod},
+    core::v1::{Container, PersistentVolumeClaim, Pod, PodSpec},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -154,9 +154,24 @@ fn job_without_spec(job: &mut Job) {
 }
 
 /// What the store keeps of a mover Pod: its labels and status (the container states the result
-/// is read from), not its spec.
+/// is read from), and of its spec only each container's name and resources (a mover killed
+/// without a result is explained by its memory limit, [`mover::result_from_pod`]).
 fn pod_without_spec(pod: &mut Pod) {
-    pod.spec = None;
+    if let Some(spec) = pod.spec.take() {
+        let containers = spec
+            .containers
+            .into_iter()
+            .map(|container| Container {
+                name: container.name,
+                resources: container.resources,
+                ..Default::default()
+            })
+            .collect();
+        pod.spec = Some(PodSpec {
+            containers,
+            ..Default::default()
+        });
+    }
 }
 
 /// A label-selected watch into a shared store: the store, one subscriber for each of
@@ -213,5 +228,47 @@ async fn snapshots_served(client: &Client) -> bool {
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    #[test]
+    fn a_held_pod_keeps_its_containers_limits_and_nothing_else_of_its_spec() {
+        let limits = ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("12Mi".into()))].into()),
+            ..Default::default()
+        };
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "mover".into(),
+                    image: Some("sluice:1".into()),
+                    env: Some(vec![Default::default()]),
+                    resources: Some(limits.clone()),
+                    ..Default::default()
+                }],
+                node_name: Some("node-1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pod_without_spec(&mut pod);
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            spec,
+            PodSpec {
+                containers: vec![Container {
+                    name: "mover".into(),
+                    resources: Some(limits),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        );
     }
 }
