@@ -168,7 +168,7 @@ pub enum ProbeEnd {
 }
 
 /// Every open breaker, by repository key ([`crate::repository::key`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Breakers {
     policy: ProbePolicy,
     open: HashMap<String, Outage>,

@@ -24,7 +24,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use sluice_api::labels;
+use sluice_api::{labels, mover_result::MoverResult};
 
 use crate::{
     mover,
@@ -118,6 +118,15 @@ impl Owned {
             pod.namespace().as_deref() == Some(namespace)
                 && pod.labels().get(mover::JOB_NAME_LABEL).map(String::as_str) == Some(job)
         })
+    }
+
+    /// What the mover of `job` (in `namespace`) reported: from its Pods, or, when none did, from
+    /// the Job's own failure (deadline, deleted Pod); `None` while it runs.
+    pub fn mover_result(&self, namespace: &str, job: &Job) -> Option<MoverResult> {
+        self.pods_of(namespace, &job.name_any())
+            .iter()
+            .find_map(|pod| mover::result_from_pod(pod))
+            .or_else(|| mover::result_from_failed_job(job))
     }
 
     /// Sluice's PVC `name` in `namespace`.

@@ -57,6 +57,12 @@ impl Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Sets the gauge of open circuit breakers after one opened or closed.
+    pub fn publish_breakers(&self) {
+        let open = self.breakers().open_repositories();
+        self.metrics.repositories_unavailable(&open);
+    }
+
     /// `syncer` neither runs nor waits any more: its place goes to the next in line, whose
     /// reconciles are woken, and the repositories' gauges are updated.
     pub fn release(&self, syncer: &Syncer) {

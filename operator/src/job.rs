@@ -196,21 +196,6 @@ impl<'a> RepositoryAccess<'a> {
     }
 }
 
-/// Who a probe Job is for: the object whose Secret it reads and which owns it.
-#[derive(Clone, Debug)]
-pub struct ProbeJobParams<'a> {
-    /// The Job's name.
-    pub name: &'a str,
-    /// When it was created.
-    pub started_at: &'a Time,
-    /// The operator-wide mover settings.
-    pub defaults: &'a MoverDefaults,
-    /// Its owner: the ReplicationSource or ReplicationDestination.
-    pub owner: &'a OwnerReference,
-    /// The label naming the owner, so the owner's reconcile is woken when it ends.
-    pub owner_label: (&'static str, String),
-}
-
 /// A probe ends within this: one quick request, and a Pod that cannot start is not worth
 /// waiting for ([`crate::breaker::PROBE_DEADLINE`] is longer).
 pub const PROBE_ACTIVE_DEADLINE_SECONDS: i64 = 90;
@@ -220,15 +205,8 @@ const PROBE_TTL_SECONDS_AFTER_FINISHED: i32 = 600;
 
 /// The Job of the circuit breaker's probe ([`crate::breaker`]): `sluice-mover job` with the
 /// one action `probe`, the object's Secret and CA and no volume.
-pub fn probe_job(params: &ProbeJobParams, access: RepositoryAccess) -> Job {
+pub fn probe_job(meta: JobMeta, access: RepositoryAccess) -> Job {
     let env = vec![env_str(mover_env::ACTIONS, "probe")];
-    let meta = JobMeta {
-        name: params.name,
-        started_at: params.started_at,
-        defaults: params.defaults,
-        owner: params.owner,
-        owner_label: params.owner_label.clone(),
-    };
     let mut job = mover_job(meta, None, access, env);
     if let Some(spec) = job.spec.as_mut() {
         spec.active_deadline_seconds = Some(PROBE_ACTIVE_DEADLINE_SECONDS);
@@ -246,13 +224,20 @@ struct DataVolume<'a> {
     node_name: Option<&'a str>,
 }
 
-/// A mover Job's name, creation time and owner.
-struct JobMeta<'a> {
-    name: &'a str,
-    started_at: &'a Time,
-    defaults: &'a MoverDefaults,
-    owner: &'a OwnerReference,
-    owner_label: (&'static str, String),
+/// A mover Job's name, creation time and owner: a sync's come from its plan, a probe's from
+/// the object that runs it.
+#[derive(Clone, Debug)]
+pub struct JobMeta<'a> {
+    /// The Job's name.
+    pub name: &'a str,
+    /// When it was created.
+    pub started_at: &'a Time,
+    /// The operator-wide mover settings.
+    pub defaults: &'a MoverDefaults,
+    /// Its owner: the ReplicationSource or ReplicationDestination.
+    pub owner: &'a OwnerReference,
+    /// The label naming the owner, so the owner's reconcile is woken when it changes.
+    pub owner_label: (&'static str, String),
 }
 
 impl<'a> JobMeta<'a> {
@@ -918,14 +903,14 @@ spec:
         let source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
         let params = params();
         let started = Time("2026-11-22T10:00:00Z".parse().unwrap());
-        let probe = ProbeJobParams {
+        let probe = JobMeta {
             name: "sluice-probe-db-1",
             started_at: &started,
             defaults: &params.defaults,
             owner: &params.owner,
             owner_label: params.owner_label.clone(),
         };
-        let job = probe_job(&probe, RepositoryAccess::of_source(&source));
+        let job = probe_job(probe, RepositoryAccess::of_source(&source));
         assert_eq!(job.metadata.name.as_deref(), Some("sluice-probe-db-1"));
         let labels = job.metadata.labels.clone().unwrap();
         assert_eq!(labels[labels::REPLICATION_SOURCE], "db");

@@ -42,9 +42,9 @@ use crate::{
         self, Decision, Mount, NewObject, Observed, Outcome, Phase, Progress, STEP, Spec, Step,
         Untriggered, Verdict,
     },
-    job::{self, MoverJobParams, ProbeJobParams, RepositoryAccess},
+    job::{self, JobMeta, MoverJobParams, RepositoryAccess},
     metrics::Metrics,
-    mover, plan,
+    plan,
     queue::{self, Admission, Syncer},
     secret,
     spread::Identity,
@@ -294,14 +294,14 @@ async fn gate<K: Kind>(
         Gate::Parked(parked) => parked,
         Gate::Probe { job_name, parked } => {
             let started_at = Time(now);
-            let params = ProbeJobParams {
+            let meta = JobMeta {
                 name: &job_name,
                 started_at: &started_at,
                 defaults: &ctx.mover,
                 owner: &scope.owner.reference,
                 owner_label: (K::PROFILE.owner_label, object.name_any()),
             };
-            let probe = job::probe_job(&params, object.access());
+            let probe = job::probe_job(meta, object.access());
             // A probe whose creation failed is given up at its deadline.
             create_or_existing(&scope.api(), &probe).await?;
             tracing::info!(
@@ -336,13 +336,7 @@ async fn conclude_probe<K: Kind>(
     let Some(job) = scope.owned.job(&scope.namespace, &probe.job_name) else {
         return Ok(());
     };
-    let result = scope
-        .owned
-        .pods_of(&scope.namespace, &probe.job_name)
-        .iter()
-        .find_map(|pod| mover::result_from_pod(pod))
-        .or_else(|| mover::result_from_failed_job(&job));
-    let Some(result) = result else {
+    let Some(result) = scope.owned.mover_result(&scope.namespace, &job) else {
         return Ok(());
     };
     let reached = result.error_class.is_none();
@@ -372,8 +366,7 @@ async fn conclude_probe<K: Kind>(
             "repository still unreachable: {message}"
         ),
         ProbeEnd::Healed { since, woken } => {
-            ctx.metrics
-                .repositories_unavailable(&ctx.breakers().open_repositories());
+            ctx.publish_breakers();
             let note = healed_note(&repository, since, now, woken.len(), &message);
             tracing::info!(%repository, job = %probe.job_name, "{note}");
             ctx.event(
@@ -400,7 +393,8 @@ fn healed_note(
 ) -> String {
     let seconds = now.duration_since(since).as_secs().max(0);
     format!(
-        "repository {repository} answers again after {seconds} s unreachable ({how});          {parked} parked syncs resume"
+        "repository {repository} answers again after {seconds} s unreachable ({how}); \
+         {parked} parked syncs resume"
     )
 }
 
@@ -425,10 +419,10 @@ async fn update_breaker<K: Kind>(
             if !opened {
                 return;
             }
-            ctx.metrics
-                .repositories_unavailable(&ctx.breakers().open_repositories());
+            ctx.publish_breakers();
             let note = format!(
-                "repository {repository} is unreachable ({cause}): syncs into it are parked                  without Jobs until a probe reaches it"
+                "repository {repository} is unreachable ({cause}): syncs into it are parked \
+                 without Jobs until a probe reaches it"
             );
             tracing::warn!(%repository, "{note}");
             ctx.event(
@@ -444,8 +438,7 @@ async fn update_breaker<K: Kind>(
         None => {
             let woken = ctx.breakers().close(repository);
             if let Some(woken) = woken {
-                ctx.metrics
-                    .repositories_unavailable(&ctx.breakers().open_repositories());
+                ctx.publish_breakers();
                 tracing::info!(
                     %repository,
                     parked = woken.len(),
@@ -514,12 +507,7 @@ async fn observe_progress<K: Kind>(object: &K, plan: &SyncPlan, scope: &Scope) -
     let Some(job) = scope.owned.job(namespace, &plan.job_name) else {
         return Ok(Progress::Preparing(object.prepare(plan, scope).await?));
     };
-    let pods = scope.owned.pods_of(namespace, &plan.job_name);
-    let result = pods
-        .iter()
-        .find_map(|pod| mover::result_from_pod(pod))
-        .or_else(|| mover::result_from_failed_job(&job));
-    if let Some(result) = result {
+    if let Some(result) = scope.owned.mover_result(namespace, &job) {
         return object.conclude(plan, result, scope).await;
     }
     let unbound = object
