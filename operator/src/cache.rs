@@ -6,54 +6,143 @@
 //! reconcile (mapped by the owner label every such object carries) instead of a poll: an
 //! in-flight sync costs nothing until something about it changes. Managed fields, and the specs
 //! of Jobs and Pods, are dropped from what is held; nothing reads them.
+//!
+//! What Sluice creates is read from its create until the watch delivers it ([`Unseen`]), so a
+//! reconcile right after a create does not take the object for missing.
+//!
+//! Each watch hands every change to each controller as the object itself ([`Changes`]), not as
+//! kube-runtime's shared-reflector `ReflectHandle`, which passes a reference and looks the
+//! object up in the store: kube-runtime 5.0's returns `Pending` without a wake-up when the
+//! object was deleted in between, and that controller's feed then stalls, and with it the
+//! wake-ups of every later change (a mover Pod's end noticed only by the 5-minute safety timer
+//! in the 5,000-source benchmark).
 
-use std::sync::Arc;
+use std::{fmt::Debug, pin::pin, sync::Arc};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::{
+    StreamExt,
+    future::BoxFuture,
+    stream::{self, BoxStream},
+};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Container, PersistentVolumeClaim, Pod, PodSpec},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::GroupVersionKind,
+    api::{GroupVersionKind, PostParams},
     runtime::{
         WatchStreamExt,
-        reflector::{ObjectRef, ReflectHandle, Store, store::Writer},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 use sluice_api::{labels, mover_result::MoverResult};
+use tokio::sync::mpsc;
 
 use crate::{
     mover,
+    unseen::Unseen,
     volume::{self, VolumeSnapshot},
 };
 
 /// How many changes a store buffers for its slowest subscriber before the watch waits.
 const FEED_BUFFER: usize = 1024;
 
+/// What a watched kind is: a Kubernetes object the stores can hold and hand out.
+pub trait Object:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// One controller's stream of the objects of one kind that changed, as they were at the change.
+pub type Changes<K> = BoxStream<'static, Arc<K>>;
+
 /// The stores of what Sluice owns, shared by both controllers.
 #[derive(Clone)]
 pub struct Owned {
-    jobs: Store<Job>,
+    jobs: Watched<Job>,
     pods: Store<Pod>,
-    claims: Store<PersistentVolumeClaim>,
+    claims: Watched<PersistentVolumeClaim>,
     /// `None` when the cluster has no VolumeSnapshot API (no snapshot controller installed).
-    snapshots: Option<Store<VolumeSnapshot>>,
+    snapshots: Option<Watched<VolumeSnapshot>>,
+}
+
+/// The store of a kind Sluice creates, with its creates the watch has not delivered yet.
+#[derive(Clone)]
+pub struct Watched<K: Object> {
+    store: Store<K>,
+    unseen: Arc<Unseen<K>>,
+    trim: fn(&mut K),
+}
+
+impl<K: Object> Watched<K> {
+    /// [`shared`], with Sluice's creates held until the watch delivers them.
+    fn watch(
+        api: Api<K>,
+        selector: &str,
+        subscribers: usize,
+        trim: fn(&mut K),
+    ) -> (Self, Vec<Changes<K>>, BoxFuture<'static, ()>) {
+        let unseen = Arc::new(Unseen::default());
+        let (store, feeds, watch) = shared(api, selector, subscribers, trim, Some(unseen.clone()));
+        (
+            Self {
+                store,
+                unseen,
+                trim,
+            },
+            feeds,
+            watch,
+        )
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let reference = ObjectRef::new(name).within(namespace);
+        self.unseen.newest(&reference, self.store.get(&reference))
+    }
+}
+
+/// The kinds Sluice creates and holds in [`Owned`]'s stores.
+pub trait OwnedKind: Object<Scope = kube::core::NamespaceResourceScope> + Serialize {
+    /// Where `owned` holds this kind: `None` for VolumeSnapshots on a cluster without them.
+    fn watched(owned: &Owned) -> Option<&Watched<Self>>;
+}
+
+impl OwnedKind for Job {
+    fn watched(owned: &Owned) -> Option<&Watched<Self>> {
+        Some(&owned.jobs)
+    }
+}
+
+impl OwnedKind for PersistentVolumeClaim {
+    fn watched(owned: &Owned) -> Option<&Watched<Self>> {
+        Some(&owned.claims)
+    }
+}
+
+impl OwnedKind for VolumeSnapshot {
+    fn watched(owned: &Owned) -> Option<&Watched<Self>> {
+        owned.snapshots.as_ref()
+    }
 }
 
 /// One controller's feed of changes to what Sluice owns.
 pub struct Feed {
     /// Mover Jobs.
-    pub jobs: ReflectHandle<Job>,
+    pub jobs: Changes<Job>,
     /// Mover Pods.
-    pub pods: ReflectHandle<Pod>,
+    pub pods: Changes<Pod>,
     /// Copies and restore targets.
-    pub claims: ReflectHandle<PersistentVolumeClaim>,
+    pub claims: Changes<PersistentVolumeClaim>,
     /// Snapshots of sources and published restores.
-    pub snapshots: Option<ReflectHandle<VolumeSnapshot>>,
+    pub snapshots: Option<Changes<VolumeSnapshot>>,
 }
 
 impl Owned {
@@ -65,16 +154,17 @@ impl Owned {
         let ours = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
         let movers = format!("{ours},{}={}", labels::COMPONENT, labels::COMPONENT_MOVER);
         let (jobs, mut job_feeds, job_watch) =
-            shared(Api::all(client.clone()), &ours, N, job_without_spec);
+            Watched::watch(Api::all(client.clone()), &ours, N, job_without_spec);
         let (pods, mut pod_feeds, pod_watch) =
-            shared(Api::all(client.clone()), &movers, N, pod_without_spec);
+            shared(Api::all(client.clone()), &movers, N, pod_without_spec, None);
         let (claims, mut claim_feeds, claim_watch) =
-            shared(Api::all(client.clone()), &ours, N, |_| {});
+            Watched::watch(Api::all(client.clone()), &ours, N, |_| {});
         let mut watches = vec![job_watch, pod_watch, claim_watch];
         let (snapshots, mut snapshot_feeds) = if snapshots_served(client).await {
-            let (store, feeds, watch) = shared(Api::all(client.clone()), &ours, N, |_| {});
+            let (watched, feeds, watch) =
+                Watched::watch(Api::all(client.clone()), &ours, N, |_| {});
             watches.push(watch);
-            (Some(store), feeds)
+            (Some(watched), feeds)
         } else {
             (None, Vec::new())
         };
@@ -99,17 +189,17 @@ impl Owned {
     /// Waits until every store holds its first full list, so no reconcile takes an object it
     /// has not seen yet for a missing one.
     pub async fn ready(&self) {
-        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.jobs.store.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
-        let _ = self.claims.wait_until_ready().await;
+        let _ = self.claims.store.wait_until_ready().await;
         if let Some(snapshots) = &self.snapshots {
-            let _ = snapshots.wait_until_ready().await;
+            let _ = snapshots.store.wait_until_ready().await;
         }
     }
 
     /// The Job `name` in `namespace`.
     pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
-        self.jobs.get(&ObjectRef::new(name).within(namespace))
+        self.jobs.get(namespace, name)
     }
 
     /// The Pods of Job `job` in `namespace`.
@@ -131,13 +221,50 @@ impl Owned {
 
     /// Sluice's PVC `name` in `namespace`.
     pub fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
-        self.claims.get(&ObjectRef::new(name).within(namespace))
+        self.claims.get(namespace, name)
     }
 
     /// Sluice's VolumeSnapshot `name` in `namespace`; none without a VolumeSnapshot API.
     pub fn snapshot(&self, namespace: &str, name: &str) -> Option<Arc<VolumeSnapshot>> {
-        let snapshots = self.snapshots.as_ref()?;
-        snapshots.get(&ObjectRef::new(name).within(namespace))
+        self.snapshots.as_ref()?.get(namespace, name)
+    }
+
+    /// Creates `object` through `api`, or takes the one already there (a reconcile that raced
+    /// itself), and reads it from now on, before its watch delivers it.
+    pub async fn create<K: OwnedKind>(&self, api: &Api<K>, object: &K) -> kube::Result<K> {
+        let created = create_or_existing(api, object).await?;
+        if let Some(watched) = K::watched(self) {
+            let mut held = created.clone();
+            held.managed_fields_mut().clear();
+            (watched.trim)(&mut held);
+            watched.unseen.wrote(held);
+        }
+        Ok(created)
+    }
+
+    /// Sluice deleted `name` in `namespace`: a create of it not yet delivered is not read any
+    /// more.
+    pub fn deleted<K: OwnedKind>(&self, namespace: &str, name: &str) {
+        if let Some(watched) = K::watched(self) {
+            watched
+                .unseen
+                .forget(&ObjectRef::new(name).within(namespace));
+        }
+    }
+}
+
+/// Creates `object`, or returns the one already there (a reconcile that raced itself).
+async fn create_or_existing<K>(api: &Api<K>, object: &K) -> kube::Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get(&object.meta().name.clone().unwrap_or_default())
+                .await
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -183,43 +310,69 @@ fn pod_without_spec(pod: &mut Pod) {
     }
 }
 
-/// A label-selected watch into a shared store: the store, one subscriber for each of
-/// `subscribers`, and the future that drives it. `trim` drops what no reconcile reads from
-/// each object before it is held.
-fn shared<K>(
+/// A label-selected watch into a store: the store, one [`Changes`] for each of `subscribers`,
+/// and the future that drives it. `trim` drops what no reconcile reads from each object before
+/// it is held; each object delivered catches `unseen` up. A change is handed on after the store
+/// holds it; a relist, once it is complete, hands on every object listed. Deletions wake
+/// nothing, as with kube-runtime's shared reflector: what Sluice deletes it no longer waits on.
+fn shared<K: Object>(
     api: Api<K>,
     selector: &str,
     subscribers: usize,
     trim: fn(&mut K),
-) -> (Store<K>, Vec<ReflectHandle<K>>, BoxFuture<'static, ()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let writer = Writer::new_shared(FEED_BUFFER, ());
-    let store = writer.as_reader();
-    let feeds = (0..subscribers)
-        .map(|_| writer.subscribe().expect("a shared writer has subscribers"))
-        .collect();
+    unseen: Option<Arc<Unseen<K>>>,
+) -> (Store<K>, Vec<Changes<K>>, BoxFuture<'static, ()>) {
+    let (store, writer) = reflector::store();
+    let (senders, feeds): (Vec<_>, Vec<_>) = (0..subscribers)
+        .map(|_| {
+            let (sender, receiver) = mpsc::channel::<Arc<K>>(FEED_BUFFER);
+            let changes = stream::unfold(receiver, |mut receiver| async move {
+                Some((receiver.recv().await?, receiver))
+            });
+            (sender, changes.boxed())
+        })
+        .unzip();
     let kind = std::any::type_name::<K>();
     let config = watcher::Config::default().labels(selector);
-    let watch = watcher(api, config)
+    let events = watcher(api, config)
         .default_backoff()
         .modify(move |object| {
             object.managed_fields_mut().clear();
             trim(object);
         })
-        .reflect_shared(writer)
-        .for_each(move |event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind, "watch of owned objects failed; retrying");
+        .reflect(writer);
+    let listed = store.clone();
+    let watch = async move {
+        let mut events = pin!(events);
+        while let Some(event) = events.next().await {
+            let changed = match event {
+                Err(error) => {
+                    tracing::warn!(%error, kind, "watch of owned objects failed; retrying");
+                    continue;
+                }
+                Ok(watcher::Event::Apply(object)) => {
+                    if let Some(unseen) = &unseen {
+                        unseen.seen(&object);
+                    }
+                    vec![Arc::new(object)]
+                }
+                Ok(watcher::Event::InitApply(object) | watcher::Event::Delete(object)) => {
+                    if let Some(unseen) = &unseen {
+                        unseen.seen(&object);
+                    }
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => listed.state(),
+                Ok(watcher::Event::Init) => continue,
+            };
+            for object in changed {
+                for sender in &senders {
+                    // A controller that stopped takes no more changes; the others do.
+                    let _ = sender.send(object.clone()).await;
+                }
             }
-        });
+        }
+    };
     (store, feeds, Box::pin(watch))
 }
 

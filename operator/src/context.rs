@@ -1,5 +1,6 @@
 //! What every reconcile needs: the client, the event recorder, metrics, the mover defaults, the
-//! stores of what Sluice owns, the repositories' queues and circuit breakers.
+//! stores of what Sluice owns, its status writes not yet watched, the repositories' queues and
+//! circuit breakers.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,6 +9,8 @@ use kube::{
     runtime::events::{Event, EventType, Recorder},
 };
 
+use sluice_api::{ReplicationDestination, ReplicationSource};
+
 use crate::{
     breaker::Breakers,
     cache::Owned,
@@ -15,6 +18,7 @@ use crate::{
     job::MoverDefaults,
     metrics::Metrics,
     queue::{Queues, Syncer},
+    unseen::Unseen,
 };
 
 /// Shared state of both controllers.
@@ -29,6 +33,9 @@ pub struct Context {
     pub mover: MoverDefaults,
     /// The Jobs, Pods, PVCs and VolumeSnapshots Sluice made, as watched.
     pub owned: Owned,
+    /// Each kind's objects as Sluice's status writes left them, until the controller's watch
+    /// delivers them.
+    pub written: Written,
     /// Every repository's running and waiting syncs; held only while deciding, never across an
     /// await.
     pub queues: Mutex<Queues>,
@@ -36,6 +43,15 @@ pub struct Context {
     pub breakers: Mutex<Breakers>,
     /// Wakes the reconcile of a sync its repository's queue lets start.
     pub wake: Wake,
+}
+
+/// The status writes of each kind that its controller's watch has not delivered yet.
+#[derive(Default)]
+pub struct Written {
+    /// ReplicationSources.
+    pub sources: Unseen<ReplicationSource>,
+    /// ReplicationDestinations.
+    pub destinations: Unseen<ReplicationDestination>,
 }
 
 /// The result every reconcile step returns; errors are API failures worth a retry.

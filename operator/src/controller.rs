@@ -1,19 +1,18 @@
 //! What the ReplicationSource and ReplicationDestination controllers share around their
 //! reconcile logic: running a kube `Controller` that owns the Jobs and PVCs it makes, writing
-//! status by server-side apply, retrying API errors, and the guards on creating and deleting
-//! objects (a stale cache, a create that raced itself, a delete that finds nothing). The
-//! reconcile itself is [`crate::reconcile`].
+//! status by server-side apply, retrying API errors, and the guards on a stale cache and a
+//! delete that finds nothing. The reconcile itself is [`crate::reconcile`].
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{PersistentVolumeClaim, Pod},
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
     core::NamespaceResourceScope,
     runtime::{
         WatchStreamExt,
@@ -115,13 +114,15 @@ pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(
     // The objects as Controller::new would watch them, without their managed fields: nothing
     // reads them, and with Sluice's status applies they were a large part of each object held.
     let (reader, writer) = reflector::store();
+    let written = ctx.clone();
     let objects = watcher(
         Api::<K>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     .modify(|object| object.managed_fields_mut().clear())
     .reflect(writer)
-    .applied_objects();
+    .applied_objects()
+    .inspect_ok(move |object| K::written(&written).seen(object));
     let controller = Controller::for_stream(objects, reader)
         .reconcile_on(wakeups)
         .watches_shared_stream(feed.jobs, cache::owner::<K, Job>(label))
@@ -138,11 +139,16 @@ pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(
         .for_each(|result| {
             match result {
                 // Deleted: whatever place it held in a repository's queue is free.
-                Err(ControllerError::ObjectNotFound(object)) => ctx.release(&Syncer {
-                    kind: K::kind(&()).into_owned(),
-                    namespace: object.namespace.clone().unwrap_or_default(),
-                    name: object.name.clone(),
-                }),
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    let name = object.name.clone();
+                    let namespace = object.namespace.clone().unwrap_or_default();
+                    K::written(&ctx).forget(&ObjectRef::new(&name).within(&namespace));
+                    ctx.release(&Syncer {
+                        kind: K::kind(&()).into_owned(),
+                        namespace: object.namespace.clone().unwrap_or_default(),
+                        name: object.name.clone(),
+                    });
+                }
                 Err(error) => tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed"),
                 Ok(_) => {}
             }
@@ -174,7 +180,8 @@ fn error_policy<K: Synced>(object: Arc<K>, error: &kube::Error, ctx: Arc<Context
 /// The patch names the resource version the status was decided on, so the API server refuses
 /// it when the object changed since: a status decided on a cache that is behind (one without
 /// the sync that just started) would otherwise remove fields of that sync. Returns `false`
-/// when refused; the caller looks again once the watch caught up.
+/// when refused; the caller looks again once the watch caught up. The object as written is
+/// what the next reconciles read until the watch delivers it ([`crate::unseen`]).
 pub async fn write_status<K, S>(
     ctx: &Context,
     object: &K,
@@ -182,7 +189,7 @@ pub async fn write_status<K, S>(
     status: &S,
 ) -> kube::Result<bool>
 where
-    K: Synced,
+    K: Kind,
     S: Serialize + PartialEq,
 {
     if current == status {
@@ -203,8 +210,15 @@ where
         )
         .await;
     match applied {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(mut written) => {
+            written.managed_fields_mut().clear();
+            K::written(ctx).wrote(written);
+            Ok(true)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            K::written(ctx).forget(&ObjectRef::from_obj(object));
+            Ok(false)
+        }
         Err(error) => Err(error),
     }
 }
@@ -227,21 +241,6 @@ pub async fn is_current<K: Synced>(object: &K, client: &kube::Client) -> kube::R
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     let fresh = api.get_opt(&object.name_any()).await?;
     Ok(fresh.is_some_and(|fresh| fresh.meta().resource_version == object.meta().resource_version))
-}
-
-/// Creates `object`, or returns the one already there (a reconcile that raced itself).
-pub async fn create_or_existing<K>(api: &Api<K>, object: &K) -> kube::Result<K>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
-{
-    match api.create(&PostParams::default(), object).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            api.get(&object.meta().name.clone().unwrap_or_default())
-                .await
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Treats "already gone" as success.

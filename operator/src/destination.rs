@@ -31,6 +31,7 @@ use crate::{
     job::{self, MoverJobParams, RepositoryAccess},
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
+    unseen::Unseen,
     volume::{self, Owner, PvcShape, VolumeSnapshot},
 };
 
@@ -99,6 +100,10 @@ impl Kind for ReplicationDestination {
 
     fn record(&self, status: &mut ReplicationDestinationStatus, finished: &Finished) -> Recorded {
         record_restore(status, finished.outcome, finished.now)
+    }
+
+    fn written(ctx: &Context) -> &Unseen<Self> {
+        &ctx.written.destinations
     }
 }
 

@@ -29,6 +29,7 @@ pub mod source;
 pub mod spread;
 pub mod status;
 pub mod traffic;
+pub mod unseen;
 pub mod volume;
 
 #[cfg(test)]

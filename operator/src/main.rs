@@ -192,6 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             pod_security_context: args.mover_pod_security_context,
         },
         owned: owned.clone(),
+        written: Default::default(),
         queues: Mutex::new(Queues::new(args.max_concurrent_jobs.into())),
         breakers: Mutex::new(Breakers::new(ProbePolicy {
             first: args.probe_interval,

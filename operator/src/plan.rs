@@ -110,10 +110,13 @@ fn interval_elapsed(last: Option<&Time>, days: i32, now: Timestamp) -> bool {
     }
 }
 
-/// `<prefix>-<object>-<unix seconds>`, with the object name shortened so the whole stays a
-/// valid 63-character name; the time suffix keeps successive syncs apart.
+/// `<prefix>-<object>-<unix milliseconds>`, with the object name shortened so the whole stays
+/// a valid 63-character name. The time suffix keeps successive syncs apart: two syncs of one
+/// object start at least a status write apart, which takes more than a millisecond, while at
+/// one-second resolution a sync ending and starting again within the second took the name of
+/// the Job still being deleted, and with it that Job's result.
 pub fn job_name(prefix: &str, object: &str, now: Timestamp) -> String {
-    let suffix = format!("-{}", now.as_second());
+    let suffix = format!("-{}", now.as_millisecond());
     let room = MAX_JOB_NAME - prefix.len() - 1 - suffix.len();
     let object: String = object.chars().take(room).collect();
     let object = object.trim_end_matches(['-', '.']);
@@ -258,13 +261,19 @@ spec:
         let plan = source_plan(&source(MINIMAL), now());
         assert_eq!(
             plan.job_name,
-            format!("sluice-src-db-{}", now().as_second())
+            format!("sluice-src-db-{}", now().as_millisecond())
         );
         let long = "a".repeat(200);
         let name = job_name("sluice-src", &long, now());
         assert!(name.len() <= MAX_JOB_NAME, "{name}");
-        let later = job_name("sluice-src", &long, now() + SignedDuration::from_secs(60));
-        assert_ne!(name, later);
+        for apart in [
+            SignedDuration::from_millis(1),
+            SignedDuration::from_secs(60),
+        ] {
+            let later = job_name("sluice-src", &long, now() + apart);
+            assert_ne!(name, later, "{apart:?} apart");
+            assert!(later.len() <= MAX_JOB_NAME, "{later}");
+        }
         assert!(!job_name("sluice-src", &format!("{}-b", "a".repeat(40)), now()).contains("--"));
     }
 

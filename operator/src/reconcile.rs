@@ -21,7 +21,7 @@ use kube::{
         NamespaceResourceScope,
         object::{HasSpec, HasStatus},
     },
-    runtime::{controller::Action, events::EventType},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use serde::Serialize;
 use sluice_api::{
@@ -35,9 +35,7 @@ use crate::{
     breaker::{self, Gate, ProbeEnd},
     cache::Owned,
     context::{Context, Result},
-    controller::{
-        Synced, create_or_existing, ignore_not_found, is_current, object_labels, write_status,
-    },
+    controller::{Synced, ignore_not_found, is_current, object_labels, write_status},
     decide::{
         self, Decision, Mount, NewObject, Observed, Outcome, Phase, Progress, STEP, Spec, Step,
         Untriggered, Verdict,
@@ -49,6 +47,7 @@ use crate::{
     secret,
     spread::Identity,
     status::{self, Moment},
+    unseen::Unseen,
     volume::{self, Owner, VolumeSnapshot},
 };
 
@@ -101,6 +100,8 @@ pub trait Kind:
     fn record(&self, status: &mut Self::Status, finished: &Finished) -> Recorded;
     /// Updates the kind's own metrics from a status just written.
     fn report(&self, _status: &Self::Status, _metrics: &Metrics) {}
+    /// Where `ctx` holds the kind's status writes its watch has not delivered yet.
+    fn written(ctx: &Context) -> &Unseen<Self>;
 }
 
 /// A kind's word for one run, from which its messages and events are named, the label naming
@@ -201,6 +202,11 @@ pub enum Temporary {
 pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(&K::kind(&()));
     let now = Timestamp::now();
+    // The cache can be behind this controller's own last status write; decide on the newer.
+    let reference = ObjectRef::from_obj(object.as_ref());
+    let object = K::written(&ctx)
+        .newest(&reference, Some(object.clone()))
+        .unwrap_or(object);
     let object = object.as_ref();
     let cached = object.status().cloned().unwrap_or_default();
     let scope = Scope {
@@ -303,7 +309,7 @@ async fn gate<K: Kind>(
             };
             let probe = job::probe_job(meta, object.access());
             // A probe whose creation failed is given up at its deadline.
-            create_or_existing(&scope.api(), &probe).await?;
+            scope.owned.create(&scope.api(), &probe).await?;
             tracing::info!(
                 namespace = %scope.namespace,
                 name = %syncer.name,
@@ -350,6 +356,9 @@ async fn conclude_probe<K: Kind>(
             .await
             .map(drop),
     )?;
+    scope
+        .owned
+        .deleted::<Job>(&scope.namespace, &probe.job_name);
     let Some(ended) = ended else {
         return Ok(());
     };
@@ -535,6 +544,7 @@ async fn apply<K: Kind>(
 ) -> Result<Action> {
     if decision.changes_objects() && !is_current(object, &ctx.client).await? {
         // The cache may be behind a sync that just started or ended; wait for the watch.
+        K::written(ctx).forget(&ObjectRef::from_obj(object));
         return Ok(Action::requeue(STEP));
     }
     let plan = starting.as_ref().or(cached.as_ref().sync_plan.as_ref());
@@ -558,10 +568,13 @@ async fn apply<K: Kind>(
 
     match (&decision, plan) {
         (Decision::Create(NewObject::Claim(claim)), _) => {
-            create_or_existing(&scope.api(), claim.as_ref()).await?;
+            scope.owned.create(&scope.api(), claim.as_ref()).await?;
         }
         (Decision::Create(NewObject::Snapshot(snapshot)), _) => {
-            create_or_existing(&scope.api::<VolumeSnapshot>(), snapshot.as_ref()).await?;
+            scope
+                .owned
+                .create(&scope.api::<VolumeSnapshot>(), snapshot.as_ref())
+                .await?;
         }
         (Decision::CreateJob(mount), Some(plan)) => {
             let params = MoverJobParams {
@@ -572,7 +585,10 @@ async fn apply<K: Kind>(
                 node_name: mount.node.clone(),
                 block: mount.block,
             };
-            create_or_existing(&scope.api(), &object.job(plan, &params)).await?;
+            scope
+                .owned
+                .create(&scope.api(), &object.job(plan, &params))
+                .await?;
         }
         (Decision::Finish(_), Some(plan)) => delete_run(plan, &recorded.temporary, scope).await?,
         _ => {}
@@ -633,17 +649,25 @@ async fn delete_run(plan: &SyncPlan, temporary: &[Temporary], scope: &Scope) -> 
     let background = DeleteParams::background();
     let jobs: Api<Job> = scope.api();
     ignore_not_found(jobs.delete(&plan.job_name, &background).await.map(drop))?;
+    scope.owned.deleted::<Job>(&scope.namespace, &plan.job_name);
     for object in temporary {
         let deleted = match object {
             Temporary::Claim(name) => {
                 let claims: Api<PersistentVolumeClaim> = scope.api();
-                claims.delete(name, &background).await.map(drop)
+                let deleted = claims.delete(name, &background).await.map(drop);
+                scope
+                    .owned
+                    .deleted::<PersistentVolumeClaim>(&scope.namespace, name);
+                deleted
             }
-            Temporary::Snapshot(name) => scope
-                .api::<VolumeSnapshot>()
-                .delete(name, &background)
-                .await
-                .map(drop),
+            Temporary::Snapshot(name) => {
+                let snapshots = scope.api::<VolumeSnapshot>();
+                let deleted = snapshots.delete(name, &background).await.map(drop);
+                scope
+                    .owned
+                    .deleted::<VolumeSnapshot>(&scope.namespace, name);
+                deleted
+            }
         };
         ignore_not_found(deleted)?;
     }

@@ -32,6 +32,7 @@ use crate::{
     metrics::Metrics,
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
+    unseen::Unseen,
     volume::{self, Owner, PvcShape, VolumeSnapshot},
 };
 
@@ -139,6 +140,10 @@ impl Kind for ReplicationSource {
             last_pruned.map(|t| t.0.as_second() as f64),
             i64::from(prune_days) * 86_400,
         );
+    }
+
+    fn written(ctx: &Context) -> &Unseen<Self> {
+        &ctx.written.sources
     }
 }
 

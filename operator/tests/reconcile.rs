@@ -76,6 +76,7 @@ async fn context_probing(client: Client, probes: ProbePolicy) -> Arc<Context> {
             ..Default::default()
         },
         owned,
+        written: Default::default(),
         queues: std::sync::Mutex::new(Queues::new(queue::DEFAULT_MAX_CONCURRENT_JOBS.into())),
         breakers: std::sync::Mutex::new(Breakers::new(probes)),
         wake: Wake::channels([]).0,
@@ -326,9 +327,16 @@ async fn source_sync_flow_against_the_api_server() {
     // metav1.Time has second precision; the fix must land in a later second than the attempt.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     cluster.apply(&secret(Some("pw")));
-    // The first reconcile records the plan, the next one (woken by that write) makes the Job.
+    // The first reconcile records the plan, the next one makes the Job. That one is handed the
+    // object from before the plan, as one woken by a Job or Pod event is while the watch lags
+    // the status write: it decides on its own write, not on the older copy (which would start
+    // the sync again and be refused as stale).
+    let before_start = api.get("db").await.unwrap();
     reconcile(&api, &ctx).await;
-    let source = reconcile(&api, &ctx).await;
+    sluice_operator::reconcile::reconcile(Arc::new(before_start), ctx.clone())
+        .await
+        .expect("reconcile of a cached copy from before the last status write");
+    let source = api.get("db").await.unwrap();
     let plan = source
         .status
         .as_ref()
