@@ -241,6 +241,39 @@ pub struct Summary {
     /// What N syncs of one source left behind: syncs, Jobs, Pods, Events, conditions and the
     /// serialized status's size after the first and the last sync.
     pub bounded: Option<Bounded>,
+    /// What the API server answered to every client over the run ([`Refusals::from_metrics`]).
+    pub refusals: Refusals,
+}
+
+/// Requests the API server refused as conflicts (409) over a run, from its own
+/// `apiserver_request_total`: a status apply decided on a stale copy, a create of an object
+/// that exists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Refusals {
+    /// ReplicationSource status applies, all answers.
+    pub status_applies: f64,
+    /// Of those, refused with 409.
+    pub status_applies_refused: f64,
+    /// Creates (POST) of any resource refused with 409.
+    pub creates_refused: f64,
+}
+
+impl Refusals {
+    /// Reads them from the API server's `/metrics` text.
+    pub fn from_metrics(text: &str) -> Self {
+        let status = [
+            ("resource", "replicationsources"),
+            ("subresource", "status"),
+            ("verb", "PATCH"),
+        ];
+        let by_code = sum_by_label(text, "apiserver_request_total", "code", &status);
+        let creates = sum_by_label(text, "apiserver_request_total", "code", &[("verb", "POST")]);
+        Self {
+            status_applies: by_code.values().sum(),
+            status_applies_refused: by_code.get("409").copied().unwrap_or(0.0),
+            creates_refused: creates.get("409").copied().unwrap_or(0.0),
+        }
+    }
 }
 
 /// What a series of syncs of one source left behind.
@@ -260,6 +293,9 @@ pub struct Bounded {
     pub status_bytes_first: usize,
     /// The largest serialized status after any sync, bytes.
     pub status_bytes_max: usize,
+    /// The longest time between two syncs ending, seconds: a sync whose end woke nothing
+    /// waits for the 5-minute safety timer.
+    pub longest_sync_s: f64,
 }
 
 impl Summary {
@@ -277,6 +313,7 @@ impl Summary {
                 "syncs": b.syncs, "jobs": b.jobs, "pods": b.pods, "events": b.events,
                 "conditions": b.conditions, "status_bytes_first": b.status_bytes_first,
                 "status_bytes_max": b.status_bytes_max,
+                "longest_sync_s": round(b.longest_sync_s),
             })
         });
         json!({
@@ -295,6 +332,9 @@ impl Summary {
             "max_starts_per_minute": self.max_starts_per_minute,
             "resync_s": self.resync_s.map(round),
             "bounded": bounded,
+            "status_applies": self.refusals.status_applies,
+            "status_applies_refused": self.refusals.status_applies_refused,
+            "creates_refused": self.refusals.creates_refused,
         })
         .to_string()
     }
@@ -549,6 +589,11 @@ mod tests {
                 jobs: 1,
                 ..Bounded::default()
             }),
+            refusals: Refusals {
+                status_applies: 300.0,
+                status_applies_refused: 2.0,
+                creates_refused: 0.0,
+            },
         };
         let line = summary.to_json();
         assert!(!line.contains('\n'));
@@ -570,5 +615,26 @@ mod tests {
             assert_eq!(value[key], expected, "{key} in {line}");
         }
         assert_eq!(value["bounded"]["syncs"], json!(100));
+        assert_eq!(value["status_applies_refused"], json!(2.0));
+    }
+
+    #[test]
+    fn refusals_are_read_from_the_api_servers_request_counter() {
+        let text = r#"# HELP apiserver_request_total Counter
+apiserver_request_total{code="200",component="apiserver",resource="replicationsources",subresource="status",verb="PATCH"} 40
+apiserver_request_total{code="409",component="apiserver",resource="replicationsources",subresource="status",verb="PATCH"} 3
+apiserver_request_total{code="409",component="apiserver",resource="replicationsources",subresource="",verb="PATCH"} 7
+apiserver_request_total{code="201",component="apiserver",resource="jobs",subresource="",verb="POST"} 12
+apiserver_request_total{code="409",component="apiserver",resource="jobs",subresource="",verb="POST"} 2
+apiserver_request_total{code="409",component="apiserver",resource="events",subresource="",verb="POST"} 1
+"#;
+        assert_eq!(
+            Refusals::from_metrics(text),
+            Refusals {
+                status_applies: 43.0,
+                status_applies_refused: 3.0,
+                creates_refused: 3.0,
+            }
+        );
     }
 }

@@ -41,7 +41,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use sluice_e2e::Cluster;
-use sluice_e2e::operator_bench::{self as bench, Bounded, Sample, Summary, Window};
+use sluice_e2e::operator_bench::{self as bench, Bounded, Refusals, Sample, Summary, Window};
 use sluice_e2e::stack::workspace_binary;
 use sluice_testkit::probe::http_get;
 use sluice_testkit::process::{Daemon, free_port};
@@ -185,6 +185,8 @@ struct Seen {
     /// The bounded source's serialized status after each sync it finished, and its conditions.
     bounded_sizes: Vec<usize>,
     bounded_last_sync: Option<String>,
+    /// When each of the bounded source's syncs was seen ending.
+    bounded_ends: Vec<Instant>,
     bounded_conditions: usize,
     /// Mover Pods of the bounded source ended by the benchmark.
     terminated: BTreeSet<String>,
@@ -286,6 +288,11 @@ async fn run(cluster: &Cluster, config: &Config, started: Instant) -> anyhow::Re
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after_end = probe.now();
 
+    let refusals = Refusals::from_metrics(
+        &cluster
+            .try_kubectl(&["get", "--raw", "/metrics"])
+            .unwrap_or_default(),
+    );
     probe.stop.store(true, Ordering::SeqCst);
     sampler.join().expect("sampler thread");
     operator.stop(Duration::from_secs(10));
@@ -329,6 +336,7 @@ async fn run(cluster: &Cluster, config: &Config, started: Instant) -> anyhow::Re
         max_starts_per_minute: per_minute.values().copied().max().unwrap_or(0),
         resync_s: resync,
         bounded: Some(bounded),
+        refusals,
     };
 
     println!(
@@ -403,7 +411,16 @@ async fn run(cluster: &Cluster, config: &Config, started: Instant) -> anyhow::Re
             b.status_bytes_first,
             b.status_bytes_max
         );
+        println!(
+            "  longest time between two of its syncs ending: {:.1}s",
+            b.longest_sync_s
+        );
     }
+    let r = &summary.refusals;
+    println!(
+        "  refused by the API server as conflicts (409): {} of {} ReplicationSource status applies, {} creates",
+        r.status_applies_refused, r.status_applies, r.creates_refused
+    );
     Ok(summary)
 }
 
@@ -613,6 +630,7 @@ async fn watch_sources(client: kube::Client, sources: ApiResource, seen: Arc<Mut
             if last.is_some() && last != seen.bounded_last_sync {
                 seen.bounded_last_sync = last;
                 seen.bounded_sizes.push(status.to_string().len());
+                seen.bounded_ends.push(Instant::now());
             }
             seen.bounded_conditions = status
                 .get("conditions")
@@ -745,5 +763,10 @@ async fn count_bounded(
         conditions: seen.bounded_conditions,
         status_bytes_first: seen.bounded_sizes.first().copied().unwrap_or(0),
         status_bytes_max: seen.bounded_sizes.iter().copied().max().unwrap_or(0),
+        longest_sync_s: seen
+            .bounded_ends
+            .windows(2)
+            .map(|pair| pair[1].duration_since(pair[0]).as_secs_f64())
+            .fold(0.0, f64::max),
     })
 }
