@@ -261,11 +261,8 @@ pub struct Refusals {
 impl Refusals {
     /// Reads them from the API server's `/metrics` text.
     pub fn from_metrics(text: &str) -> Self {
-        let status = [
-            ("resource", "replicationsources"),
-            ("subresource", "status"),
-            ("verb", "PATCH"),
-        ];
+        // Any verb: a server-side apply is counted as `APPLY`, not `PATCH`.
+        let status = [("resource", "replicationsources"), ("subresource", "status")];
         let by_code = sum_by_label(text, "apiserver_request_total", "code", &status);
         let creates = sum_by_label(text, "apiserver_request_total", "code", &[("verb", "POST")]);
         Self {
@@ -621,8 +618,8 @@ mod tests {
     #[test]
     fn refusals_are_read_from_the_api_servers_request_counter() {
         let text = r#"# HELP apiserver_request_total Counter
-apiserver_request_total{code="200",component="apiserver",resource="replicationsources",subresource="status",verb="PATCH"} 40
-apiserver_request_total{code="409",component="apiserver",resource="replicationsources",subresource="status",verb="PATCH"} 3
+apiserver_request_total{code="200",component="apiserver",resource="replicationsources",subresource="status",verb="APPLY"} 40
+apiserver_request_total{code="409",component="apiserver",resource="replicationsources",subresource="status",verb="APPLY"} 3
 apiserver_request_total{code="409",component="apiserver",resource="replicationsources",subresource="",verb="PATCH"} 7
 apiserver_request_total{code="201",component="apiserver",resource="jobs",subresource="",verb="POST"} 12
 apiserver_request_total{code="409",component="apiserver",resource="jobs",subresource="",verb="POST"} 2
