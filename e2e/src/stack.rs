@@ -1,7 +1,8 @@
 //! Sluice installed on the local cluster the way a user installs it:
 //! MinIO, the control plane, the real node and its storage, the Sluice
 //! image imported into the node's containerd, and `kubectl apply -k
-//! config/e2e` (config/default pointing at that image). The operator runs
+//! config/e2e` (config/default pointing at that image), or `helm install`
+//! of `charts/sluice` with the same settings. The operator runs
 //! as the Deployment's Pod, with in-cluster configuration, its
 //! ServiceAccount, the leader Lease and probes; mover Jobs run as Pods of
 //! the same image in namespaces that enforce the restricted Pod Security
@@ -17,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::MinIo;
 use sluice_testkit::probe::http_get_at;
+use sluice_testkit::process::succeed;
+use sluice_testkit::{MinIo, Tool};
 use tempfile::TempDir;
 
 use crate::cluster::Cluster;
@@ -32,6 +34,21 @@ use crate::storage::{self, Storage};
 pub const SYSTEM_NAMESPACE: &str = "sluice-system";
 /// The password of repositories made by [`Stack::repository_secret`].
 pub const PASSWORD: &str = "e2e-password";
+/// The Helm release [`Stack::install_chart`] installs; with this name the chart's objects are
+/// named as `config/default`'s.
+pub const CHART_RELEASE: &str = "sluice";
+/// The `--set` values that make `charts/sluice` install what `config/e2e` does: the image the
+/// harness imported into the node (never pulled), the operator's debug log, and frequent probes
+/// of an unreachable repository. `e2e/tests/chart_render.rs` checks that both render the same
+/// Deployment.
+pub const CHART_E2E_VALUES: &[&str] = &[
+    "image.tag=e2e",
+    "image.pullPolicy=Never",
+    // Helm's --set splits at unescaped commas.
+    "logLevel=info\\,sluice_operator=debug",
+    "repositories.probeInterval=5s",
+    "repositories.probeIntervalMax=20s",
+];
 /// The label that selects the operator's Pods.
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/component=operator";
 /// The operator's HTTP port (`/metrics`, `/healthz`, `/readyz`).
@@ -90,6 +107,54 @@ impl Stack {
         let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/e2e");
         self.cluster
             .kubectl(&["apply", "-k", &overlay.to_string_lossy()]);
+        self.wait_installed();
+    }
+
+    /// The README's Helm install: the namespace created and labelled for the restricted Pod
+    /// Security Standard, then `helm install sluice charts/sluice` with
+    /// [`CHART_E2E_VALUES`]; waits for the operator as [`Stack::install`] does.
+    pub fn install_chart(&self) {
+        self.namespace(SYSTEM_NAMESPACE);
+        let mut install = self.helm();
+        install
+            .args(["install", CHART_RELEASE])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sluice"))
+            .args(["--namespace", SYSTEM_NAMESPACE]);
+        for value in CHART_E2E_VALUES {
+            install.args(["--set", value]);
+        }
+        succeed(install);
+        self.wait_installed();
+    }
+
+    /// `helm uninstall sluice --wait`: returns Helm's output once the release's objects are
+    /// deleted.
+    pub fn uninstall_chart(&self) -> String {
+        let mut uninstall = self.helm();
+        uninstall
+            .args(["uninstall", CHART_RELEASE, "--wait"])
+            .args(["--namespace", SYSTEM_NAMESPACE]);
+        succeed(uninstall)
+    }
+
+    /// A `helm` command for this cluster's admin kubeconfig, with Helm's cache, configuration
+    /// and data under the cluster's directory rather than the user's home.
+    pub fn helm(&self) -> Command {
+        let mut helm = Command::new(Tool::Helm.path());
+        let home = self.cluster.dir().join("helm");
+        helm.arg(format!(
+            "--kubeconfig={}",
+            self.cluster.kubeconfig().display()
+        ))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+        helm
+    }
+
+    /// What either install waits for: the CRDs established and the operator available with
+    /// the leader Lease.
+    fn wait_installed(&self) {
         self.cluster.wait_established(&[
             "replicationsources.sluice.dev",
             "replicationdestinations.sluice.dev",
@@ -190,12 +255,18 @@ impl Stack {
 
     /// GET `path` from operator Pod `pod`: the status code and body.
     pub fn pod_http(&self, pod: &str, path: &str) -> Result<(u16, String), String> {
+        let address = self.operator_address(pod)?;
+        http_get_at(address, path).ok_or_else(|| format!("nothing answered on {address}"))
+    }
+
+    /// Where operator Pod `pod` serves HTTP (`/metrics`, `/healthz`, `/readyz`): its Pod
+    /// address, which the host reaches over the test's bridge.
+    pub fn operator_address(&self, pod: &str) -> Result<SocketAddr, String> {
         let ip = self.get(SYSTEM_NAMESPACE, &format!("pod/{pod}"), "{.status.podIP}");
         let ip: IpAddr = ip
             .parse()
             .map_err(|_| format!("Pod {pod} has no address yet ({ip:?})"))?;
-        http_get_at(SocketAddr::new(ip, OPERATOR_HTTP_PORT), path)
-            .ok_or_else(|| format!("nothing answered on {ip}:{OPERATOR_HTTP_PORT}"))
+        Ok(SocketAddr::new(ip, OPERATOR_HTTP_PORT))
     }
 
     /// The last `lines` lines of the leading operator Pod's log (`kubectl

@@ -1,13 +1,15 @@
 //! The Helm chart (`charts/sluice`) without a cluster: `helm lint`, `helm template` with each
 //! optional part on and off, and the comparison with the kustomize install (`config/default`):
 //! both must render the same RBAC, Deployment, Service and CRDs, so a user picks either and gets
-//! the same operator. The chart's copies of `config/monitoring` files must equal the originals.
+//! the same operator, and the chart with the end-to-end values must render the Deployment of
+//! `config/e2e`. The chart's copies of `config/monitoring` files must equal the originals.
 //! `e2e/tests/chart.rs` installs the chart on the real cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use sluice_e2e::stack::CHART_E2E_VALUES;
 use sluice_testkit::Tool;
 use sluice_testkit::process::succeed;
 
@@ -32,10 +34,12 @@ fn helm_template(sets: &[&str]) -> Vec<Value> {
     documents(&succeed(command))
 }
 
-/// `kubectl kustomize config/default`, as objects.
-fn kustomize() -> Vec<Value> {
+/// `kubectl kustomize DIR` of a directory under `config/`, as objects.
+fn kustomize(dir: &str) -> Vec<Value> {
     let mut command = Command::new(Tool::Kubectl.path());
-    command.arg("kustomize").arg(root().join("config/default"));
+    command
+        .arg("kustomize")
+        .arg(root().join("config").join(dir));
     documents(&succeed(command))
 }
 
@@ -93,7 +97,7 @@ fn helm_lint_passes_strict() {
 #[test]
 fn chart_and_kustomize_render_the_same_operator() {
     let chart = helm_template(&[]);
-    let kustomize = kustomize();
+    let kustomize = kustomize("default");
 
     for (kind, name) in [
         ("ClusterRole", "sluice-operator"),
@@ -172,6 +176,26 @@ fn chart_and_kustomize_render_the_same_operator() {
     let mut expected = kinds(&kustomize);
     expected.retain(|kind| kind != "Namespace");
     assert_eq!(kinds(&chart), expected);
+}
+
+#[test]
+fn chart_with_the_e2e_values_renders_the_e2e_overlays_operator() {
+    let pod_spec = |objects: &[Value]| {
+        let mut spec =
+            find(objects, "Deployment", "sluice-operator")["spec"]["template"]["spec"].clone();
+        // The overlay's patch puts its variables first; the order means nothing to the Pod.
+        let env = spec["containers"][0]["env"]
+            .as_array_mut()
+            .expect("the operator has env");
+        env.sort_by_key(|var| var["name"].as_str().unwrap_or_default().to_owned());
+        spec
+    };
+    assert_eq!(
+        pod_spec(&helm_template(CHART_E2E_VALUES)),
+        pod_spec(&kustomize("e2e")),
+        "the chart with Stack's CHART_E2E_VALUES and config/e2e render different operator Pods: \
+         keep the two in step (e2e/tests/chart.rs installs the chart with those values)"
+    );
 }
 
 #[test]

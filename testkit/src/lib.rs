@@ -1,5 +1,6 @@
 //! What every crate's tests share, without a Kubernetes client: the pinned
-//! component binaries ([`tools::Tool`]), a real MinIO ([`minio::MinIo`]),
+//! component binaries ([`tools::Tool`]), a real MinIO ([`minio::MinIo`]), a real
+//! Prometheus ([`prometheus::Prometheus`]),
 //! certificates ([`pki::Pki`]), child processes that die with their owner
 //! ([`process::Daemon`]), deterministic data ([`data`]) and exact tree
 //! comparison ([`tree`]).
@@ -13,8 +14,10 @@ pub mod minio;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod prometheus;
 pub mod tools;
 pub mod tree;
 
 pub use minio::MinIo;
+pub use prometheus::Prometheus;
 pub use tools::Tool;

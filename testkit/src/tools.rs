@@ -168,7 +168,8 @@ pub fn cache_bin_dir() -> PathBuf {
     cache.join("bin")
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+/// The first executable `name` in a directory of `PATH`.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
         .map(|dir| dir.join(name))
