@@ -262,7 +262,10 @@ impl Refusals {
     /// Reads them from the API server's `/metrics` text.
     pub fn from_metrics(text: &str) -> Self {
         // Any verb: a server-side apply is counted as `APPLY`, not `PATCH`.
-        let status = [("resource", "replicationsources"), ("subresource", "status")];
+        let status = [
+            ("resource", "replicationsources"),
+            ("subresource", "status"),
+        ];
         let by_code = sum_by_label(text, "apiserver_request_total", "code", &status);
         let creates = sum_by_label(text, "apiserver_request_total", "code", &[("verb", "POST")]);
         Self {
