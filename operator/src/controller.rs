@@ -145,8 +145,8 @@ pub async fn run<K: Kind>(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(
                     K::written(&ctx).forget(&ObjectRef::new(&name).within(&namespace));
                     ctx.release(&Syncer {
                         kind: K::kind(&()).into_owned(),
-                        namespace: object.namespace.clone().unwrap_or_default(),
-                        name: object.name.clone(),
+                        namespace,
+                        name,
                     });
                 }
                 Err(error) => tracing::warn!(kind = %K::kind(&()), %error, "reconcile failed"),
