@@ -18,6 +18,10 @@ pub const STALLED: &str = "Stalled";
 /// The last sync failed or could not start, retried or not; the reason says why.
 pub const DEGRADED: &str = "Degraded";
 
+/// On a PVC whose `dataSourceRef` names a ReplicationDestination: whether Sluice's volume
+/// populator filled it (`True`, the reason saying with what) or what it waits for (`False`).
+pub const POPULATED: &str = "sluice.dev/Populated";
+
 /// Condition reasons: CamelCase words a human can grep for in events and `kubectl describe`.
 pub mod reason {
     /// The last sync succeeded.
@@ -68,6 +72,19 @@ pub mod reason {
     /// A snapshot's shape does not fit the volume: a Block volume's image restored to a
     /// Filesystem volume, or a tree of files to a Block one.
     pub const VOLUME_MODE_MISMATCH: &str = "VolumeModeMismatch";
+    /// A populated PVC holds the snapshot its ReplicationDestination picked.
+    pub const SNAPSHOT_RESTORED: &str = "SnapshotRestored";
+    /// A populated PVC was left empty: no snapshot matched and `onMissingSnapshot: Empty`.
+    pub const EMPTY_NO_SNAPSHOT: &str = "EmptyNoSnapshot";
+    /// A populated PVC was left empty: the repository does not exist yet and
+    /// `onMissingSnapshot: Empty` (an application's first deployment).
+    pub const EMPTY_NO_REPOSITORY: &str = "EmptyNoRepository";
+    /// A PVC of a `WaitForFirstConsumer` class waits for a Pod that uses it to be scheduled.
+    pub const WAITING_FOR_FIRST_CONSUMER: &str = "WaitingForFirstConsumer";
+    /// A PVC's `dataSourceRef` names a ReplicationDestination that does not exist.
+    pub const REPLICATION_DESTINATION_NOT_FOUND: &str = "ReplicationDestinationNotFound";
+    /// The populated volume is being handed over to the PVC.
+    pub const REBINDING: &str = "Rebinding";
     /// Temporary copies of the last sync are being removed.
     pub const CLEANING_UP: &str = "CleaningUp";
 }

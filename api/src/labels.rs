@@ -21,6 +21,19 @@ pub const REPLICATION_SOURCE: &str = "sluice.dev/replication-source";
 /// Label carrying the name of the ReplicationDestination an object was created for.
 pub const REPLICATION_DESTINATION: &str = "sluice.dev/replication-destination";
 
+/// Label carrying the uid of the PVC a volume population's prime PVC and Job were made for.
+pub const POPULATES: &str = "sluice.dev/populates";
+
+/// Annotation on a populated PVC: how it was filled, as its `sluice.dev/Populated` reason
+/// (`SnapshotRestored`, `EmptyNoSnapshot`, `EmptyNoRepository`).
+pub const POPULATION: &str = "sluice.dev/population";
+
+/// Annotation on a populated PVC: the full id of the snapshot it holds.
+pub const RESTORED_SNAPSHOT: &str = "sluice.dev/restored-snapshot";
+
+/// Annotation on a populated PVC: the time of the snapshot it holds, RFC 3339.
+pub const RESTORED_SNAPSHOT_TIME: &str = "sluice.dev/restored-snapshot-time";
+
 /// Annotation on a mover Job naming the sync (its `status.syncPlan.startedAt`), so a Job left
 /// from an earlier sync is never mistaken for the current one.
 pub const SYNC_STARTED_AT: &str = "sluice.dev/sync-started-at";

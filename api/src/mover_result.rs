@@ -51,6 +51,10 @@ pub struct MoverResult {
     /// The backup found no repository and created it.
     #[serde(default)]
     pub initialized: bool,
+    /// A restore allowed to leave the volume empty (`onMissingSnapshot: Empty`) found no
+    /// repository at all, as on an application's first deployment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repository_missing: bool,
     /// Stale locks were removed before the run.
     #[serde(default)]
     pub unlocked: bool,
@@ -177,6 +181,7 @@ mod tests {
             total_bytes: 5,
             duration_seconds: 6.5,
             initialized: true,
+            repository_missing: true,
             unlocked: true,
             forgot: true,
             pruned: true,
@@ -194,6 +199,7 @@ mod tests {
             "snapshotTime",
             "filesNew",
             "filesChanged",
+            "repositoryMissing",
             "filesUnmodified",
             "bytesAdded",
             "totalBytes",

@@ -84,6 +84,41 @@ fn restore_without_a_matching_snapshot_fails_unless_empty_is_allowed() {
 }
 
 #[test]
+fn restore_from_a_repository_not_made_yet_leaves_the_volume_only_when_empty_is_allowed() {
+    let w = workdir();
+    // Never initialized: the first deployment of an application, before any backup.
+    let repo = Repo::local(&w.path().join("repo"));
+    let log = w.path().join("termination-log");
+    let target = w.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    let restore = |empty: bool| {
+        let mut c = repo.sluice();
+        c.arg("job")
+            .env("SLUICE_JOB_ACTIONS", "restore")
+            .env("SLUICE_DATA_DIR", &target)
+            .env("SLUICE_RESULT_FILE", &log);
+        if empty {
+            c.env("SLUICE_ON_MISSING_SNAPSHOT", "Empty");
+        }
+        c
+    };
+    let out = fails(&mut restore(false));
+    assert_ne!(out.status.code(), Some(0));
+    let r = result(&log);
+    assert_eq!(r["errorClass"], "RepositoryNotFound", "{r}");
+    assert!(r.get("repositoryMissing").is_none(), "{r}");
+
+    ok(&mut restore(true));
+    let r = result(&log);
+    assert!(r.get("errorClass").is_none(), "{r}");
+    assert_eq!(r["repositoryMissing"], true, "{r}");
+    assert!(r.get("snapshotId").is_none(), "{r}");
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+    // Nothing was created: a restore never makes a repository.
+    assert!(!w.path().join("repo").join("config").exists());
+}
+
+#[test]
 fn restore_as_of_and_previous_pick_the_right_snapshot() {
     let w = workdir();
     let data = w.path().join("data");

@@ -228,6 +228,9 @@ pub fn record_restore(
             "restored snapshot {}",
             &snapshot.id[..snapshot.id.len().min(8)]
         ),
+        None if result.repository_missing => {
+            "no repository yet; published the volume empty (onMissingSnapshot: Empty)".to_string()
+        }
         None => {
             "no snapshot matched; published the volume empty (onMissingSnapshot: Empty)".to_string()
         }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mover;
 pub mod mover_image;
 pub mod plan;
+pub mod populator;
 pub mod queue;
 pub mod reconcile;
 pub mod repository;

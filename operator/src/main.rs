@@ -22,7 +22,7 @@ use sluice_operator::{
     job::MoverDefaults,
     leader::LeaderElector,
     metrics::Metrics,
-    mover_image,
+    mover_image, populator,
     queue::{self, Queues},
     source,
     traffic::CountRequests,
@@ -177,7 +177,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity),
         },
     );
-    let (owned, [sources, destinations], watching) = Owned::watch(&client).await;
+    let (owned, [sources, destinations, populations], watching) = Owned::watch(&client).await;
     let (wake, [woken_sources, woken_destinations]) = Wake::channels([
         ReplicationSource::kind(&()).as_ref(),
         ReplicationDestination::kind(&()).as_ref(),
@@ -208,6 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = source::run(ctx.clone(), sources, woken_sources) => "ReplicationSource",
             _ = destination::run(ctx.clone(), destinations, woken_destinations) => "ReplicationDestination",
+            _ = populator::run(ctx.clone(), populations) => "volume populator",
         }
     };
     tokio::select! {

@@ -222,7 +222,23 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
     if cfg.has(PROBE) {
         return probe(&RepoConfig::from_env(&g)?, result);
     }
-    let (mut repo, initialized) = open_repository(&RepoConfig::from_env(&g)?, cfg.has("backup"))?;
+    let missing = if cfg.has("backup") {
+        Missing::Create
+    } else if cfg.has("restore") && cfg.restore.empty_ok {
+        Missing::LeaveEmpty
+    } else {
+        Missing::Fail
+    };
+    let Some((mut repo, initialized)) = open_repository(&RepoConfig::from_env(&g)?, missing)?
+    else {
+        result.repository_missing = true;
+        result.message = Some(
+            "no repository at RESTIC_REPOSITORY yet; the volume was left as it is \
+             (onMissingSnapshot: Empty)"
+                .into(),
+        );
+        return Ok(());
+    };
     result.initialized = initialized;
     if cfg.has("unlock") {
         let opts = LockOptions {
@@ -308,22 +324,37 @@ fn answered(kind: BackendErrorKind) -> bool {
     )
 }
 
-/// Opens the repository for the whole Job. With `create` (a backup), a
-/// missing repository is created, as VolSync's restic mover does, so a new
-/// ReplicationSource needs no manual `init`; only a missing `config`
-/// counts, a wrong password or an unreachable bucket stays an error.
-/// Restores never create repositories. Returns whether it was created.
-fn open_repository(config: &RepoConfig, create: bool) -> Result<(Repository, bool)> {
+/// What opening the repository does when nothing is there: only a missing `config` counts, a
+/// wrong password or an unreachable bucket stays an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Missing {
+    /// A backup creates it, as VolSync's restic mover does, so a new ReplicationSource needs no
+    /// manual `init`.
+    Create,
+    /// A restore with `onMissingSnapshot: Empty` leaves the volume as it is: the first
+    /// deployment of an application whose repository does not exist yet.
+    LeaveEmpty,
+    /// Any other restore fails with `RepositoryNotFound`; restores never create repositories.
+    Fail,
+}
+
+/// Opens the repository for the whole Job: the repository and whether it was created, or
+/// `None` when it is missing and `missing` says to leave it so.
+fn open_repository(config: &RepoConfig, missing: Missing) -> Result<Option<(Repository, bool)>> {
     let backend = config.backend()?;
-    if create {
+    if missing != Missing::Fail {
         match backend.stat(FileKind::Config, "config") {
             Ok(_) => {}
             Err(e) if e.is_not_found() || e.kind == BackendErrorKind::NoSuchContainer => {
+                if missing == Missing::LeaveEmpty {
+                    tracing::info!(location = %backend.location(), "no repository yet");
+                    return Ok(None);
+                }
                 let location = backend.location();
                 match config.init(backend.clone()) {
                     Ok(repo) => {
                         tracing::info!(%location, id = %repo.config().id, "created the repository");
-                        return Ok((repo, true));
+                        return Ok(Some((repo, true)));
                     }
                     // Another source sharing the repository created it first.
                     Err(sluice_repo::Error::RepositoryExists { .. }) => {}
@@ -333,7 +364,7 @@ fn open_repository(config: &RepoConfig, create: bool) -> Result<(Repository, boo
             Err(e) => return Err(sluice_repo::Error::from(e).into()),
         }
     }
-    Ok((config.open_at(backend)?, false))
+    Ok(Some((config.open_at(backend)?, false)))
 }
 
 /// Picks the snapshot a restore asks for: the newest (at or before

@@ -242,6 +242,12 @@ fn a_success_publishes_the_new_image_and_drops_the_previous_snapshot() {
         claim.summary,
         "no snapshot matched; published the volume empty (onMissingSnapshot: Empty)"
     );
+    let mut no_repository = success(Some(image("PersistentVolumeClaim", "t")), None);
+    no_repository.result.repository_missing = true;
+    assert_eq!(
+        record_restore(&mut direct, &no_repository, now).summary,
+        "no repository yet; published the volume empty (onMissingSnapshot: Empty)"
+    );
 }
 
 #[test]

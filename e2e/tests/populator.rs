@@ -1,0 +1,370 @@
+//! The volume populator on the real node: a PVC whose `dataSourceRef` names a
+//! ReplicationDestination binds with its snapshot in it (a `WaitForFirstConsumer` class and
+//! the Pod that uses it included); deploy-or-restore (`onMissingSnapshot: Empty`) leaves the
+//! first deployment's volume empty, with the reason, and a redeployment gets the data; a wrong
+//! password and an unreachable repository are never taken for "no snapshot"; and deleting the
+//! ReplicationDestination mid-population leaves no prime PVC, volume or Job behind.
+
+mod scenario;
+
+use std::time::Duration;
+
+use scenario::{SYNC, assert_same_tree, destination, event_reasons, source, write_sample};
+use sluice_e2e::{Stack, images::PAUSE_IMAGE, storage};
+
+/// A mover that cannot reach its repository gives up after about two minutes of retries.
+const NETWORK_FAILURE: Duration = Duration::from_secs(300);
+
+#[test]
+fn volume_populator_scenarios() {
+    let stack = Stack::start();
+    std::thread::scope(|scope| {
+        scope.spawn(|| a_pvc_naming_a_destination_binds_with_its_snapshot(&stack));
+        scope.spawn(|| first_deployment_proceeds_empty_and_a_redeployment_gets_the_data(&stack));
+        scope.spawn(|| failures_are_never_taken_for_a_missing_snapshot(&stack));
+        scope.spawn(|| deleting_the_destination_mid_population_leaves_nothing_behind(&stack));
+    });
+}
+
+/// A PVC of `class` populated from ReplicationDestination `from`.
+fn populated_claim(ns: &str, name: &str, class: &str, from: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  resources: {{requests: {{storage: 1Gi}}}}
+  dataSourceRef: {{apiGroup: sluice.dev, kind: ReplicationDestination, name: {from}}}
+"
+    )
+}
+
+/// A long-running Pod of the application, using PVC `claim`.
+fn app_pod(ns: &str, name: &str, claim: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    seccompProfile: {{type: RuntimeDefault}}
+  containers:
+    - name: app
+      image: {PAUSE_IMAGE}
+      imagePullPolicy: Never
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities: {{drop: [ALL]}}
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]
+"
+    )
+}
+
+/// The PVC's `sluice.dev/Populated` condition as `"True/Reason"`.
+fn populated(stack: &Stack, ns: &str, claim: &str) -> String {
+    stack.condition(ns, &format!("pvc/{claim}"), "sluice.dev/Populated")
+}
+
+/// Waits until the PVC's `sluice.dev/Populated` condition reads `expected`.
+fn wait_populated(stack: &Stack, ns: &str, claim: &str, expected: &str, timeout: Duration) {
+    let mut seen = String::new();
+    stack.cluster.wait_for(
+        &format!("PVC {ns}/{claim} to be sluice.dev/Populated {expected}"),
+        timeout,
+        || {
+            seen = populated(stack, ns, claim);
+            seen == expected
+        },
+    );
+}
+
+fn annotation(stack: &Stack, ns: &str, claim: &str, key: &str) -> String {
+    let key = key.replace('.', "\\.");
+    stack.get(
+        ns,
+        &format!("pvc/{claim}"),
+        &format!("{{.metadata.annotations.{key}}}"),
+    )
+}
+
+/// What a population made in `ns` and has not removed: prime PVCs and Jobs.
+fn leftovers(stack: &Stack, ns: &str) -> String {
+    stack.cluster.kubectl(&[
+        "get",
+        "pvc,jobs",
+        "-n",
+        ns,
+        "-l",
+        "sluice.dev/populates",
+        "-o",
+        "name",
+    ])
+}
+
+fn wait_no_leftovers(stack: &Stack, ns: &str) {
+    stack.cluster.wait_for(
+        &format!("the prime PVCs and populate Jobs in {ns} to be removed"),
+        Duration::from_secs(60),
+        || leftovers(stack, ns).trim().is_empty(),
+    );
+}
+
+fn bound_volume(stack: &Stack, ns: &str, claim: &str) -> String {
+    stack.get(ns, &format!("pvc/{claim}"), "{.spec.volumeName}")
+}
+
+fn a_pvc_naming_a_destination_binds_with_its_snapshot(stack: &Stack) {
+    let ns = "populate";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "populate/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, "populated");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+    stack
+        .cluster
+        .apply(&destination(ns, "restore", "Direct", ""));
+
+    // A class that binds on first use: nothing happens before a Pod is scheduled.
+    stack.cluster.apply(&populated_claim(
+        ns,
+        "app-data",
+        storage::WAIT_FOR_CONSUMER_CLASS,
+        "restore",
+    ));
+    wait_populated(
+        stack,
+        ns,
+        "app-data",
+        "False/WaitingForFirstConsumer",
+        Duration::from_secs(30),
+    );
+    assert_eq!(bound_volume(stack, ns, "app-data"), "");
+
+    stack.cluster.apply(&app_pod(ns, "app", "app-data"));
+    wait_populated(stack, ns, "app-data", "True/SnapshotRestored", SYNC);
+    stack.wait_field(ns, "pod/app", "{.status.phase}", SYNC, |v| v == "Running");
+    assert_eq!(
+        annotation(stack, ns, "app-data", "sluice.dev/restored-snapshot"),
+        snapshot,
+        "the PVC records the snapshot it holds"
+    );
+    assert_eq!(
+        annotation(stack, ns, "app-data", "sluice.dev/population"),
+        "SnapshotRestored"
+    );
+    let message = stack.get(
+        ns,
+        "pvc/app-data",
+        "{.status.conditions[?(@.type==\"sluice.dev/Populated\")].message}",
+    );
+    assert!(
+        message.starts_with(&format!("restored snapshot {}", &snapshot[..8])),
+        "{message}"
+    );
+    assert_same_tree(&source_dir, &stack.wait_claim_dir(ns, "app-data"));
+    wait_no_leftovers(stack, ns);
+    let events = event_reasons(stack, ns);
+    for reason in [
+        "WaitingForFirstConsumer",
+        "MoverRunning",
+        "SnapshotRestored",
+    ] {
+        assert!(events.contains(reason), "event {reason} missing: {events}");
+    }
+}
+
+fn first_deployment_proceeds_empty_and_a_redeployment_gets_the_data(stack: &Stack) {
+    let ns = "deploy";
+    stack.namespace(ns);
+    // The GitOps repository's ReplicationDestination, before any backup: the repository does
+    // not exist yet.
+    stack.repository_secret(ns, "repo", "deploy/repo", None);
+    stack.cluster.apply(&destination(
+        ns,
+        "app",
+        "Direct",
+        "    onMissingSnapshot: Empty\n",
+    ));
+    stack
+        .cluster
+        .apply(&populated_claim(ns, "v1", storage::STORAGE_CLASS, "app"));
+    wait_populated(stack, ns, "v1", "True/EmptyNoRepository", SYNC);
+    let first = stack.wait_claim_dir(ns, "v1");
+    assert_eq!(
+        std::fs::read_dir(&first).unwrap().count(),
+        0,
+        "the first deployment starts empty"
+    );
+    assert_eq!(
+        annotation(stack, ns, "v1", "sluice.dev/restored-snapshot"),
+        ""
+    );
+
+    // The application writes; its ReplicationSource backs the volume up.
+    write_sample(&first, "deployed");
+    stack.cluster.apply(&format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {{name: v1, namespace: {ns}}}
+spec:
+  sourcePVC: v1
+  trigger: {{manual: one}}
+  restic: {{repository: repo, copyMethod: Direct}}
+"
+    ));
+    let object = "replicationsource/v1";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+
+    // After the disaster, the same manifests make a new PVC: it gets the data.
+    stack
+        .cluster
+        .apply(&populated_claim(ns, "v2", storage::STORAGE_CLASS, "app"));
+    wait_populated(stack, ns, "v2", "True/SnapshotRestored", SYNC);
+    assert_eq!(
+        annotation(stack, ns, "v2", "sluice.dev/restored-snapshot"),
+        snapshot
+    );
+    assert_same_tree(&first, &stack.wait_claim_dir(ns, "v2"));
+
+    // The repository exists, but holds nothing of this host: empty, with that reason.
+    stack.cluster.apply(&destination(
+        ns,
+        "other",
+        "Direct",
+        "    onMissingSnapshot: Empty\n    hostname: never-backed-up\n",
+    ));
+    stack
+        .cluster
+        .apply(&populated_claim(ns, "v3", storage::STORAGE_CLASS, "other"));
+    wait_populated(stack, ns, "v3", "True/EmptyNoSnapshot", SYNC);
+    assert_eq!(
+        std::fs::read_dir(stack.wait_claim_dir(ns, "v3"))
+            .unwrap()
+            .count(),
+        0
+    );
+    wait_no_leftovers(stack, ns);
+}
+
+fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
+    let ns = "popfail";
+    stack.namespace(ns);
+    stack.run_restic("popfail/repo", &["init"]);
+    stack.repository_secret(ns, "wrong", "popfail/repo", Some("not-the-password"));
+    unreachable_secret(stack, ns, "unreachable");
+    for (name, secret) in [("wrong", "wrong"), ("unreachable", "unreachable")] {
+        stack.cluster.apply(
+            &destination(ns, name, "Direct", "    onMissingSnapshot: Empty\n")
+                .replace("repository: repo", &format!("repository: {secret}")),
+        );
+        stack
+            .cluster
+            .apply(&populated_claim(ns, name, storage::STORAGE_CLASS, name));
+    }
+    wait_populated(stack, ns, "wrong", "False/WrongPassword", SYNC);
+    wait_populated(
+        stack,
+        ns,
+        "unreachable",
+        "False/NetworkError",
+        NETWORK_FAILURE,
+    );
+    for claim in ["wrong", "unreachable"] {
+        assert_eq!(
+            bound_volume(stack, ns, claim),
+            "",
+            "PVC {claim} must stay pending, never bound to an empty volume"
+        );
+        assert_eq!(annotation(stack, ns, claim, "sluice.dev/population"), "");
+    }
+    let events = event_reasons(stack, ns);
+    for reason in ["WrongPassword", "NetworkError"] {
+        assert!(events.contains(reason), "event {reason} missing: {events}");
+    }
+}
+
+/// A repository Secret whose endpoint answers nothing: a closed port on the mover Pod's own
+/// loopback.
+fn unreachable_secret(stack: &Stack, ns: &str, name: &str) {
+    let mut data = format!(
+        "  RESTIC_REPOSITORY: s3:http://127.0.0.1:9/{ns}/repo\n  RESTIC_PASSWORD: {}\n",
+        sluice_e2e::stack::PASSWORD
+    );
+    for (key, value) in stack.minio.env() {
+        data.push_str(&format!("  {key}: {value}\n"));
+    }
+    stack.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData:\n{data}"
+    ));
+}
+
+fn deleting_the_destination_mid_population_leaves_nothing_behind(stack: &Stack) {
+    let ns = "popgone";
+    stack.namespace(ns);
+    unreachable_secret(stack, ns, "repo");
+    stack
+        .cluster
+        .apply(&destination(ns, "doomed", "Direct", ""));
+    stack.cluster.apply(&populated_claim(
+        ns,
+        "data",
+        storage::STORAGE_CLASS,
+        "doomed",
+    ));
+    // In flight: the Job runs (retrying the endpoint) on the bound prime PVC.
+    wait_populated(stack, ns, "data", "False/MoverRunning", SYNC);
+    let mut prime_volume = String::new();
+    stack.cluster.wait_for("the prime PVC to bind", SYNC, || {
+        prime_volume = stack
+            .cluster
+            .kubectl(&[
+                "get",
+                "pvc",
+                "-n",
+                ns,
+                "-l",
+                "sluice.dev/populates",
+                "-o",
+                "jsonpath={.items[*].spec.volumeName}",
+            ])
+            .trim()
+            .to_string();
+        !prime_volume.is_empty()
+    });
+    stack
+        .cluster
+        .kubectl(&["delete", "replicationdestination/doomed", "-n", ns]);
+    wait_populated(
+        stack,
+        ns,
+        "data",
+        "False/ReplicationDestinationNotFound",
+        Duration::from_secs(60),
+    );
+    wait_no_leftovers(stack, ns);
+    stack.cluster.wait_for(
+        &format!("the prime's volume {prime_volume} to be deleted"),
+        Duration::from_secs(60),
+        || {
+            stack
+                .cluster
+                .try_kubectl(&["get", "pv", &prime_volume])
+                .is_err()
+        },
+    );
+    assert_eq!(bound_volume(stack, ns, "data"), "");
+    let events = event_reasons(stack, ns);
+    assert!(
+        events.contains("ReplicationDestinationNotFound"),
+        "{events}"
+    );
+}
