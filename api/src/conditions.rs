@@ -30,6 +30,9 @@ pub mod reason {
     pub const WAITING_FOR_SCHEDULE: &str = "WaitingForSchedule";
     /// Waiting for `spec.trigger.manual` to change.
     pub const WAITING_FOR_MANUAL: &str = "WaitingForManual";
+    /// A ReplicationDestination without a target of its own: it restores only into the PVCs
+    /// whose `dataSourceRef` names it (the volume populator).
+    pub const SERVES_POPULATORS: &str = "ServesPopulators";
     /// `spec.paused` is set.
     pub const PAUSED: &str = "Paused";
     /// Waiting for a VolumeSnapshot to become `readyToUse`.

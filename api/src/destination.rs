@@ -35,6 +35,12 @@ use crate::{
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.restic.destinationPVC) || has(self.restic.capacity) || !has(self.trigger)",
+        "message": "spec.trigger needs a volume to restore into: set spec.restic.destinationPVC, or capacity and accessModes; without them the ReplicationDestination only serves PVCs that name it in dataSourceRef",
+    },
+]))]
 pub struct ReplicationDestinationSpec {
     /// When restores run. Without a trigger a restore runs once and then only when the spec
     /// changes; use `manual` to restore again on demand.
@@ -52,8 +58,8 @@ pub struct ReplicationDestinationSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.destinationPVC) || (has(self.capacity) && has(self.accessModes))",
-        "message": "spec.restic.capacity and spec.restic.accessModes are required when spec.restic.destinationPVC is not set",
+        "rule": "has(self.destinationPVC) || has(self.capacity) == has(self.accessModes)",
+        "message": "spec.restic.capacity and spec.restic.accessModes go together when spec.restic.destinationPVC is not set: both for a new PVC, or neither for a ReplicationDestination that only serves PVCs naming it in dataSourceRef",
     },
     {
         "rule": "self.copyMethod != 'Clone'",
@@ -67,7 +73,8 @@ pub struct ResticDestinationSpec {
     /// How the restored data is published in `status.latestImage`.
     pub copy_method: DestinationCopyMethod,
     /// Existing PVC to restore into. Without it a new PVC is made from `capacity`,
-    /// `accessModes` and `storageClassName`.
+    /// `accessModes` and `storageClassName`; with none of them the ReplicationDestination
+    /// restores only into the PVCs that name it in `dataSourceRef` (the volume populator).
     #[serde(
         default,
         rename = "destinationPVC",
@@ -75,10 +82,10 @@ pub struct ResticDestinationSpec {
     )]
     #[schemars(length(min = 1, max = 253))]
     pub destination_pvc: Option<String>,
-    /// Size of the new PVC; required without `destinationPVC`.
+    /// Size of the new PVC, with `accessModes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Quantity>,
-    /// Access modes of the new PVC; required without `destinationPVC`.
+    /// Access modes of the new PVC, with `capacity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub access_modes: Option<Vec<AccessMode>>,

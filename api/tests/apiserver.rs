@@ -132,6 +132,7 @@ fn config_manifests_against_a_real_apiserver() {
         "repository_secret.yaml",
         "replicationsource.yaml",
         "replicationdestination.yaml",
+        "volume_populator.yaml",
     ] {
         let file = config().join("samples").join(sample);
         kubectl_ok(

@@ -100,7 +100,7 @@ fn restore_as_of_is_rfc3339() {
 }
 
 #[test]
-fn destination_requires_capacity_and_access_modes_without_destination_pvc() {
+fn destination_takes_capacity_and_access_modes_together_without_destination_pvc() {
     let crd = ReplicationDestination::crd();
     let restic = at(root(&crd), &["spec", "restic"]);
     let rule = rules(restic)
@@ -109,7 +109,7 @@ fn destination_requires_capacity_and_access_modes_without_destination_pvc() {
         .expect("CEL rule about destinationPVC");
     assert_eq!(
         rule.rule,
-        "has(self.destinationPVC) || (has(self.capacity) && has(self.accessModes))"
+        "has(self.destinationPVC) || has(self.capacity) == has(self.accessModes)"
     );
     let message = rule.message.as_deref().unwrap();
     for field in [
@@ -122,6 +122,21 @@ fn destination_requires_capacity_and_access_modes_without_destination_pvc() {
             "message {message:?} does not name {field}"
         );
     }
+}
+
+#[test]
+fn a_destination_without_a_target_takes_no_trigger() {
+    let crd = ReplicationDestination::crd();
+    let spec = at(root(&crd), &["spec"]);
+    let rule = rules(spec)
+        .into_iter()
+        .find(|r| r.rule.contains("trigger"))
+        .expect("CEL rule about spec.trigger");
+    assert_eq!(
+        rule.rule,
+        "has(self.restic.destinationPVC) || has(self.restic.capacity) || !has(self.trigger)"
+    );
+    assert!(rule.message.as_deref().unwrap().contains("dataSourceRef"));
 }
 
 #[test]

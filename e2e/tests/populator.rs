@@ -26,6 +26,21 @@ fn volume_populator_scenarios() {
     });
 }
 
+/// A ReplicationDestination with no volume of its own, restoring from repository Secret
+/// `secret` only into the PVCs that name it; `extra` is appended to `spec.restic`.
+fn populator_destination(ns: &str, name: &str, secret: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: ReplicationDestination
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  restic:
+    repository: {secret}
+    copyMethod: Direct
+{extra}"
+    )
+}
+
 /// A PVC of `class` populated from ReplicationDestination `from`.
 fn populated_claim(ns: &str, name: &str, class: &str, from: &str) -> String {
     format!(
@@ -187,10 +202,10 @@ fn first_deployment_proceeds_empty_and_a_redeployment_gets_the_data(stack: &Stac
     // The GitOps repository's ReplicationDestination, before any backup: the repository does
     // not exist yet.
     stack.repository_secret(ns, "repo", "deploy/repo", None);
-    stack.cluster.apply(&destination(
+    stack.cluster.apply(&populator_destination(
         ns,
         "app",
-        "Direct",
+        "repo",
         "    onMissingSnapshot: Empty\n",
     ));
     stack
@@ -206,6 +221,41 @@ fn first_deployment_proceeds_empty_and_a_redeployment_gets_the_data(stack: &Stac
     assert_eq!(
         annotation(stack, ns, "v1", "sluice.dev/restored-snapshot"),
         ""
+    );
+    // The ReplicationDestination restores nothing by itself: no volume, no Job of its own.
+    let rd = "replicationdestination/app";
+    assert_eq!(
+        stack.condition(ns, rd, "Ready"),
+        "True/ServesPopulators",
+        "{}",
+        stack.diagnose(ns, rd)
+    );
+    let own = stack.cluster.kubectl(&[
+        "get",
+        "pvc,jobs",
+        "-n",
+        ns,
+        "-l",
+        "sluice.dev/replication-destination=app",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(own.trim(), "", "a populator-only destination made {own}");
+    // Without a volume of its own it takes no trigger.
+    let refused = stack.cluster.try_kubectl(&[
+        "patch",
+        rd,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"trigger":{"manual":"now"}}}"#,
+    ]);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("spec.trigger needs a volume to restore into")),
+        "{refused:?}"
     );
 
     // The application writes; its ReplicationSource backs the volume up.
@@ -236,10 +286,10 @@ spec:
     assert_same_tree(&first, &stack.wait_claim_dir(ns, "v2"));
 
     // The repository exists, but holds nothing of this host: empty, with that reason.
-    stack.cluster.apply(&destination(
+    stack.cluster.apply(&populator_destination(
         ns,
         "other",
-        "Direct",
+        "repo",
         "    onMissingSnapshot: Empty\n    hostname: never-backed-up\n",
     ));
     stack
@@ -262,10 +312,12 @@ fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
     stack.repository_secret(ns, "wrong", "popfail/repo", Some("not-the-password"));
     unreachable_secret(stack, ns, "unreachable");
     for (name, secret) in [("wrong", "wrong"), ("unreachable", "unreachable")] {
-        stack.cluster.apply(
-            &destination(ns, name, "Direct", "    onMissingSnapshot: Empty\n")
-                .replace("repository: repo", &format!("repository: {secret}")),
-        );
+        stack.cluster.apply(&populator_destination(
+            ns,
+            name,
+            secret,
+            "    onMissingSnapshot: Empty\n",
+        ));
         stack
             .cluster
             .apply(&populated_claim(ns, name, storage::STORAGE_CLASS, name));
@@ -313,7 +365,7 @@ fn deleting_the_destination_mid_population_leaves_nothing_behind(stack: &Stack) 
     unreachable_secret(stack, ns, "repo");
     stack
         .cluster
-        .apply(&destination(ns, "doomed", "Direct", ""));
+        .apply(&populator_destination(ns, "doomed", "repo", ""));
     stack.cluster.apply(&populated_claim(
         ns,
         "data",

@@ -49,6 +49,9 @@ pub enum Untriggered {
     Continuously,
     /// A restore: once per spec generation, so editing the spec restores again.
     OncePerGeneration,
+    /// Never: a ReplicationDestination without a target of its own restores only into the
+    /// PVCs that name it in `dataSourceRef` ([`crate::populator`]).
+    Never,
 }
 
 /// What the state machine needs of an object's metadata and spec.
@@ -236,6 +239,8 @@ pub enum Decision {
     WaitForSchedule(Timestamp),
     /// Nothing due until `spec.trigger.manual` (or, for a restore, the spec) changes.
     WaitForTrigger,
+    /// Nothing ever due: the object only serves the volume populator ([`Untriggered::Never`]).
+    ServesPopulators,
     /// A sync is due but its repository Secret is missing or lacks keys.
     SecretInvalid {
         /// What is wrong and what to do.
@@ -299,6 +304,9 @@ fn between_syncs(observed: &Observed, secret: Option<&SecretSeen>) -> Decision {
     if spec.paused {
         return Decision::Paused;
     }
+    if spec.untriggered == Untriggered::Never {
+        return Decision::ServesPopulators;
+    }
     let failures = failures(status);
     let retry_at = status.next_sync_time.as_ref().map(|t| t.0);
     // A failure retrying cannot fix leaves no retry time: only a change starts another sync.
@@ -333,6 +341,7 @@ fn between_syncs(observed: &Observed, secret: Option<&SecretSeen>) -> Decision {
         && match spec.untriggered {
             Untriggered::Continuously => true,
             Untriggered::OncePerGeneration => status.observed_generation != spec.generation,
+            Untriggered::Never => false,
         };
     // Past the gates above, a failure is due again: its backoff ended, or the change that
     // unblocks it came.
@@ -484,7 +493,10 @@ impl Decision {
     /// backoff, a Secret that is not watched, a wait that becomes worth a warning.
     pub fn requeue(&self, now: Timestamp) -> Option<Duration> {
         match self {
-            Self::Paused | Self::InvalidSchedule(_) | Self::WaitForTrigger => None,
+            Self::Paused
+            | Self::InvalidSchedule(_)
+            | Self::WaitForTrigger
+            | Self::ServesPopulators => None,
             Self::Blocked | Self::SecretInvalid { .. } => Some(secret::RECHECK),
             // Woken when the line moves; the timer only bounds a missed wake-up.
             Self::Queued { .. } => Some(SAFETY),

@@ -27,7 +27,7 @@ use crate::{
     cache::Feed,
     context::{Context, Result},
     controller,
-    decide::{Mount, NewObject, Outcome, Progress, Step, Verdict},
+    decide::{Mount, NewObject, Outcome, Progress, Step, Untriggered, Verdict},
     job::{self, MoverJobParams, RepositoryAccess},
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
@@ -38,6 +38,13 @@ use crate::{
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(String, String)>) {
     controller::run::<ReplicationDestination>(ctx, feed, woken).await;
+}
+
+/// Whether `destination` has no target of its own (neither `destinationPVC` nor `capacity`):
+/// it restores only into the PVCs that name it in `dataSourceRef`, never by itself.
+pub fn serves_populators_only(destination: &ReplicationDestination) -> bool {
+    let restic = &destination.spec.restic;
+    restic.destination_pvc.is_none() && restic.capacity.is_none()
 }
 
 /// Name of the PVC a destination without `destinationPVC` restores into.
@@ -52,6 +59,14 @@ pub fn target_pvc_name(destination: &ReplicationDestination) -> String {
 
 impl Kind for ReplicationDestination {
     const PROFILE: Profile = Profile::RESTORE;
+
+    fn untriggered(&self) -> Untriggered {
+        if serves_populators_only(self) {
+            Untriggered::Never
+        } else {
+            Self::PROFILE.untriggered
+        }
+    }
 
     fn plan(&self, now: Timestamp) -> SyncPlan {
         plan::destination_plan(self, now)

@@ -71,6 +71,11 @@ pub trait Kind:
     /// The kind's word for a run, owner label and rule without a trigger.
     const PROFILE: Profile;
 
+    /// When the object syncs without a trigger: the kind's rule, unless the object says
+    /// otherwise.
+    fn untriggered(&self) -> Untriggered {
+        Self::PROFILE.untriggered
+    }
     /// The plan of a run starting at `now`.
     fn plan(&self, now: Timestamp) -> SyncPlan;
     /// What `plan` does, for the event that it started: its actions, its target.
@@ -221,7 +226,7 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         created: object.meta().creation_timestamp.as_ref().map(|t| t.0),
         paused: sync_spec.paused(),
         trigger: sync_spec.trigger(),
-        untriggered: K::PROFILE.untriggered,
+        untriggered: object.untriggered(),
         identity: Identity::of(&scope.namespace, &object.name_any()),
     };
     let status: &SyncStatus = cached.as_ref();

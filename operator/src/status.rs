@@ -278,6 +278,20 @@ pub fn transition(status: &mut SyncStatus, decision: &Decision, moment: &Moment)
                 now,
             );
         }
+        Decision::ServesPopulators => {
+            status.next_sync_time = None;
+            status.observed_generation = generation;
+            let serves = reason::SERVES_POPULATORS;
+            let states = [
+                (conditions::READY, true, serves),
+                (conditions::STALLED, false, serves),
+                (conditions::DEGRADED, false, serves),
+                (conditions::RECONCILING, false, serves),
+            ];
+            let message = "no destinationPVC or capacity: restores only into the PVCs whose \
+                           dataSourceRef names this ReplicationDestination";
+            set_verdict(&mut status.conditions, states, message, generation, now);
+        }
         Decision::WaitForTrigger => {
             status.next_sync_time = None;
             status.observed_generation = generation;

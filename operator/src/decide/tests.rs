@@ -164,6 +164,16 @@ fn between_syncs() {
             Decision::Paused,
         ),
         (
+            "a destination serving only populators never restores by itself",
+            World {
+                untriggered: Untriggered::Never,
+                ..destination()
+            }
+            .generation(2)
+            .observed(1),
+            Decision::ServesPopulators,
+        ),
+        (
             "a new manual value is due; the Secret is read before starting",
             source().manual("m1"),
             Decision::ReadSecret,

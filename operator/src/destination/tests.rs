@@ -251,6 +251,31 @@ fn a_success_publishes_the_new_image_and_drops_the_previous_snapshot() {
 }
 
 #[test]
+fn a_destination_without_a_target_serves_only_populators() {
+    let cases = [
+        ("    copyMethod: Direct\n", Untriggered::OncePerGeneration),
+        (
+            "    copyMethod: Direct\n    destinationPVC: mine\n",
+            Untriggered::OncePerGeneration,
+        ),
+    ];
+    for (extra, expected) in cases {
+        assert_eq!(destination(extra).untriggered(), expected, "{extra}");
+    }
+    let bare: ReplicationDestination = object(
+        r#"
+apiVersion: sluice.dev/v1alpha1
+kind: ReplicationDestination
+metadata: {name: restore, namespace: apps, uid: u-2}
+spec:
+  restic: {repository: repo, copyMethod: Direct, onMissingSnapshot: Empty}
+"#,
+    );
+    assert!(serves_populators_only(&bare));
+    assert_eq!(bare.untriggered(), Untriggered::Never);
+}
+
+#[test]
 fn a_failure_keeps_the_published_image() {
     let previous = Some(image("VolumeSnapshot", "sluice-dst-restore-0"));
     let mut status = ReplicationDestinationStatus {

@@ -207,6 +207,29 @@ fn waits_say_what_they_wait_for() {
 }
 
 #[test]
+fn a_destination_serving_only_populators_is_ready_and_says_so() {
+    let status = after(
+        &SyncStatus::default(),
+        &Decision::ServesPopulators,
+        &moment(None, ""),
+    );
+    for (type_, state) in [
+        (conditions::READY, "True"),
+        (conditions::RECONCILING, "False"),
+        (conditions::STALLED, "False"),
+        (conditions::DEGRADED, "False"),
+    ] {
+        assert_eq!(
+            reason_of(&status, type_),
+            pair(state, reason::SERVES_POPULATORS),
+            "{type_}"
+        );
+    }
+    assert_eq!(status.observed_generation, Some(3));
+    assert!(message_of(&status, conditions::READY).contains("dataSourceRef"));
+}
+
+#[test]
 fn an_invalid_schedule_is_degraded_without_a_retry() {
     let status = after(
         &SyncStatus::default(),
