@@ -3,7 +3,8 @@
 //! the Pod that uses it included); deploy-or-restore (`onMissingSnapshot: Empty`) leaves the
 //! first deployment's volume empty, with the reason, and a redeployment gets the data; a wrong
 //! password and an unreachable repository are never taken for "no snapshot"; and deleting the
-//! ReplicationDestination mid-population leaves no prime PVC, volume or Job behind.
+//! ReplicationDestination mid-population leaves no prime PVC, volume or Job behind; and
+//! `kubectl sluice restore` makes a filled PVC of a source's snapshot through it.
 
 mod scenario;
 
@@ -23,6 +24,7 @@ fn volume_populator_scenarios() {
         scope.spawn(|| first_deployment_proceeds_empty_and_a_redeployment_gets_the_data(&stack));
         scope.spawn(|| failures_are_never_taken_for_a_missing_snapshot(&stack));
         scope.spawn(|| deleting_the_destination_mid_population_leaves_nothing_behind(&stack));
+        scope.spawn(|| kubectl_sluice_restore_fills_a_new_pvc(&stack));
     });
 }
 
@@ -418,5 +420,81 @@ fn deleting_the_destination_mid_population_leaves_nothing_behind(stack: &Stack) 
     assert!(
         events.contains("ReplicationDestinationNotFound"),
         "{events}"
+    );
+}
+
+/// `kubectl-sluice` (the workspace's build) against the stack's cluster, in `ns`.
+fn kubectl_sluice(stack: &Stack, ns: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(sluice_e2e::stack::workspace_binary("kubectl-sluice"))
+        .args(args)
+        .args(["-n", ns, "--kubeconfig"])
+        .arg(stack.cluster.kubeconfig())
+        .output()
+        .expect("kubectl-sluice runs")
+}
+
+fn kubectl_sluice_restore_fills_a_new_pvc(stack: &Stack) {
+    let ns = "plugin";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "plugin/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, "plugin");
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+
+    let out = kubectl_sluice(
+        stack,
+        ns,
+        &["restore", "data", "--to", "copy", "-o", "json"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {stdout}{stderr}");
+    let outcome: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(outcome["filled"], true, "{outcome}");
+    assert_eq!(outcome["reason"], "SnapshotRestored", "{outcome}");
+    assert_eq!(outcome["snapshotId"], snapshot.as_str(), "{outcome}");
+    assert_same_tree(&source_dir, &stack.wait_claim_dir(ns, "copy"));
+
+    // A time before every snapshot: the PVC stays pending, the exit code says it failed.
+    let out = kubectl_sluice(
+        stack,
+        ns,
+        &[
+            "restore",
+            "data",
+            "--to",
+            "too-old",
+            "--as-of",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("NoSnapshot"), "{stdout}");
+    assert_eq!(bound_volume(stack, ns, "too-old"), "");
+
+    // An existing PVC is never touched.
+    let out = kubectl_sluice(stack, ns, &["restore", "data", "--to", "copy"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+
+    // Deleting the PVC removes the ReplicationDestination made for it.
+    stack
+        .cluster
+        .kubectl(&["delete", "pvc/copy", "-n", ns, "--wait=false"]);
+    stack.cluster.wait_for(
+        "the restore's ReplicationDestination to go with its PVC",
+        Duration::from_secs(60),
+        || {
+            stack
+                .cluster
+                .try_kubectl(&["get", "replicationdestination/copy", "-n", ns])
+                .is_err()
+        },
     );
 }

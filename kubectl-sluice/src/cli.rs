@@ -23,9 +23,12 @@ Examples:
   kubectl sluice ls db latest /etc -n apps
   kubectl sluice dump db latest /etc/app.conf -n apps > app.conf
 
+  # Restore the latest snapshot into a new PVC
+  kubectl sluice restore db --to db-copy -n apps
+
 Exit codes: 0 done, 1 the operation or a check failed, 2 usage error.";
 
-/// Sluice backups from kubectl: status, manual syncs, snapshots, browsing and unlock.
+/// Sluice backups from kubectl: status, manual syncs, snapshots, browsing, restores into new PVCs and unlock.
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl sluice",
@@ -100,6 +103,11 @@ pub enum Command {
         after_help = "Examples:\n  kubectl sluice dump db latest /etc/app.conf -n apps > app.conf"
     )]
     Dump(DumpArgs),
+    /// Restore SOURCE's latest snapshot (or the one at --as-of) into a new PVC, and wait until it is filled.
+    #[command(
+        after_help = "Examples:\n  kubectl sluice restore db --to db-copy -n apps\n  kubectl sluice restore db --to db-yesterday --as-of 2026-12-01T00:00:00Z -n apps -o json\n\nThe new PVC has the source PVC's size, access modes and class, and is filled by the operator's volume populator through a ReplicationDestination of the same name, owned by the PVC (deleting the PVC removes it). Exit code 1 when the restore failed; the PVC then stays pending and the operator tries again."
+    )]
+    Restore(RestoreArgs),
     /// Remove stale locks from SOURCE's repository (--all: every lock).
     #[command(
         after_help = "Examples:\n  kubectl sluice unlock db -n apps\n  kubectl sluice unlock db -n apps --all\n\nA lock is stale when its holder has not refreshed it for 30 minutes."
@@ -154,6 +162,25 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// The file, as `ls` shows it.
     pub path: String,
+}
+
+/// `restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The ReplicationSource whose snapshot to restore.
+    pub source: String,
+    /// The new PVC, and the ReplicationDestination that fills it.
+    #[arg(long)]
+    pub to: String,
+    /// Restore the latest snapshot taken at or before this time (RFC 3339).
+    #[arg(long)]
+    pub as_of: Option<jiff::Timestamp>,
+    /// StorageClass of the new PVC. Default: the source PVC's.
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// How long to wait for the PVC to be filled (`30m`, `2h`).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `unlock`.

@@ -2,7 +2,7 @@
 //! ReplicationDestinations through the API server, and opens their repositories from this
 //! machine with the repository Secret's values, which it never prints.
 //!
-//! Verbs live in `status`, `sync` and `browse`; `cli` is the command line, `cluster` the API
+//! Verbs live in `status`, `sync`, `restore` and `browse`; `cli` is the command line, `cluster` the API
 //! side, `repository` the repository side, `output` the printing they share.
 
 mod browse;
@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod output;
 mod repository;
+mod restore;
 mod status;
 mod sync;
 
@@ -56,6 +57,7 @@ async fn run(global: &cli::Global, command: Command) -> anyhow::Result<u8> {
         Command::Snapshots(args) => browse::snapshots(&cluster, &args, global.output).await,
         Command::Ls(args) => browse::ls(&cluster, &args, global.output).await,
         Command::Dump(args) => browse::dump(&cluster, &args).await,
+        Command::Restore(args) => restore::run(&cluster, &args, global.output).await,
         Command::Unlock(args) => browse::unlock(&cluster, &args).await,
     }
 }
