@@ -188,6 +188,9 @@ fn a_pvc_naming_a_destination_binds_with_its_snapshot(stack: &Stack) {
     );
     assert_same_tree(&source_dir, &stack.wait_claim_dir(ns, "app-data"));
     wait_no_leftovers(stack, ns);
+    let metrics = stack.metrics();
+    let counted = r#"sluice_populations_total{namespace="populate",name="app-data",reason="SnapshotRestored"} 1"#;
+    assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
     let events = event_reasons(stack, ns);
     for reason in [
         "WaitingForFirstConsumer",

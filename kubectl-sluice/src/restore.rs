@@ -80,9 +80,7 @@ pub fn destination_for(
         spec["customCA"] = serde_json::to_value(ca)?;
     }
     if let serde_json::Value::Object(mover) = serde_json::to_value(&restic.mover)? {
-        spec.as_object_mut()
-            .expect("an object")
-            .extend(mover.into_iter());
+        spec.as_object_mut().expect("an object").extend(mover);
     }
     let destination = json!({
         "apiVersion": "sluice.dev/v1alpha1",

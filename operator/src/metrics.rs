@@ -69,6 +69,17 @@ pub struct ProbeLabels {
     pub result: String,
 }
 
+/// A PVC the volume populator filled or failed to fill, and how.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PopulationLabels {
+    /// The PVC's namespace.
+    pub namespace: String,
+    /// The PVC's name.
+    pub name: String,
+    /// The `sluice.dev/Populated` reason: `SnapshotRestored`, `EmptyNoRepository`, a failure's.
+    pub reason: String,
+}
+
 /// Which controller a reconcile belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -98,6 +109,7 @@ pub struct Metrics {
     repository_syncs: Family<RepositoryLabels, Gauge>,
     repository_unavailable: Family<BreakerLabels, Gauge>,
     repository_probes: Family<ProbeLabels, Counter>,
+    populations: Family<PopulationLabels, Counter>,
 }
 
 fn sync_duration_histogram() -> Histogram {
@@ -129,6 +141,7 @@ impl Default for Metrics {
             repository_syncs: Family::default(),
             repository_unavailable: Family::default(),
             repository_probes: Family::default(),
+            populations: Family::default(),
         };
         registry.register(
             "sync_last_success_timestamp_seconds",
@@ -215,6 +228,11 @@ impl Default for Metrics {
             "Probe Jobs of open circuit breakers, by whether they reached the backend",
             metrics.repository_probes.clone(),
         );
+        registry.register(
+            "populations",
+            "PVCs the volume populator filled (reason SnapshotRestored, EmptyNoSnapshot, EmptyNoRepository) or failed to fill (the failure's reason)",
+            metrics.populations.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -224,8 +242,23 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records that a sync started: it is queued or running until [`Metrics::sync_ended`].
+    /// The duration and bytes-added series exist from the first start, at zero: `increase()`
+    /// over a series that appears with its first sample counts nothing, so a dashboard would
+    /// miss the first sync of every object.
     pub fn sync_started(&self, object: &ObjectLabels) {
         self.in_progress.get_or_create(object).set(1);
+        let _ = self.duration.get_or_create(object);
+        let _ = self.bytes_added.get_or_create(object);
+    }
+
+    /// Records that the volume populator filled PVC `namespace/name`, or failed to, for `reason`.
+    pub fn population_ended(&self, namespace: &str, name: &str, reason: &str) {
+        let labels = PopulationLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        self.populations.get_or_create(&labels).inc();
     }
 
     /// Records that a sync ended, whatever its outcome.
@@ -386,6 +419,34 @@ mod tests {
             kind: "ReplicationSource".into(),
             namespace: "apps".into(),
             name: "db".into(),
+        }
+    }
+
+    #[test]
+    fn a_started_sync_has_its_duration_and_bytes_at_zero() {
+        let metrics = Metrics::default();
+        metrics.sync_started(&db());
+        let text = metrics.encode();
+        let labels = r#"kind="ReplicationSource",namespace="apps",name="db""#;
+        for line in [
+            format!("sluice_sync_bytes_added_total{{{labels}}} 0"),
+            format!("sluice_sync_duration_seconds_count{{{labels}}} 0"),
+        ] {
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn populations_are_counted_by_pvc_and_reason() {
+        let metrics = Metrics::default();
+        metrics.population_ended("app", "data", "WrongPassword");
+        metrics.population_ended("app", "data", "SnapshotRestored");
+        let text = metrics.encode();
+        for reason in ["WrongPassword", "SnapshotRestored"] {
+            let line = format!(
+                r#"sluice_populations_total{{namespace="app",name="data",reason="{reason}"}} 1"#
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
         }
     }
 

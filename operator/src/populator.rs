@@ -336,7 +336,15 @@ async fn set_condition(
         .await?;
     let reason_changed = current.and_then(|c| c.reason.as_deref()) != Some(&condition.reason);
     if reason_changed {
-        let (type_, action) = match (condition.populated, is_failure(&condition.reason)) {
+        let failure = is_failure(&condition.reason);
+        if condition.populated || failure {
+            ctx.metrics.population_ended(
+                &claim.namespace().unwrap_or_default(),
+                &claim.name_any(),
+                &condition.reason,
+            );
+        }
+        let (type_, action) = match (condition.populated, failure) {
             (true, _) => (EventType::Normal, "Populated"),
             (false, true) => (EventType::Warning, "Populate"),
             (false, false) => (EventType::Normal, "Populate"),
