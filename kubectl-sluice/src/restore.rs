@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimCondition};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -136,15 +136,20 @@ pub fn claim_for(
     claim
 }
 
-/// What the PVC's condition says; `None` while there is nothing to report yet.
-pub fn verdict(claim: &PersistentVolumeClaim) -> Option<Verdict> {
-    let condition = claim
+/// The PVC's `sluice.dev/Populated` condition, once the populator set it.
+fn populated(claim: &PersistentVolumeClaim) -> Option<&PersistentVolumeClaimCondition> {
+    claim
         .status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == conditions::POPULATED)?;
+        .find(|c| c.type_ == conditions::POPULATED)
+}
+
+/// What the PVC's condition says; `None` while there is nothing to report yet.
+pub fn verdict(claim: &PersistentVolumeClaim) -> Option<Verdict> {
+    let condition = populated(claim)?;
     let reason = condition.reason.clone().unwrap_or_default();
     let message = condition.message.clone().unwrap_or_default();
     if condition.status == "True" {
@@ -245,13 +250,7 @@ pub async fn run(cluster: &Cluster, args: &RestoreArgs, format: Format) -> Resul
 }
 
 fn progress_line(claim: &PersistentVolumeClaim) -> Option<String> {
-    let condition = claim
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == conditions::POPULATED)?;
+    let condition = populated(claim)?;
     Some(format!(
         "{}: {}",
         condition.reason.as_deref().unwrap_or_default(),
