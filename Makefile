@@ -27,6 +27,9 @@ tools:
 
 ## test: every test (lint, unit, restic-oracle, MinIO, control plane, e2e)
 test: tools lint
+	# The e2e scenarios run these binaries; cargo test builds a package's binaries only for its
+	# own integration tests, and kubectl-sluice has none.
+	cargo build -p sluice-mover -p sluice-operator -p kubectl-sluice
 	cargo test --workspace --no-fail-fast
 
 ## lint: formatting and clippy, warnings are errors
@@ -40,7 +43,7 @@ crds:
 
 ## e2e: the end-to-end scenarios on the local cluster with a real node (they run the image of the built binaries)
 e2e: tools
-	cargo build -p sluice-mover -p sluice-operator
+	cargo build -p sluice-mover -p sluice-operator -p kubectl-sluice
 	cargo test -p sluice-e2e --no-fail-fast
 
 ## cluster: MinIO, the control plane, a real node and Sluice from this tree, up until Ctrl-C/SIGTERM; export lines go to $$SLUICE_ENV_FILE

@@ -558,8 +558,8 @@ spec:
 
 /// A binary of this workspace, from the directory the running executable
 /// was built into (`target/debug` for tests, whose executables sit in
-/// `target/debug/deps`). `cargo test --workspace` builds every binary;
-/// `make e2e` builds them before the scenarios.
+/// `target/debug/deps`). `make test` and `make e2e` build them before the
+/// scenarios.
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe()
         .unwrap_or_else(|e| panic!("cannot locate the running executable: {e}"));
@@ -569,7 +569,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "{name} not found next to {}: build it first with `cargo build -p sluice-mover -p sluice-operator` (make e2e does)",
+                "{name} not found next to {}: build it first with `cargo build -p sluice-mover -p sluice-operator -p kubectl-sluice` (make test and make e2e do)",
                 exe.display()
             )
         })
