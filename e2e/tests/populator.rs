@@ -131,20 +131,30 @@ fn wait_no_leftovers(stack: &Stack, ns: &str) {
     );
 }
 
+/// Namespace `ns` with repository Secret `repo` and a PVC `data` holding sample data stamped
+/// `generation`, backed up once by ReplicationSource `data`: the PVC's directory and the
+/// snapshot id.
+fn backed_up_source(stack: &Stack, ns: &str, generation: &str) -> (std::path::PathBuf, String) {
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", &format!("{ns}/repo"), None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, generation);
+    stack.cluster.apply(&source(ns, "data", "Direct", ""));
+    let object = "replicationsource/data";
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    (
+        source_dir,
+        stack.get(ns, object, "{.status.lastSync.snapshotID}"),
+    )
+}
+
 fn bound_volume(stack: &Stack, ns: &str, claim: &str) -> String {
     stack.get(ns, &format!("pvc/{claim}"), "{.spec.volumeName}")
 }
 
 fn a_pvc_naming_a_destination_binds_with_its_snapshot(stack: &Stack) {
     let ns = "populate";
-    stack.namespace(ns);
-    stack.repository_secret(ns, "repo", "populate/repo", None);
-    let source_dir = stack.claim(ns, "data");
-    write_sample(&source_dir, "populated");
-    stack.cluster.apply(&source(ns, "data", "Direct", ""));
-    let object = "replicationsource/data";
-    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
-    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+    let (source_dir, snapshot) = backed_up_source(stack, ns, "populated");
     stack
         .cluster
         .apply(&destination(ns, "restore", "Direct", ""));
@@ -438,14 +448,7 @@ fn kubectl_sluice(stack: &Stack, ns: &str, args: &[&str]) -> std::process::Outpu
 
 fn kubectl_sluice_restore_fills_a_new_pvc(stack: &Stack) {
     let ns = "plugin";
-    stack.namespace(ns);
-    stack.repository_secret(ns, "repo", "plugin/repo", None);
-    let source_dir = stack.claim(ns, "data");
-    write_sample(&source_dir, "plugin");
-    stack.cluster.apply(&source(ns, "data", "Direct", ""));
-    let object = "replicationsource/data";
-    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
-    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+    let (source_dir, snapshot) = backed_up_source(stack, ns, "plugin");
 
     let out = kubectl_sluice(
         stack,
