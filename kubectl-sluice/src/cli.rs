@@ -113,7 +113,34 @@ pub enum Command {
         after_help = "Examples:\n  kubectl sluice unlock db -n apps\n  kubectl sluice unlock db -n apps --all\n\nA lock is stale when its holder has not refreshed it for 30 minutes."
     )]
     Unlock(UnlockArgs),
+    /// Translate other tools' manifests into Sluice's (VolSync's restic mover).
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// The former name of `migrate volsync`.
+    #[command(hide = true)]
+    ConvertVolsync(MigrateVolsyncArgs),
 }
+
+/// `migrate`'s tools.
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Convert VolSync restic ReplicationSources and ReplicationDestinations into Sluice's.
+    #[command(after_help = MIGRATE_VOLSYNC_HELP)]
+    Volsync(MigrateVolsyncArgs),
+}
+
+const MIGRATE_VOLSYNC_HELP: &str = "\
+Examples:
+  # Convert a GitOps directory's VolSync objects, reviewing what is not carried over
+  kubectl sluice migrate volsync apps/plex/volsync.yaml > apps/plex/sluice.yaml
+
+  # From standard input
+  kubectl get replicationsources.volsync.backube -n media -o yaml | kubectl sluice migrate volsync
+
+Objects of other kinds (the repository Secret, the application) pass through unchanged.
+Snapshots keep deduplicating: the converted objects use VolSync's host name \"volsync\".
+Each field not carried over is named on standard error. Exit code 1 when an object could
+not be converted (it is missing from the output) or an input is not YAML. Reads no cluster.";
 
 /// `status`.
 #[derive(Args, Debug)]
@@ -191,6 +218,13 @@ pub struct UnlockArgs {
     /// Remove every lock, also those of movers that are running now.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `migrate volsync`.
+#[derive(Args, Debug)]
+pub struct MigrateVolsyncArgs {
+    /// VolSync YAML files (multi-document); none or `-` reads standard input.
+    pub files: Vec<PathBuf>,
 }
 
 /// `30s`, `5m`, `2h` or `1d`.

@@ -2,12 +2,13 @@
 //! ReplicationDestinations through the API server, and opens their repositories from this
 //! machine with the repository Secret's values, which it never prints.
 //!
-//! Verbs live in `status`, `sync`, `restore` and `browse`; `cli` is the command line, `cluster` the API
+//! Verbs live in `status`, `sync`, `restore`, `browse` and `migrate`; `cli` is the command line, `cluster` the API
 //! side, `repository` the repository side, `output` the printing they share.
 
 mod browse;
 mod cli;
 mod cluster;
+mod migrate;
 mod output;
 mod repository;
 mod restore;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, EXIT_FAILED, EXIT_USAGE};
+use cli::{Cli, Command, EXIT_FAILED, EXIT_USAGE, MigrateCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -50,14 +51,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(global: &cli::Global, command: Command) -> anyhow::Result<u8> {
-    let cluster = cluster::Cluster::connect(global).await?;
+    // Connected per verb: `migrate` reads no cluster and needs no kubeconfig.
+    let connect = || cluster::Cluster::connect(global);
+    let output = global.output;
     match command {
-        Command::Status(args) => status::run(&cluster, &args, global.output).await,
-        Command::Sync(args) => sync::run(&cluster, &args, global.output).await,
-        Command::Snapshots(args) => browse::snapshots(&cluster, &args, global.output).await,
-        Command::Ls(args) => browse::ls(&cluster, &args, global.output).await,
-        Command::Dump(args) => browse::dump(&cluster, &args).await,
-        Command::Restore(args) => restore::run(&cluster, &args, global.output).await,
-        Command::Unlock(args) => browse::unlock(&cluster, &args).await,
+        Command::Status(args) => status::run(&connect().await?, &args, output).await,
+        Command::Sync(args) => sync::run(&connect().await?, &args, output).await,
+        Command::Snapshots(args) => browse::snapshots(&connect().await?, &args, output).await,
+        Command::Ls(args) => browse::ls(&connect().await?, &args, output).await,
+        Command::Dump(args) => browse::dump(&connect().await?, &args).await,
+        Command::Restore(args) => restore::run(&connect().await?, &args, output).await,
+        Command::Unlock(args) => browse::unlock(&connect().await?, &args).await,
+        Command::Migrate(MigrateCommand::Volsync(args)) | Command::ConvertVolsync(args) => {
+            migrate::run(&args)
+        }
     }
 }

@@ -1,6 +1,4 @@
-//! sluice-operator: the Sluice controllers and their companion commands.
-
-mod convert_volsync;
+//! sluice-operator: the Sluice controllers (`sluice-operator run`).
 
 use std::{
     net::SocketAddr,
@@ -40,8 +38,6 @@ struct Cli {
 enum Command {
     /// Run the controllers (only while holding the leader Lease).
     Run(Box<RunArgs>),
-    /// Translate VolSync restic ReplicationSource/ReplicationDestination YAML into Sluice's.
-    ConvertVolsync(convert_volsync::Args),
 }
 
 #[derive(Args, Debug)]
@@ -102,7 +98,6 @@ fn json<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, String> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::ConvertVolsync(args) => convert_volsync::run(args),
         Command::Run(args) => {
             tracing_subscriber::fmt()
                 .json()

@@ -1,4 +1,4 @@
-//! `sluice-operator convert-volsync`: translate VolSync restic manifests into Sluice's.
+//! `kubectl sluice migrate volsync`: translate VolSync restic manifests into Sluice's.
 //!
 //! Migration is meant to be a mechanical edit of a GitOps repository: feed the files in, commit
 //! what comes out. The conversion walks each VolSync object field by field, removing what it
@@ -9,9 +9,9 @@
 use std::{
     fmt,
     io::{Read, Write},
-    path::PathBuf,
-    process::ExitCode,
 };
+
+use anyhow::{Context as _, Result};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -22,36 +22,27 @@ use sluice_api::{
     ResticSourceSpec, RetainPolicy, Trigger,
 };
 
+use crate::cli::{EXIT_FAILED, MigrateVolsyncArgs};
+
 /// VolSync records every restic snapshot under this host name.
 const VOLSYNC_HOSTNAME: &str = "volsync";
 
-/// Arguments of `convert-volsync`.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// VolSync YAML files (multi-document) to convert; none or `-` reads standard input.
-    pub files: Vec<PathBuf>,
-}
-
-/// Runs the subcommand: converted YAML on stdout, one line per field not carried over on
-/// stderr. Fails when an input cannot be read or an object cannot be converted.
-pub fn run(args: Args) -> ExitCode {
+/// Runs `migrate volsync`: converted YAML on stdout, one line per field not carried over on
+/// stderr. Exit code 1 when an input cannot be read or an object cannot be converted; the
+/// objects that converted are still written.
+pub fn run(args: &MigrateVolsyncArgs) -> Result<u8> {
     let mut inputs = Vec::new();
     if args.files.is_empty() || args.files.iter().any(|f| f.as_os_str() == "-") {
         let mut text = String::new();
-        if let Err(err) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("convert-volsync: cannot read standard input: {err}");
-            return ExitCode::FAILURE;
-        }
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
         inputs.push(("<stdin>".to_owned(), text));
     }
     for file in args.files.iter().filter(|f| f.as_os_str() != "-") {
-        match std::fs::read_to_string(file) {
-            Ok(text) => inputs.push((file.display().to_string(), text)),
-            Err(err) => {
-                eprintln!("convert-volsync: cannot read {}: {err}", file.display());
-                return ExitCode::FAILURE;
-            }
-        }
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        inputs.push((file.display().to_string(), text));
     }
 
     let mut documents = Vec::new();
@@ -69,20 +60,15 @@ pub fn run(args: Args) -> ExitCode {
                 documents.extend(conversion.documents);
             }
             Err(err) => {
-                eprintln!("convert-volsync: {name} is not valid YAML: {err}");
+                eprintln!("error: {name} is not valid YAML: {err}");
                 failed = true;
             }
         }
     }
-    if let Err(err) = std::io::stdout().write_all(documents.join("---\n").as_bytes()) {
-        eprintln!("convert-volsync: cannot write standard output: {err}");
-        return ExitCode::FAILURE;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    std::io::stdout()
+        .write_all(documents.join("---\n").as_bytes())
+        .context("cannot write standard output")?;
+    Ok(if failed { EXIT_FAILED } else { 0 })
 }
 
 /// The output of converting one multi-document input.
