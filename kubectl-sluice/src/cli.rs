@@ -26,9 +26,12 @@ Examples:
   # Restore the latest snapshot into a new PVC
   kubectl sluice restore db --to db-copy -n apps
 
+  # What is wrong with a source, and how to fix it
+  kubectl sluice doctor db -n apps
+
 Exit codes: 0 done, 1 the operation or a check failed, 2 usage error.";
 
-/// Sluice backups from kubectl: status, manual syncs, snapshots, browsing, restores into new PVCs and unlock.
+/// Sluice backups from kubectl: status, manual syncs, snapshots, browsing, restores into new PVCs, unlock, doctor and migration.
 #[derive(Parser, Debug)]
 #[command(
     name = "kubectl sluice",
@@ -113,6 +116,9 @@ pub enum Command {
         after_help = "Examples:\n  kubectl sluice unlock db -n apps\n  kubectl sluice unlock db -n apps --all\n\nA lock is stale when its holder has not refreshed it for 30 minutes."
     )]
     Unlock(UnlockArgs),
+    /// Check what OBJECT's backups need (every object here without one) and say what to fix.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
     /// Translate other tools' manifests into Sluice's (VolSync's restic mover).
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -128,6 +134,23 @@ pub enum MigrateCommand {
     #[command(after_help = MIGRATE_VOLSYNC_HELP)]
     Volsync(MigrateVolsyncArgs),
 }
+
+const DOCTOR_HELP: &str = "\
+Examples:
+  kubectl sluice doctor db -n apps
+  kubectl sluice doctor -A -o json
+
+Checks, each ok, warn or FAIL with the fix:
+  clock           this machine and each node's kubelet against the API server
+  secret          the repository Secret's keys (values are never printed)
+  repository      reachable from this machine, and the password opens it
+  snapshot-class  a VolumeSnapshotClass for the source PVC's CSI driver (copyMethod Snapshot)
+  pod-security    the namespace's Pod Security level admits the mover Pod
+  rbac            your access for the plugin's verbs, and the mover's ServiceAccount
+  mover-image     the object's mover Pods pulled their image
+  last-result     the last sync's reason, and what to do about a failure
+
+Exit code 1 when a check fails.";
 
 const MIGRATE_VOLSYNC_HELP: &str = "\
 Examples:
@@ -218,6 +241,13 @@ pub struct UnlockArgs {
     /// Remove every lock, also those of movers that are running now.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `doctor`.
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// A ReplicationSource, or `rdst/NAME` for a ReplicationDestination. Default: every one.
+    pub object: Option<String>,
 }
 
 /// `migrate volsync`.

@@ -2,12 +2,13 @@
 //! ReplicationDestinations through the API server, and opens their repositories from this
 //! machine with the repository Secret's values, which it never prints.
 //!
-//! Verbs live in `status`, `sync`, `restore`, `browse` and `migrate`; `cli` is the command line, `cluster` the API
+//! Verbs live in `status`, `sync`, `restore`, `browse`, `doctor` and `migrate`; `cli` is the command line, `cluster` the API
 //! side, `repository` the repository side, `output` the printing they share.
 
 mod browse;
 mod cli;
 mod cluster;
+mod doctor;
 mod migrate;
 mod output;
 mod repository;
@@ -62,6 +63,7 @@ async fn run(global: &cli::Global, command: Command) -> anyhow::Result<u8> {
         Command::Dump(args) => browse::dump(&connect().await?, &args).await,
         Command::Restore(args) => restore::run(&connect().await?, &args, output).await,
         Command::Unlock(args) => browse::unlock(&connect().await?, &args).await,
+        Command::Doctor(args) => doctor::run(&connect().await?, &args, output).await,
         Command::Migrate(MigrateCommand::Volsync(args)) | Command::ConvertVolsync(args) => {
             migrate::run(&args)
         }

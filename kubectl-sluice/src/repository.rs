@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Serialize;
+
+use crate::doctor::judge::Probe;
 use sluice_repo::{
     Repository,
     backend::{self, s3::S3Options},
@@ -80,6 +82,36 @@ impl Access {
                 self.location
             )
         })
+    }
+}
+
+/// Opens the repository as `doctor` does, telling a wrong password, a missing repository,
+/// refused credentials and an unreachable store apart; counts `host`'s snapshots.
+pub fn probe(access: &Access, host: Option<&str>) -> Probe {
+    use sluice_repo::{Error, backend::BackendErrorKind};
+    let from_backend = |e: &sluice_repo::backend::BackendError| match e.kind {
+        BackendErrorKind::PermissionDenied => Probe::Denied(e.to_string()),
+        BackendErrorKind::Transient => Probe::Unreachable(e.to_string()),
+        BackendErrorKind::NoSuchContainer => Probe::NotFound,
+        _ => Probe::Other(e.to_string()),
+    };
+    let backend = match backend::open(&access.location, access.s3.clone()) {
+        Ok(backend) => backend,
+        Err(e) => return from_backend(&e),
+    };
+    let repo = match Repository::open(Arc::from(backend), &access.password, Options::default()) {
+        Ok(repo) => repo,
+        Err(Error::WrongPassword { .. }) => return Probe::WrongPassword,
+        Err(Error::RepositoryNotFound { .. }) => return Probe::NotFound,
+        Err(Error::Backend(e)) => return from_backend(&e),
+        Err(e) => return Probe::Other(e.to_string()),
+    };
+    match snapshots(&repo, host) {
+        Ok(found) => Probe::Opened {
+            snapshots: found.len(),
+            host: host.unwrap_or("(any)").to_string(),
+        },
+        Err(e) => Probe::Other(format!("cannot list snapshots: {e:#}")),
     }
 }
 
