@@ -4,7 +4,8 @@
 //! a bridge of the test's own ([`host`]), real CSI snapshots with the CSI
 //! test driver, the one stand-in ([`storage`]), images built here
 //! ([`images`]), and Sluice installed as users install it ([`stack`]);
-//! [`kstatus`] reads objects as kstatus-based tools do, and
+//! [`kstatus`] reads objects as kstatus-based tools do, [`argocd`] as Argo CD's
+//! health checks do, and
 //! [`operator_bench`] is the arithmetic of `make bench-operator`. The
 //! pieces every crate's tests share (tools, MinIO, certificates,
 //! processes) are in `sluice-testkit`.
@@ -13,6 +14,7 @@
 //! and when the test process itself is killed; what a killed run leaves on
 //! the machine is removed by the next one.
 
+pub mod argocd;
 pub mod cluster;
 pub mod host;
 pub mod images;

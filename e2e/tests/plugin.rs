@@ -80,6 +80,19 @@ fn finding(found: &[(String, String, String)], check: &str) -> (String, String) 
         .unwrap_or_else(|| panic!("no {check} finding in {found:?}"))
 }
 
+/// What Argo CD's health check makes of the live `object` in `ns`: (status, message).
+fn argocd_health(stack: &Stack, ns: &str, kind: &str, name: &str) -> (String, String) {
+    let live = json(&stack.cluster.kubectl(&[
+        "get",
+        &format!("{}.sluice.dev/{name}", kind.to_lowercase()),
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ]));
+    sluice_e2e::argocd::kind_health(kind, &live)
+}
+
 /// Lock files in the repository, by restic's own count.
 fn locks(stack: &Stack, bucket: &str) -> usize {
     stack
@@ -110,6 +123,9 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
         .unwrap_or_else(|| panic!("no row of data: {rows}"));
     assert_eq!(row["state"], "Ready", "{row}");
     assert_eq!(row["snapshot"], &first[..8], "{row}");
+    let (health, message) = argocd_health(stack, ns, "ReplicationSource", "data");
+    assert_eq!(health, "Healthy", "{message}");
+    assert!(message.starts_with("SyncSucceeded: "), "{message}");
     let text = plugin_exit(stack, ns, &["status"], 0);
     assert!(
         text.contains("data") && text.contains("SyncSucceeded") && text.contains(&first[..8]),
@@ -240,6 +256,25 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
     );
     assert!(finding(&found, "repository").1.contains("2 snapshot(s)"));
     assert_eq!(finding(&findings(&reports, "cluster"), "clock").0, "ok");
+
+    // Paused: Argo CD shows it Suspended once the operator has seen the change.
+    stack.cluster.kubectl(&[
+        "patch",
+        object,
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ]);
+    let generation = stack.get(ns, object, "{.metadata.generation}");
+    stack.wait_field(ns, object, "{.status.observedGeneration}", SYNC, |v| {
+        v == generation
+    });
+    let (health, message) = argocd_health(stack, ns, "ReplicationSource", "data");
+    assert_eq!(health, "Suspended", "{message}");
+    let rows = json(&plugin_exit(stack, ns, &["status", "-o", "json"], 0));
+    assert_eq!(rows[0]["state"], "Paused", "{rows}");
 }
 
 fn doctor_names_what_is_broken_and_how_to_fix_it(stack: &Stack) {
@@ -271,6 +306,10 @@ spec:
         SYNC,
         |v| v == "WrongPassword",
     );
+
+    let (health, message) = argocd_health(stack, ns, "ReplicationSource", "data");
+    assert_eq!(health, "Degraded", "{message}");
+    assert!(message.starts_with("WrongPassword: "), "{message}");
 
     let out = plugin(stack, ns, &["doctor", "-o", "json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
