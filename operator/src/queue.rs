@@ -159,11 +159,15 @@ pub fn admit(running: &[Sync], waiting: &[Sync], max: usize) -> Vec<Admission> {
     admissions
 }
 
-/// A sync in line: when it came, for order, and when its object was last reconciled.
+/// A sync in line: its ticket, for order, and when its object was last reconciled.
+///
+/// The ticket counts arrivals into line rather than holding a time: a reconcile takes its
+/// `now` when it starts, and one that started earlier but reached the queue later would
+/// otherwise step in front of a sync already told it was next.
 #[derive(Clone, Debug)]
 struct Waiter {
     exclusive: bool,
-    came: Timestamp,
+    ticket: u64,
     seen: Timestamp,
 }
 
@@ -177,7 +181,7 @@ struct Lane {
 impl Lane {
     fn line(&self) -> Vec<(Syncer, bool)> {
         let mut line: Vec<_> = self.waiting.iter().collect();
-        line.sort_by(|a, b| (a.1.came, a.0).cmp(&(b.1.came, b.0)));
+        line.sort_by_key(|(_, waiter)| waiter.ticket);
         line.into_iter()
             .map(|(syncer, waiter)| (syncer.clone(), waiter.exclusive))
             .collect()
@@ -215,6 +219,8 @@ impl Lane {
 pub struct Queues {
     max: usize,
     lanes: HashMap<String, Lane>,
+    /// The ticket of the next sync to come into line.
+    next_ticket: u64,
 }
 
 impl Queues {
@@ -223,6 +229,7 @@ impl Queues {
         Self {
             max: max.max(1),
             lanes: HashMap::new(),
+            next_ticket: 0,
         }
     }
 
@@ -242,12 +249,18 @@ impl Queues {
         }
         lane.waiting
             .retain(|_, w| now.duration_since(w.seen) < WAITER_EXPIRY);
-        let came = lane.waiting.get(&sync.syncer).map_or(now, |w| w.came);
+        let ticket = match lane.waiting.get(&sync.syncer) {
+            Some(waiter) => waiter.ticket,
+            None => {
+                self.next_ticket += 1;
+                self.next_ticket
+            }
+        };
         lane.waiting.insert(
             sync.syncer.clone(),
             Waiter {
                 exclusive: sync.exclusive,
-                came,
+                ticket,
                 seen: now,
             },
         );

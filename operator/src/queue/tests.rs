@@ -152,6 +152,25 @@ fn syncs_start_in_the_order_they_came_and_a_release_wakes_the_next() {
     assert!(queues.loads().is_empty(), "an empty lane is dropped");
 }
 
+/// A reconcile takes its time when it starts; one that started earlier but asks later still
+/// waits behind the sync already in line (seen in CI: "b" was told 1 of 1, then "a" came
+/// in front of it).
+#[test]
+fn the_line_is_the_order_of_asking_not_of_the_reconciles_clocks() {
+    let mut queues = Queues::new(1);
+    let repo = "s3:a";
+    queues.hold(repo, &prune("c"));
+    assert_eq!(
+        queues.request(repo, &prune("b"), at(2)),
+        queued(1, 1, Blocker::Exclusive(syncer("c")))
+    );
+    assert_eq!(
+        queues.request(repo, &prune("a"), at(1)),
+        queued(2, 2, Blocker::Exclusive(syncer("c")))
+    );
+    assert_eq!(queues.release(&syncer("c")), Some(vec![syncer("b")]));
+}
+
 #[test]
 fn repositories_are_independent() {
     let mut queues = Queues::new(1);
