@@ -58,6 +58,8 @@ impl Access {
             session_token: get("AWS_SESSION_TOKEN"),
             region: get("AWS_DEFAULT_REGION"),
             ca_cert: ca_file.as_ref().map(|f| PathBuf::from(f.path())),
+            // A web identity belongs to the mover's Pod; this machine has no token.
+            web_identity: None,
         };
         Ok(Access {
             location,

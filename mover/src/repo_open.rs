@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_repo::Repository;
-use sluice_repo::backend::s3::S3Options;
+use sluice_repo::backend::s3::{S3Options, WebIdentity};
 use sluice_repo::backend::{self, Backend};
 use sluice_repo::key::{CALIBRATION_TARGET, KdfParams};
 use sluice_repo::repository::{DEFAULT_PACK_SIZE, Options};
@@ -112,15 +112,25 @@ impl RepoConfig {
 }
 
 /// restic's S3 variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`) and the CA file of
-/// `--cacert`/`RESTIC_CACERT`.
+/// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`), the CA file of
+/// `--cacert`/`RESTIC_CACERT`, and the web identity the EKS Pod Identity
+/// webhook (IRSA) injects: `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`,
+/// `AWS_ROLE_SESSION_NAME`, and the AWS SDKs' `AWS_ENDPOINT_URL_STS` for
+/// an STS other than AWS's. `AWS_REGION`, which the webhook sets too,
+/// stands in for `AWS_DEFAULT_REGION`.
 fn s3_options(env: impl Fn(&str) -> Option<String>, ca_cert: Option<PathBuf>) -> S3Options {
     S3Options {
         access_key_id: env("AWS_ACCESS_KEY_ID"),
         secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
         session_token: env("AWS_SESSION_TOKEN"),
-        region: env("AWS_DEFAULT_REGION"),
+        region: env("AWS_DEFAULT_REGION").or_else(|| env("AWS_REGION")),
         ca_cert,
+        web_identity: env("AWS_WEB_IDENTITY_TOKEN_FILE").map(|file| WebIdentity {
+            token_file: file.into(),
+            role_arn: env("AWS_ROLE_ARN"),
+            session_name: env("AWS_ROLE_SESSION_NAME"),
+            sts_endpoint: env("AWS_ENDPOINT_URL_STS"),
+        }),
     }
 }
 
@@ -164,7 +174,56 @@ mod tests {
         assert_eq!(c.s3.session_token, None);
         assert_eq!(c.s3.region.as_deref(), Some("eu-west-1"));
         assert_eq!(c.s3.ca_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.s3.web_identity, None);
         assert_eq!(c.password, "pw");
+    }
+
+    #[test]
+    fn a_web_identity_comes_from_the_variables_the_pod_identity_webhook_injects() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("RESTIC_PASSWORD", "pw")];
+            all.extend_from_slice(vars);
+            config(&["-r", "s3:s3.amazonaws.com/b"], &all).unwrap().s3
+        };
+        let irsa = with(&[
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/backup"),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_STS_REGIONAL_ENDPOINTS", "regional"),
+        ]);
+        assert_eq!(
+            irsa.web_identity,
+            Some(WebIdentity {
+                token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
+                role_arn: Some("arn:aws:iam::123456789012:role/backup".into()),
+                session_name: None,
+                sts_endpoint: None,
+            })
+        );
+        assert_eq!(irsa.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(irsa.access_key_id, None);
+
+        let minio = with(&[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/token"),
+            ("AWS_ROLE_ARN", ""),
+            ("AWS_ROLE_SESSION_NAME", "nightly"),
+            ("AWS_ENDPOINT_URL_STS", "https://minio.example:9000"),
+            ("AWS_DEFAULT_REGION", "home"),
+            ("AWS_REGION", "ignored"),
+        ]);
+        let identity = minio.web_identity.unwrap();
+        assert_eq!(identity.role_arn, None, "an empty variable is unset");
+        assert_eq!(identity.session_name.as_deref(), Some("nightly"));
+        assert_eq!(
+            identity.sts_endpoint.as_deref(),
+            Some("https://minio.example:9000")
+        );
+        assert_eq!(minio.region.as_deref(), Some("home"));
+
+        assert_eq!(with(&[("AWS_ROLE_ARN", "arn:x")]).web_identity, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sluice_testkit::MinIo;
+use sluice_testkit::oidc::OidcIssuer;
 use support::*;
 
 /// A small tree with a file big enough for several packs and a multipart
@@ -256,4 +257,59 @@ fn a_probe_job_tells_a_reachable_backend_from_a_stopped_one() {
         "a probe retries for seconds, not minutes: it took {took:?}; {}",
         stderr(&out)
     );
+}
+
+/// A mover Pod with IRSA has no static keys: the webhook gives it a token
+/// file and a role. The mover exchanges the token at the server's STS, backs
+/// up and restores; restic, with the root keys, checks what it wrote. A
+/// token STS refuses fails in one line that names the token file.
+#[test]
+fn the_mover_reaches_its_bucket_with_only_a_web_identity() {
+    const AUDIENCE: &str = "sts.sluice.test";
+    let work = tempfile::tempdir().unwrap();
+    let issuer = OidcIssuer::start(work.path());
+    let minio = MinIo::start_trusting(&issuer.config_url(), AUDIENCE);
+    let token_file = work.path().join("token");
+    let subject = "system:serviceaccount:apps:backup";
+    fs::write(&token_file, issuer.token(subject, AUDIENCE, 3600)).unwrap();
+    let identity = |token_file: &Path| {
+        let mut repo = Repo::s3(&minio, "irsa/repo");
+        repo.env = vec![
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+                token_file.display().to_string(),
+            ),
+            ("AWS_ROLE_ARN".into(), minio.role_arn().unwrap()),
+            ("AWS_REGION".into(), MinIo::REGION.into()),
+        ];
+        repo
+    };
+    let repo = identity(&token_file);
+    let src = work.path().join("src");
+    make_tree(&src);
+
+    ok(repo.sluice().arg("init"));
+    ok(repo.sluice().current_dir(&src).args(["backup", "."]));
+    assert_restores(repo.sluice(), &src, &work.path().join("restored"));
+    ok(Repo::s3(&minio, "irsa/repo")
+        .restic()
+        .args(["check", "--read-data"]));
+
+    let wrong_audience = work.path().join("wrong-audience");
+    fs::write(
+        &wrong_audience,
+        issuer.token(subject, "another-client", 3600),
+    )
+    .unwrap();
+    let out = exits(identity(&wrong_audience).sluice().arg("snapshots"), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot assume role"))
+        .unwrap_or_else(|| panic!("no line says the role could not be assumed:\n{stderr}"));
+    assert!(
+        line.contains(&wrong_audience.display().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("HTTP 400"), "{line}");
 }

@@ -692,6 +692,33 @@ spec:
         assert_eq!(labels[labels::REPLICATION_SOURCE], "db");
     }
 
+    /// An identity webhook (EKS Pod Identity, Azure Workload Identity) adds its
+    /// variables to the Pod; a variable the Job names itself, even empty, would
+    /// shadow them (VolSync #2032). So the Job names only its own `SLUICE_*`
+    /// variables, and the repository Secret comes in through `envFrom`, which
+    /// sets only the keys the Secret has.
+    #[test]
+    fn the_job_sets_no_variable_an_identity_webhook_injects() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        source.spec.restic.mover.mover_service_account = Some("backup".into());
+        source.spec.restic.custom_ca =
+            serde_saphyr::from_str("{secretName: ca, key: ca.crt}").unwrap();
+        let (_, pod) = build(&source);
+        let container = &pod.containers[0];
+        for var in container.env.as_deref().unwrap() {
+            assert!(
+                var.name.starts_with("SLUICE_"),
+                "{} is set by the Job",
+                var.name
+            );
+        }
+        let env_from = container.env_from.as_deref().unwrap();
+        assert_eq!(env_from.len(), 1);
+        assert_eq!(env_from[0].prefix, None);
+        assert_eq!(env_from[0].secret_ref.as_ref().unwrap().name, "repo-secret");
+        assert_eq!(pod.service_account_name.as_deref(), Some("backup"));
+    }
+
     #[test]
     fn mover_security_context_is_merged_over_the_restricted_defaults() {
         let restricted = pod_security_context(None, None);

@@ -1,7 +1,7 @@
 //! What every crate's tests share, without a Kubernetes client: the pinned
 //! component binaries ([`tools::Tool`]), a real MinIO ([`minio::MinIo`]), a real
 //! Prometheus ([`prometheus::Prometheus`]),
-//! certificates ([`pki::Pki`]), child processes that die with their owner
+//! certificates ([`pki::Pki`]), an OpenID issuer ([`oidc::OidcIssuer`]), child processes that die with their owner
 //! ([`process::Daemon`]), deterministic data ([`data`]) and exact tree
 //! comparison ([`tree`]).
 //!
@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod minio;
+pub mod oidc;
 pub mod pki;
 pub mod probe;
 pub mod process;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::probe::http_get_at;
-use crate::process::{Daemon, free_port_on};
+use crate::process::{Daemon, free_port_on, succeed_with_input};
 use crate::tools::Tool;
 
 /// MinIO refuses every write that would leave less than this fraction of its
@@ -72,6 +72,15 @@ pub struct MinIo {
     console_port: u16,
     dir: TempDir,
     daemon: Option<Daemon>,
+    /// The OpenID client id whose tokens STS accepts, if any.
+    openid: Option<OpenId>,
+}
+
+/// An OpenID provider MinIO's STS trusts (`MINIO_IDENTITY_OPENID_*`).
+#[derive(Clone, Debug)]
+struct OpenId {
+    config_url: String,
+    client_id: String,
 }
 
 impl MinIo {
@@ -91,6 +100,25 @@ impl MinIo {
     /// Starts MinIO listening on `address` (127.0.0.1, or the test
     /// cluster's bridge address so that Pods reach it too).
     pub fn start_on(address: IpAddr) -> MinIo {
+        MinIo::start_with(address, None)
+    }
+
+    /// Starts MinIO on 127.0.0.1 with its STS trusting the OpenID provider
+    /// at `config_url` (a discovery document) for tokens whose audience is
+    /// `client_id`; [`MinIo::role_arn`] names the role, whose policy is
+    /// MinIO's built-in `readwrite`. The provider must be serving already:
+    /// MinIO reads the document at startup.
+    pub fn start_trusting(config_url: &str, client_id: &str) -> MinIo {
+        MinIo::start_with(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(OpenId {
+                config_url: config_url.to_string(),
+                client_id: client_id.to_string(),
+            }),
+        )
+    }
+
+    fn start_with(address: IpAddr, openid: Option<OpenId>) -> MinIo {
         let dir = tempfile::Builder::new()
             .prefix("sluice-minio-")
             .tempdir()
@@ -106,6 +134,7 @@ impl MinIo {
             console_port: free_port_on(address),
             dir,
             daemon: None,
+            openid,
         };
         minio.start_again();
         minio
@@ -134,6 +163,12 @@ impl MinIo {
             .env("MINIO_UPDATE", "off")
             // Keep MinIO's config and certs inside the temporary directory.
             .env("HOME", self.dir.path());
+        if let Some(openid) = &self.openid {
+            command
+                .env("MINIO_IDENTITY_OPENID_CONFIG_URL", &openid.config_url)
+                .env("MINIO_IDENTITY_OPENID_CLIENT_ID", &openid.client_id)
+                .env("MINIO_IDENTITY_OPENID_ROLE_POLICY", "readwrite");
+        }
         let log = self.dir.path().join("minio.log");
         let mut daemon = Daemon::spawn("minio", command, &log);
         let address = self.socket_address();
@@ -160,6 +195,20 @@ impl MinIo {
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         self.daemon.as_mut().is_some_and(Daemon::is_running)
+    }
+
+    /// The ARN of the role STS grants to tokens for the trusted client id
+    /// (see [`MinIo::start_trusting`]): MinIO derives it from the client id.
+    pub fn role_arn(&self) -> Option<String> {
+        let openid = self.openid.as_ref()?;
+        let mut sha1 = Command::new("openssl");
+        sha1.args(["dgst", "-sha1", "-binary"]);
+        let digest = succeed_with_input(sha1, openid.client_id.as_bytes());
+        use base64::Engine as _;
+        Some(format!(
+            "arn:minio:iam:::role/{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        ))
     }
 
     /// The S3 endpoint, `http://ADDRESS:PORT`.

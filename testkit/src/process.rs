@@ -235,3 +235,26 @@ pub fn succeed(mut command: Command) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Runs `command` with `input` on its stdin and returns its stdout (bytes); panics like
+/// [`succeed`]. For filters that read all input before writing, such as `openssl dgst`.
+pub fn succeed_with_input(mut command: Command, input: &[u8]) -> Vec<u8> {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), input)
+        .unwrap_or_else(|e| panic!("cannot write to {shown}: {e}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {shown}: {e}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}

@@ -24,7 +24,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Variables of the test's own environment that would change what the
 /// tools do; each command gets only what its `Repo` sets.
-const AMBIENT: [&str; 10] = [
+const AMBIENT: [&str; 15] = [
     "RESTIC_PASSWORD_FILE",
     "RESTIC_CACERT",
     "RESTIC_COMPRESSION",
@@ -33,6 +33,11 @@ const AMBIENT: [&str; 10] = [
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
     "SLUICE_LOG",
     "SLUICE_LOG_FORMAT",
 ];

@@ -1,6 +1,7 @@
 //! What an S3 failure means: object_store errors and raw bucket responses
 //! become a backend error kind (retry or not) and a short one-line cause.
 
+use super::web_identity::StsError;
 use crate::backend::BackendErrorKind;
 
 /// Joins a message's lines, so every error a user sees is one line.
@@ -9,7 +10,7 @@ pub(super) fn one_line(s: &str) -> String {
 }
 
 /// The text between `<tag>` and `</tag>` in an S3 XML error body.
-fn xml_field<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+pub(super) fn xml_field<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
     let len = body[start..].find(&format!("</{tag}>"))?;
     Some(&body[start..start + len])
@@ -86,6 +87,13 @@ pub(super) fn transport_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// (`... status code: 503 Service Unavailable: <body>`); transport failures
 /// show as `HTTP error` in the chain.
 pub(super) fn classify(e: &object_store::Error) -> (BackendErrorKind, String) {
+    // No credentials from STS: the provider has already said why.
+    let chain = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    });
+    if let Some(sts) = chain.into_iter().find_map(|e| e.downcast_ref::<StsError>()) {
+        return (sts.kind, sts.message.clone());
+    }
     let text = e.to_string();
     let body = text
         .split_once("status code: ")

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::web_identity::WebIdentity;
+
 /// Where a repository lives, parsed from a restic `s3:` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
@@ -89,6 +91,9 @@ pub struct S3Options {
     /// A PEM file of CA certificates to trust besides the system's
     /// (restic's `--cacert`, or `RESTIC_CACERT`).
     pub ca_cert: Option<PathBuf>,
+    /// A web identity token to exchange for temporary credentials (IRSA,
+    /// MinIO OpenID), used when no static keys are given.
+    pub web_identity: Option<WebIdentity>,
 }
 
 impl fmt::Debug for S3Options {
@@ -102,6 +107,7 @@ impl fmt::Debug for S3Options {
             .field("session_token", &self.session_token.as_ref().map(|_| "***"))
             .field("region", &self.region)
             .field("ca_cert", &self.ca_cert)
+            .field("web_identity", &self.web_identity)
             .finish()
     }
 }

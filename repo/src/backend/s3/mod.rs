@@ -18,6 +18,7 @@
 mod classify;
 mod location;
 mod multipart;
+mod web_identity;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,8 @@ use self::classify::{
     chain_text, classify, one_line, status_cause, status_kind, transport_cause, transport_kind,
 };
 pub use self::location::{S3Location, S3Options};
+pub use self::web_identity::WebIdentity;
+use self::web_identity::{WebIdentityProvider, sts_endpoint};
 use super::{
     Backend, BackendError, BackendErrorKind, BackendResult, FileKind, ListedFile, Payload,
 };
@@ -120,9 +123,16 @@ impl S3Backend {
                 max_retries: 0,
                 ..RetryConfig::default()
             });
+        let http = ReqwestConnector::default()
+            .connect(&client)
+            .map_err(|e| setup_err(one_line(&e.to_string())))?;
         let mut secrets = Vec::new();
-        match (&options.access_key_id, &options.secret_access_key) {
-            (Some(id), Some(secret)) => {
+        match (
+            &options.access_key_id,
+            &options.secret_access_key,
+            &options.web_identity,
+        ) {
+            (Some(id), Some(secret), _) => {
                 builder = builder
                     .with_access_key_id(id)
                     .with_secret_access_key(secret);
@@ -132,21 +142,38 @@ impl S3Backend {
                     secrets.push(token.clone());
                 }
             }
-            // object_store reads these itself (EKS pod identity via IRSA).
-            _ if std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() => {}
+            (None, None, Some(identity)) => {
+                let sts = sts_endpoint(identity, &endpoint, location.is_aws(), &region);
+                // Plain HTTP to STS only when the user named an http:// endpoint.
+                let sts_client = client.clone().with_allow_http(sts.starts_with("http://"));
+                let sts_http = ReqwestConnector::default()
+                    .connect(&sts_client)
+                    .map_err(|e| setup_err(one_line(&e.to_string())))?;
+                builder = builder.with_credentials(Arc::new(WebIdentityProvider::new(
+                    identity.clone(),
+                    sts,
+                    sts_http,
+                )));
+            }
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(setup_err(
+                    "only one of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY is set: set both"
+                        .into(),
+                ));
+            }
             // Without this check object_store would fall back to the EC2
             // instance metadata service and fail slowly off EC2.
-            _ => {
+            (None, None, None) => {
                 return Err(setup_err(
-                    "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                    "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give \
+                     the mover a ServiceAccount with a web identity (AWS_ROLE_ARN and \
+                     AWS_WEB_IDENTITY_TOKEN_FILE)"
+                        .into(),
                 ));
             }
         }
         let store = builder
             .build()
-            .map_err(|e| setup_err(one_line(&e.to_string())))?;
-        let http = ReqwestConnector::default()
-            .connect(&client)
             .map_err(|e| setup_err(one_line(&e.to_string())))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -428,9 +455,6 @@ mod tests {
 
     #[test]
     fn missing_credentials_are_reported_before_any_request() {
-        if std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
-            return; // the pod identity path applies instead
-        }
         let err = S3Backend::new("s3:http://127.0.0.1:1/b", S3Options::default())
             .err()
             .expect("no credentials must fail");
