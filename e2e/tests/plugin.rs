@@ -255,7 +255,11 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
             .contains("default VolumeSnapshotClass")
     );
     assert!(finding(&found, "repository").1.contains("2 snapshot(s)"));
-    assert_eq!(finding(&findings(&reports, "cluster"), "clock").0, "ok");
+    let cluster = findings(&reports, "cluster");
+    assert_eq!(finding(&cluster, "clock").0, "ok");
+    let (verdict, detail) = finding(&cluster, "operator");
+    assert_eq!(verdict, "ok", "{detail}");
+    assert!(detail.contains("leads in"), "{detail}");
 
     // Paused: Argo CD shows it Suspended once the operator has seen the change.
     stack.cluster.kubectl(&[

@@ -26,7 +26,9 @@ use kube::{
 use serde::Serialize;
 use sluice_api::{MoverConfig, ReplicationDestination, ReplicationSource, labels};
 
-use self::judge::{Finding, Heartbeat, MoverPod, Probe, SnapshotClass, SourceClaim, Verdict};
+use self::judge::{
+    Finding, Heartbeat, MoverPod, OperatorLease, Probe, SnapshotClass, SourceClaim, Verdict,
+};
 use crate::{
     cli::{DoctorArgs, EXIT_FAILED, Format},
     cluster::{Cluster, Object, secret_values},
@@ -48,7 +50,7 @@ pub struct Report {
 pub async fn run(cluster: &Cluster, args: &DoctorArgs, format: Format) -> Result<u8> {
     let mut reports = vec![Report {
         object: "cluster".into(),
-        findings: vec![clock(cluster).await],
+        findings: vec![operator(cluster).await, clock(cluster).await],
     }];
     let objects = match &args.object {
         Some(reference) => vec![(cluster.namespace.clone(), cluster.object(reference).await?)],
@@ -398,6 +400,42 @@ async fn mover_pods(cluster: &Cluster, owner_label: &str, name: &str) -> Vec<Mov
             }
         })
         .collect()
+}
+
+/// The operator's leader Lease, wherever it is installed.
+async fn operator(cluster: &Cluster) -> Finding {
+    let leases = match Api::<Lease>::all(cluster.client.clone())
+        .list(&ListParams::default().fields("metadata.name=sluice-operator"))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            return Finding {
+                check: "operator",
+                verdict: Verdict::Warn,
+                detail: format!("cannot list the operator's leader Lease: {e}"),
+                fix: Some(
+                    "ask for get/list on leases.coordination.k8s.io in the operator's namespace"
+                        .into(),
+                ),
+            };
+        }
+    };
+    let server = server_time(cluster)
+        .await
+        .unwrap_or_else(|_| Timestamp::now());
+    let leases: Vec<OperatorLease> = leases
+        .into_iter()
+        .map(|lease| {
+            let spec = lease.spec.unwrap_or_default();
+            OperatorLease {
+                namespace: lease.metadata.namespace.unwrap_or_default(),
+                holder: spec.holder_identity,
+                age: spec.renew_time.map(|t| server.duration_since(t.0)),
+            }
+        })
+        .collect();
+    judge::operator(&leases)
 }
 
 /// This machine's and the nodes' clocks against the API server's (its `Date` header).

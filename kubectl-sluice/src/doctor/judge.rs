@@ -527,6 +527,83 @@ fn short(duration: SignedDuration) -> String {
     }
 }
 
+/// The operator's leader Lease (`sluice-operator`) in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorLease {
+    /// Where the operator is installed.
+    pub namespace: String,
+    /// The replica that holds it (`holderIdentity`, the Pod name).
+    pub holder: Option<String>,
+    /// API server time minus `renewTime`; `None` when never renewed.
+    pub age: Option<SignedDuration>,
+}
+
+/// The operator renews its Lease every few seconds and gives it up after 15 s; a Lease older
+/// than this has no live holder.
+const LEASE_STALE: SignedDuration = SignedDuration::from_secs(60);
+
+/// Whether an operator runs: nothing syncs, and no status changes, while none holds its
+/// leader Lease. Two installs in different namespaces both act on every object.
+pub fn operator(leases: &[OperatorLease]) -> Finding {
+    const CHECK: &str = "operator";
+    let live: Vec<&OperatorLease> = leases
+        .iter()
+        .filter(|l| l.age.is_some_and(|age| age <= LEASE_STALE))
+        .collect();
+    match (leases, live.as_slice()) {
+        ([], _) => Finding::fail(
+            CHECK,
+            "no sluice-operator leader Lease in any namespace: the operator is not installed, or has never started",
+            "install it (helm install sluice charts/sluice -n sluice-system --create-namespace, or kubectl apply -k config/default), then: kubectl -n sluice-system get pods -l app.kubernetes.io/name=sluice",
+        ),
+        (_, []) => {
+            let lease = &leases[0];
+            let when = lease.age.map_or("never renewed".to_string(), |age| {
+                format!("last renewed {} ago", short(age))
+            });
+            Finding::fail(
+                CHECK,
+                format!(
+                    "the operator's leader Lease in {} was {when}{}: no replica runs, or none reaches the API server; nothing syncs meanwhile",
+                    lease.namespace,
+                    lease
+                        .holder
+                        .as_deref()
+                        .map(|h| format!(" by {h}"))
+                        .unwrap_or_default()
+                ),
+                format!(
+                    "kubectl -n {ns} get pods -l app.kubernetes.io/name=sluice; kubectl -n {ns} logs deploy/sluice-operator",
+                    ns = lease.namespace
+                ),
+            )
+        }
+        (_, [one]) if leases.len() == 1 => Finding::ok(
+            CHECK,
+            format!(
+                "{} leads in {}, Lease renewed {} ago",
+                one.holder.as_deref().unwrap_or("a replica"),
+                one.namespace,
+                short(one.age.unwrap_or_default())
+            ),
+        ),
+        _ => {
+            let namespaces: Vec<&str> = leases.iter().map(|l| l.namespace.as_str()).collect();
+            Finding::warn(
+                CHECK,
+                format!(
+                    "operator Leases in {} namespaces ({}), {} renewed within {}: two installs both act on every object",
+                    leases.len(),
+                    namespaces.join(", "),
+                    live.len(),
+                    short(LEASE_STALE)
+                ),
+                "keep one install: uninstall the others, or delete a stale Lease with kubectl -n NAMESPACE delete lease sluice-operator",
+            )
+        }
+    }
+}
+
 /// The object's last result, with the fix for its failure reason.
 pub fn last_result(health: &Health) -> Finding {
     const CHECK: &str = "last-result";

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use jiff::SignedDuration;
 
-use super::judge::{self, Heartbeat, MoverPod, Probe, SnapshotClass, SourceClaim, Verdict};
+use super::judge::{
+    self, Heartbeat, MoverPod, OperatorLease, Probe, SnapshotClass, SourceClaim, Verdict,
+};
 use crate::status::{Health, State};
 
 fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -462,5 +464,49 @@ fn every_failure_reason_of_the_operator_has_a_fix() {
         reason::BACKOFF,
     ] {
         assert!(judge::fix_for(r).is_some(), "{r} has no fix");
+    }
+}
+
+#[test]
+fn the_operator_is_judged_by_its_leader_lease() {
+    let lease = |namespace: &str, age: Option<i64>| OperatorLease {
+        namespace: namespace.into(),
+        holder: Some(format!("sluice-operator-7d9f-{namespace}")),
+        age: age.map(SignedDuration::from_secs),
+    };
+    for (leases, verdict, detail, fix) in [
+        (vec![], Verdict::Fail, "not installed", "helm install"),
+        (
+            vec![lease("sluice-system", Some(3))],
+            Verdict::Ok,
+            "sluice-operator-7d9f-sluice-system leads in sluice-system, Lease renewed 3s ago",
+            "",
+        ),
+        (
+            vec![lease("sluice-system", Some(600))],
+            Verdict::Fail,
+            "last renewed 10m ago by sluice-operator-7d9f-sluice-system",
+            "kubectl -n sluice-system logs deploy/sluice-operator",
+        ),
+        (
+            vec![lease("backup", None)],
+            Verdict::Fail,
+            "in backup was never renewed",
+            "kubectl -n backup get pods",
+        ),
+        (
+            vec![lease("sluice-system", Some(2)), lease("old", Some(4000))],
+            Verdict::Warn,
+            "operator Leases in 2 namespaces (sluice-system, old), 1 renewed within 60s",
+            "keep one install",
+        ),
+    ] {
+        let finding = judge::operator(&leases);
+        assert_eq!(finding.verdict, verdict, "{leases:?}: {finding:?}");
+        assert!(finding.detail.contains(detail), "{leases:?}: {finding:?}");
+        assert!(
+            finding.fix.as_deref().unwrap_or("").contains(fix),
+            "{leases:?}: {finding:?}"
+        );
     }
 }
