@@ -262,15 +262,7 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
     assert!(detail.contains("leads in"), "{detail}");
 
     // Paused: Argo CD shows it Suspended once the operator has seen the change.
-    stack.cluster.kubectl(&[
-        "patch",
-        object,
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"paused":true}}"#,
-    ]);
+    scenario::merge_patch(stack, ns, object, r#"{"spec":{"paused":true}}"#);
     let generation = stack.get(ns, object, "{.metadata.generation}");
     stack.wait_field(ns, object, "{.status.observedGeneration}", SYNC, |v| {
         v == generation

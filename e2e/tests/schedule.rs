@@ -9,7 +9,7 @@ mod scenario;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use scenario::{OWNED, SYNC, manual_sync, source, trigger, write_sample};
+use scenario::{OWNED, SYNC, manual_sync, merge_patch, source, trigger, write_sample};
 use sluice_e2e::Stack;
 
 #[test]
@@ -155,15 +155,7 @@ fn paused_source_starts_nothing_until_resumed(stack: &Stack) {
     stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(5), |v| {
         v == "data"
     });
-    stack.cluster.kubectl(&[
-        "patch",
-        object,
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        "{\"spec\":{\"paused\":false}}",
-    ]);
+    merge_patch(stack, ns, object, r#"{"spec":{"paused":false}}"#);
     stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "two");
 }
 

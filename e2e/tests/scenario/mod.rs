@@ -92,17 +92,21 @@ spec:
     )
 }
 
+/// Applies the JSON merge patch `patch` to `kind/name` in `ns`.
+pub fn merge_patch(stack: &Stack, ns: &str, object: &str, patch: &str) {
+    stack
+        .cluster
+        .kubectl(&["patch", object, "-n", ns, "--type=merge", "-p", patch]);
+}
+
 /// Sets `spec.trigger.manual` of `kind/name` to `value`.
 pub fn trigger(stack: &Stack, ns: &str, object: &str, value: &str) {
-    stack.cluster.kubectl(&[
-        "patch",
-        object,
-        "-n",
+    merge_patch(
+        stack,
         ns,
-        "--type=merge",
-        "-p",
+        object,
         &format!("{{\"spec\":{{\"trigger\":{{\"manual\":\"{value}\"}}}}}}"),
-    ]);
+    );
 }
 
 /// Triggers a manual sync of ReplicationSource `name` with `value`, waits
