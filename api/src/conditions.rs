@@ -88,6 +88,9 @@ pub mod reason {
     pub const REPLICATION_DESTINATION_NOT_FOUND: &str = "ReplicationDestinationNotFound";
     /// The populated volume is being handed over to the PVC.
     pub const REBINDING: &str = "Rebinding";
+    /// The last restore test found files that do not restore as the snapshot records them, or
+    /// data it could not read.
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     /// Temporary copies of the last sync are being removed.
     pub const CLEANING_UP: &str = "CleaningUp";
 }

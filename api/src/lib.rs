@@ -42,7 +42,7 @@ pub use mover::{CustomCa, MoverConfig, MoverOutcome, MoverStatus};
 #[cfg(feature = "crd")]
 pub use source::{
     ReplicationSource, ReplicationSourceSpec, ReplicationSourceStatus, ResticSourceSpec,
-    ResticSourceStatus, RetainPolicy,
+    ResticSourceStatus, RetainPolicy, Verification, VerifySpec,
 };
 #[cfg(feature = "crd")]
 pub use sync::{LastSync, RestoredSnapshot, SyncAction, SyncPlan, SyncSpec, SyncStatus};

@@ -48,3 +48,5 @@ pub const RESTORE_PREVIOUS: &str = "SLUICE_RESTORE_PREVIOUS";
 pub const RESTORE_DELETE: &str = "SLUICE_RESTORE_DELETE";
 /// `Fail` or `Empty`, as `spec.restic.onMissingSnapshot`.
 pub const ON_MISSING_SNAPSHOT: &str = "SLUICE_ON_MISSING_SNAPSHOT";
+/// The scratch directory a restore test (`verify`) restores into. Default: `/scratch`.
+pub const VERIFY_DIR: &str = "SLUICE_VERIFY_DIR";

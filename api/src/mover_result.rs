@@ -67,12 +67,35 @@ pub struct MoverResult {
     /// `check` ran to completion, so the operator may stamp `status.restic.lastChecked`.
     #[serde(default)]
     pub checked: bool,
+    /// What the restore test (`verify`) found; absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verified>,
     /// Why the run failed; absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
     /// One line for humans: on failure what failed and what to do, on success a summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The mismatches a result carries at most: the termination message holds 4096 bytes.
+pub const MAX_MISMATCHES: usize = 5;
+
+/// What a restore test found: the snapshot, what was read back, and what did not match.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    /// Full id of the snapshot restored.
+    pub snapshot_id: String,
+    /// Files restored and read back.
+    pub files_checked: u64,
+    /// Bytes restored and read back.
+    pub bytes_checked: u64,
+    /// Files that did not restore as recorded (unreadable data included).
+    pub files_mismatched: u64,
+    /// The first [`MAX_MISMATCHES`], one line each, at most 200 characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<String>,
 }
 
 /// The kinds of failure the operator reacts to differently.
@@ -186,6 +209,13 @@ mod tests {
             forgot: true,
             pruned: true,
             checked: false,
+            verification: Some(Verified {
+                snapshot_id: "b".repeat(64),
+                files_checked: 7,
+                bytes_checked: 8,
+                files_mismatched: 1,
+                mismatches: vec!["/etc/x: content differs from blob 1234".into()],
+            }),
             error_class: Some(ErrorClass::Network),
             message: Some("saving pack: connection refused; check RESTIC_REPOSITORY".into()),
         }

@@ -114,6 +114,9 @@ pub enum SyncAction {
     Prune,
     /// Check the repository, reading a subset of the data; planned by `checkIntervalDays`.
     Check,
+    /// Restore the latest snapshot into a scratch volume and read it back; planned by
+    /// `spec.restic.verify.schedule`.
+    Verify,
     /// Restore a snapshot into the destination volume.
     Restore,
 }

@@ -211,6 +211,7 @@ fn convert_source(mut value: Value, notes: &mut Notes) -> Result<ReplicationSour
         retain,
         prune_interval_days: restic.take("pruneIntervalDays")?,
         check_interval_days: None,
+        verify: None,
         capacity: restic.take("capacity")?,
         storage_class_name: restic.take("storageClassName")?,
         access_modes: restic.take("accessModes")?,

@@ -7,6 +7,24 @@ use std::fs;
 
 use support::*;
 
+/// The size of every regular file below `dir`, each hard-linked file once, no symlink followed.
+fn regular_file_sizes(dir: &std::path::Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &std::path::Path, seen: &mut std::collections::HashSet<u64>, out: &mut Vec<u64>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                walk(&entry.path(), seen, out);
+            } else if meta.is_file() && seen.insert(meta.ino()) {
+                out.push(meta.len());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut Default::default(), &mut out);
+    out
+}
+
 fn result(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -389,5 +407,95 @@ fn the_first_backup_after_a_restore_reads_no_unchanged_file() {
     assert_eq!(
         fs::read(restored.join("file-3")).unwrap(),
         fs::read(&changed).unwrap()
+    );
+}
+
+#[test]
+fn a_restore_test_reads_the_snapshot_back_and_names_what_does_not_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = workdir();
+    let data = w.path().join("data");
+    make_awkward_tree(&data);
+    fs::write(data.join("victim"), random_bytes(21, 3 << 20)).unwrap();
+    let repo_dir = w.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    ok(repo.sluice().arg("init"));
+    let log = w.path().join("termination-log");
+    let scratch = w.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    ok(repo
+        .sluice()
+        .arg("job")
+        .env("SLUICE_JOB_ACTIONS", "unlock,backup,verify")
+        .env("SLUICE_DATA_DIR", &data)
+        .env("SLUICE_VERIFY_DIR", &scratch)
+        .env("SLUICE_HOSTNAME", "ns-a/pvc-a")
+        .env("SLUICE_RESULT_FILE", &log));
+    let r = result(&log);
+    let verification = &r["verification"];
+    assert_eq!(verification["snapshotId"], r["snapshotId"], "{r}");
+    assert_eq!(verification["filesMismatched"], 0, "{r}");
+    let regular = regular_file_sizes(&data);
+    assert_eq!(verification["filesChecked"], regular.len(), "{r}");
+    assert_eq!(
+        verification["bytesChecked"],
+        regular.iter().sum::<u64>(),
+        "{r}"
+    );
+    assert!(verification.get("mismatches").is_none(), "{r}");
+    assert_same_tree(&data, &scratch, Compare::EXACT);
+
+    // Damage the victim's first blob in its pack, as a bad disk or a hostile writer would.
+    let backend = std::sync::Arc::new(sluice_repo::backend::local::LocalBackend::new(&repo_dir));
+    let mut opened = sluice_repo::Repository::open(
+        backend,
+        PASSWORD,
+        sluice_repo::repository::Options::default(),
+    )
+    .unwrap();
+    opened.load_index().unwrap();
+    let snap = opened.find_snapshot("latest", &Default::default()).unwrap();
+    let tree = opened.load_tree(&snap.snapshot.tree).unwrap();
+    let victim = tree
+        .nodes
+        .iter()
+        .find(|n| n.name_bytes() == b"victim")
+        .unwrap();
+    let blob = victim.content()[0];
+    let loc = opened.index().get(&blob).unwrap();
+    let pack = repo_dir.join(format!("data/{}/{}", &loc.pack.to_hex()[..2], loc.pack));
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[loc.blob.offset as usize + 100] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+
+    // A run that only tests restores the host's latest snapshot, and reports the damage
+    // without failing: the verdict is the operator's to record.
+    let scratch = w.path().join("scratch-2");
+    fs::create_dir(&scratch).unwrap();
+    ok(repo
+        .sluice()
+        .arg("job")
+        .env("SLUICE_JOB_ACTIONS", "verify")
+        .env("SLUICE_VERIFY_DIR", &scratch)
+        .env("SLUICE_HOSTNAME", "ns-a/pvc-a")
+        .env("SLUICE_RESULT_FILE", &log));
+    let r = result(&log);
+    let verification = &r["verification"];
+    assert_eq!(verification["snapshotId"], snap.id.to_hex().as_str(), "{r}");
+    assert!(r.get("errorClass").is_none(), "{r}");
+    let mismatched = verification["filesMismatched"].as_u64().unwrap();
+    assert!(mismatched >= 1, "{r}");
+    let lines = verification["mismatches"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| {
+            let l = l.as_str().unwrap();
+            l.contains("victim") && l.contains(&blob.to_hex()[..8])
+        }),
+        "a mismatch names the file and the blob: {r}"
+    );
+    assert!(
+        r.to_string().len() <= 4096,
+        "the result fits a termination message"
     );
 }

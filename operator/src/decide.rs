@@ -27,7 +27,7 @@ use crate::{
     schedule::Schedule,
     secret,
     spread::Identity,
-    volume::VolumeSnapshot,
+    volume::{PvcShape, VolumeSnapshot},
 };
 
 /// Waiting this long for something outside Sluice (a VolumeSnapshot to become ready, a claim to
@@ -69,6 +69,9 @@ pub struct Spec<'a> {
     pub untriggered: Untriggered,
     /// Where the object's `H` schedule fields and jitter come from.
     pub identity: Identity,
+    /// Why the kind's own spec fields cannot be planned (an invalid
+    /// `spec.restic.verify.schedule`); refused like an invalid trigger.
+    pub invalid: Option<String>,
 }
 
 /// The repository Secret, as far as deciding needs it.
@@ -95,8 +98,8 @@ pub enum Phase<'a> {
     Syncing {
         /// The plan recorded when the sync started.
         plan: &'a SyncPlan,
-        /// How far it got.
-        progress: Progress,
+        /// How far it got. Boxed: large next to `Idle`.
+        progress: Box<Progress>,
     },
 }
 
@@ -115,7 +118,7 @@ pub struct Observed<'a> {
 
 /// The claim a mover Job mounts at `/data`, and, for `copyMethod: Direct`, the node it must
 /// run on to share the volume with the Pod using it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Mount {
     /// PVC name.
     pub claim: String,
@@ -123,6 +126,9 @@ pub struct Mount {
     pub node: Option<String>,
     /// The claim is a Block volume: the mover gets its device, not a mount.
     pub block: bool,
+    /// The shape of the scratch volume a restore test restores into, when the sync runs one.
+    /// Boxed: rare, and large next to the rest.
+    pub scratch: Option<Box<PvcShape>>,
 }
 
 /// An object a sync creates on its way (the Job aside): a point-in-time copy, a restore target,
@@ -306,6 +312,9 @@ fn between_syncs(observed: &Observed, secret: Option<&SecretSeen>) -> Decision {
     }
     if spec.untriggered == Untriggered::Never {
         return Decision::ServesPopulators;
+    }
+    if let Some(message) = &spec.invalid {
+        return Decision::InvalidSchedule(message.clone());
     }
     let failures = failures(status);
     let retry_at = status.next_sync_time.as_ref().map(|t| t.0);

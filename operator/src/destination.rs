@@ -148,6 +148,7 @@ pub fn target_step(
         claim: name,
         node: None,
         block: mode == VolumeMode::Block,
+        scratch: None,
     })
 }
 
@@ -250,7 +251,11 @@ pub fn record_restore(
             "no snapshot matched; published the volume empty (onMissingSnapshot: Empty)".to_string()
         }
     };
-    Recorded { summary, temporary }
+    Recorded {
+        summary,
+        temporary,
+        warning: None,
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ use k8s_openapi::api::{
     batch::v1::{Job, JobSpec},
     core::v1::{
         Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
-        EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-        PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
-        SecurityContext, Volume, VolumeDevice, VolumeMount,
+        EnvVar, EphemeralVolumeSource, KeyToPath, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+        PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource,
+        SecretVolumeSource, SecurityContext, Volume, VolumeDevice, VolumeMount,
+        VolumeResourceRequirements,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -21,7 +23,7 @@ use sluice_api::{
     CustomCa, MoverConfig, ReplicationDestination, ReplicationSource, SyncPlan, labels, mover_env,
 };
 
-use crate::plan::actions_env;
+use crate::{plan::actions_env, volume::PvcShape};
 
 /// Where the volume is mounted in the mover.
 pub const DATA_DIR: &str = "/data";
@@ -78,6 +80,8 @@ pub struct MoverJobParams {
     pub node_name: Option<String>,
     /// The claim is a Block volume.
     pub block: bool,
+    /// The scratch volume a restore test restores into, when the sync runs one.
+    pub scratch: Option<PvcShape>,
 }
 
 /// The Job of a backup sync.
@@ -118,8 +122,70 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
         block: params.block,
         node_name: params.node_name.as_deref(),
     };
+    if params.scratch.is_some() {
+        env.push(env_str(mover_env::VERIFY_DIR, SCRATCH_DIR));
+    }
     let access = RepositoryAccess::of_source(source);
-    mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env)
+    let mut job = mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env);
+    if let Some(shape) = &params.scratch {
+        add_scratch(&mut job, shape);
+    }
+    job
+}
+
+/// Where a restore test's scratch volume is mounted in the mover.
+pub const SCRATCH_DIR: &str = "/scratch";
+
+/// Gives the Job's Pod a scratch volume at [`SCRATCH_DIR`]: a generic ephemeral volume, so its
+/// PVC (`<pod>-scratch`) belongs to the Pod and Kubernetes deletes it with the Pod, after each
+/// run, whatever becomes of the operator.
+fn add_scratch(job: &mut Job, shape: &PvcShape) {
+    let Some(pod) = job
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+    else {
+        return;
+    };
+    let requests = shape
+        .capacity
+        .clone()
+        .map(|size| BTreeMap::from([("storage".to_string(), size)]));
+    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: "scratch".into(),
+        ephemeral: Some(EphemeralVolumeSource {
+            volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                metadata: Some(ObjectMeta {
+                    labels: Some(BTreeMap::from([(
+                        labels::MANAGED_BY.to_string(),
+                        labels::MANAGED_BY_VALUE.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: shape.access_modes.clone(),
+                    storage_class_name: shape.storage_class.clone(),
+                    volume_mode: shape.volume_mode.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            }),
+        }),
+        ..Default::default()
+    });
+    if let Some(container) = pod.containers.first_mut() {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: "scratch".into(),
+                mount_path: SCRATCH_DIR.into(),
+                ..Default::default()
+            });
+    }
 }
 
 /// The Job of a restore.
@@ -500,6 +566,7 @@ fn env_var(name: &str, value: String) -> EnvVar {
 mod tests {
     use super::*;
     use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use sluice_api::ReplicationSource;
 
     use crate::plan;
@@ -536,6 +603,7 @@ spec:
             claim: "sluice-src-db".into(),
             node_name: None,
             block: false,
+            scratch: None,
         }
     }
 
@@ -647,6 +715,62 @@ spec:
         let (_, filesystem) = build(&source);
         assert!(filesystem.containers[0].volume_devices.is_none());
         assert!(!env_of(&filesystem).contains_key(mover_env::BLOCK_DEVICE));
+    }
+
+    #[test]
+    fn a_restore_test_restores_into_an_ephemeral_volume_the_pod_owns() {
+        let mut source: ReplicationSource = serde_saphyr::from_str(SOURCE).unwrap();
+        source.spec.restic.verify = Some(serde_saphyr::from_str("schedule: '@daily'").unwrap());
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let plan = plan::source_plan(&source, now);
+        let params = MoverJobParams {
+            scratch: Some(PvcShape {
+                capacity: Some(Quantity("5Gi".into())),
+                storage_class: Some("fast".into()),
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                volume_mode: Some("Filesystem".into()),
+            }),
+            ..params()
+        };
+        let pod = source_job(&source, &plan, &params)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let env = env_of(&pod);
+        assert_eq!(env[mover_env::ACTIONS], "unlock,backup,forget,prune,verify");
+        assert_eq!(env[mover_env::VERIFY_DIR], SCRATCH_DIR);
+        let volumes = pod.volumes.clone().unwrap();
+        let scratch = volumes.iter().find(|v| v.name == "scratch").unwrap();
+        let template = scratch
+            .ephemeral
+            .as_ref()
+            .and_then(|e| e.volume_claim_template.clone())
+            .expect("a generic ephemeral volume, deleted with the Pod");
+        assert_eq!(template.spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            template.spec.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+        assert_eq!(template.spec.volume_mode.as_deref(), Some("Filesystem"));
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        let mount = mounts.iter().find(|m| m.name == "scratch").unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (SCRATCH_DIR, None)
+        );
+
+        let (_, without) = build(&serde_saphyr::from_str(SOURCE).unwrap());
+        assert!(
+            without
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.ephemeral.is_none())
+        );
+        assert!(!env_of(&without).contains_key(mover_env::VERIFY_DIR));
     }
 
     #[test]

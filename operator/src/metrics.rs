@@ -96,6 +96,8 @@ pub struct Metrics {
     last_failure: Family<ObjectLabels, TimestampGauge>,
     last_prune: Family<ObjectLabels, TimestampGauge>,
     prune_interval: Family<ObjectLabels, Gauge>,
+    last_verification: Family<ObjectLabels, TimestampGauge>,
+    verification_mismatched: Family<ObjectLabels, Gauge>,
     duration: Family<ObjectLabels, Histogram, fn() -> Histogram>,
     bytes_added: Family<ObjectLabels, Counter>,
     snapshot_bytes: Family<ObjectLabels, Gauge>,
@@ -128,6 +130,8 @@ impl Default for Metrics {
             last_failure: Family::default(),
             last_prune: Family::default(),
             prune_interval: Family::default(),
+            last_verification: Family::default(),
+            verification_mismatched: Family::default(),
             duration: Family::new_with_constructor(sync_duration_histogram),
             bytes_added: Family::default(),
             snapshot_bytes: Family::default(),
@@ -162,6 +166,16 @@ impl Default for Metrics {
             "prune_interval_seconds",
             "Configured time between prunes",
             metrics.prune_interval.clone(),
+        );
+        registry.register(
+            "verification_last_timestamp_seconds",
+            "Unix time the last restore test (spec.restic.verify) finished",
+            metrics.last_verification.clone(),
+        );
+        registry.register(
+            "verification_files_mismatched",
+            "Files the last restore test could not restore as the snapshot records them; 0 when it passed",
+            metrics.verification_mismatched.clone(),
         );
         registry.register(
             "sync_duration_seconds",
@@ -323,6 +337,17 @@ impl Metrics {
             .set(interval_seconds);
     }
 
+    /// Records the last restore test of a source: when it finished and how many files did not
+    /// restore as recorded.
+    pub fn verification(&self, object: &ObjectLabels, finished_unix: f64, mismatched: u64) {
+        self.last_verification
+            .get_or_create(object)
+            .set(finished_unix);
+        self.verification_mismatched
+            .get_or_create(object)
+            .set(i64::try_from(mismatched).unwrap_or(i64::MAX));
+    }
+
     /// Counts a reconcile of `kind`.
     pub fn reconciled(&self, kind: &str) {
         self.reconciles
@@ -393,6 +418,8 @@ impl Metrics {
         self.last_failure.remove(object);
         self.last_prune.remove(object);
         self.prune_interval.remove(object);
+        self.last_verification.remove(object);
+        self.verification_mismatched.remove(object);
         self.duration.remove(object);
         self.bytes_added.remove(object);
         self.snapshot_bytes.remove(object);

@@ -9,6 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use sluice_api::{ReplicationDestination, ReplicationSource, SyncAction, SyncPlan};
 
+use crate::{
+    schedule::{Schedule, ScheduleError},
+    spread::Identity,
+};
+
 /// Days between prunes when `spec.restic.pruneIntervalDays` is not set.
 pub const DEFAULT_PRUNE_INTERVAL_DAYS: i32 = 7;
 
@@ -18,7 +23,8 @@ const MAX_JOB_NAME: usize = 63;
 /// The actions of a backup sync starting at `now`.
 ///
 /// Unlocking stale locks is cheap and makes a killed mover harmless, so it always runs. Prune
-/// and check run when their interval has elapsed since they last completed, or never did.
+/// and check run when their interval has elapsed since they last completed, or never did; the
+/// restore test when its schedule passed a time since the last one finished, or none ran.
 pub fn source_actions(source: &ReplicationSource, now: Timestamp) -> Vec<SyncAction> {
     let restic = &source.spec.restic;
     let done = source
@@ -40,7 +46,49 @@ pub fn source_actions(source: &ReplicationSource, now: Timestamp) -> Vec<SyncAct
     {
         actions.push(SyncAction::Check);
     }
+    if verify_due(source, now) {
+        actions.push(SyncAction::Verify);
+    }
     actions
+}
+
+/// The field `spec.restic.verify.schedule`, as errors name it.
+const VERIFY_SCHEDULE: &str = "spec.restic.verify.schedule";
+
+/// The restore test's schedule, in `spec.trigger.timeZone`; `None` without `spec.restic.verify`.
+pub fn verify_schedule(source: &ReplicationSource) -> Option<Result<Schedule, ScheduleError>> {
+    let verify = source.spec.restic.verify.as_ref()?;
+    let zone = source
+        .spec
+        .trigger
+        .as_ref()
+        .and_then(|trigger| trigger.time_zone.as_deref());
+    let identity = Identity::of(&source.namespace().unwrap_or_default(), &source.name_any());
+    Some(Schedule::parse_field(
+        VERIFY_SCHEDULE,
+        &verify.schedule,
+        zone,
+        None,
+        identity,
+    ))
+}
+
+/// Whether a sync starting at `now` runs the restore test: none ran yet, or the schedule has a
+/// time after the last one finished. An invalid schedule never is (the spec is refused first).
+fn verify_due(source: &ReplicationSource, now: Timestamp) -> bool {
+    let Some(schedule) = verify_schedule(source) else {
+        return false;
+    };
+    let last = source
+        .status
+        .as_ref()
+        .and_then(|status| status.verification.as_ref())
+        .map(|verification| verification.time.0);
+    match (schedule, last) {
+        (Err(_), _) => false,
+        (Ok(_), None) => true,
+        (Ok(schedule), Some(last)) => schedule.due(last, now).is_ok_and(|due| due.now),
+    }
 }
 
 /// The plan of a backup sync starting at `now`.
@@ -95,6 +143,7 @@ pub fn actions_env(actions: &[SyncAction]) -> String {
             SyncAction::Forget => "forget",
             SyncAction::Prune => "prune",
             SyncAction::Check => "check",
+            SyncAction::Verify => "verify",
             SyncAction::Restore => "restore",
         })
         .collect::<Vec<_>>()
@@ -229,6 +278,63 @@ spec:
             source_actions(&source, now()).last(),
             Some(&SyncAction::Check)
         );
+    }
+
+    #[test]
+    fn the_restore_test_runs_first_then_on_its_schedule() {
+        let verified_at = |at: &str| sluice_api::Verification {
+            time: Time(at.parse().unwrap()),
+            snapshot_id: "a".repeat(64),
+            files_checked: 1,
+            bytes_checked: 1,
+            files_mismatched: 0,
+            mismatches: vec![],
+        };
+        // (verify.schedule, trigger.timeZone, last restore test, due at now()=10:00Z)
+        let cases = [
+            (None, None, None, false),
+            (Some("0 3 * * *"), None, None, true),
+            (Some("0 3 * * *"), None, Some("2026-11-22T03:20:00Z"), false),
+            (Some("0 3 * * *"), None, Some("2026-11-21T03:20:00Z"), true),
+            (Some("0 9 * * *"), None, Some("2026-11-22T08:59:00Z"), true),
+            // 09:00 in Berlin is 08:00Z: due; in New York it is 14:00Z: not yet.
+            (
+                Some("0 9 * * *"),
+                Some("Europe/Berlin"),
+                Some("2026-11-22T07:00:00Z"),
+                true,
+            ),
+            (
+                Some("0 9 * * *"),
+                Some("America/New_York"),
+                Some("2026-11-22T07:00:00Z"),
+                false,
+            ),
+            (Some("@weekly"), None, Some("2026-11-20T00:00:00Z"), true),
+            (Some("every night"), None, None, false),
+        ];
+        for (schedule, zone, last, due) in cases {
+            let mut source = source(MINIMAL);
+            source.spec.restic.verify = schedule.map(|schedule| sluice_api::VerifySpec {
+                schedule: schedule.into(),
+                capacity: None,
+                storage_class_name: None,
+            });
+            source.spec.trigger = zone.map(|zone| sluice_api::Trigger {
+                time_zone: Some(zone.into()),
+                ..Default::default()
+            });
+            source.status = Some(ReplicationSourceStatus {
+                verification: last.map(verified_at),
+                ..Default::default()
+            });
+            let actions = source_actions(&source, now());
+            assert_eq!(
+                actions.contains(&SyncAction::Verify),
+                due,
+                "{schedule:?} in {zone:?} after {last:?}: {actions:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub trait Kind:
     fn untriggered(&self) -> Untriggered {
         Self::PROFILE.untriggered
     }
+    /// Why the kind's own spec fields cannot be planned, in one line; `None` when they can.
+    fn invalid(&self) -> Option<String> {
+        None
+    }
     /// The plan of a run starting at `now`.
     fn plan(&self, now: Timestamp) -> SyncPlan;
     /// What `plan` does, for the event that it started: its actions, its target.
@@ -103,6 +107,15 @@ pub trait Kind:
     fn access(&self) -> RepositoryAccess<'_>;
     /// Records the kind's own fields of a finished run in `status`; pure.
     fn record(&self, status: &mut Self::Status, finished: &Finished) -> Recorded;
+    /// After every status transition: conditions the kind's own fields hold up whatever the
+    /// last sync did (a failed restore test keeps `Degraded`); pure.
+    fn hold_conditions(
+        &self,
+        _status: &mut Self::Status,
+        _generation: Option<i64>,
+        _now: Timestamp,
+    ) {
+    }
     /// Updates the kind's own metrics from a status just written.
     fn report(&self, _status: &Self::Status, _metrics: &Metrics) {}
     /// Where `ctx` holds the kind's status writes its watch has not delivered yet.
@@ -192,6 +205,9 @@ pub struct Recorded {
     pub summary: String,
     /// Objects of the run (besides its Job) to delete now.
     pub temporary: Vec<Temporary>,
+    /// A Warning event the run's own result calls for (reason, note), such as a failed
+    /// restore test of a backup that succeeded.
+    pub warning: Option<(&'static str, String)>,
 }
 
 /// An object a finished run no longer needs.
@@ -228,12 +244,13 @@ pub async fn reconcile<K: Kind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Act
         trigger: sync_spec.trigger(),
         untriggered: object.untriggered(),
         identity: Identity::of(&scope.namespace, &object.name_any()),
+        invalid: object.invalid(),
     };
     let status: &SyncStatus = cached.as_ref();
     let phase = match &status.sync_plan {
         Some(plan) => Phase::Syncing {
             plan,
-            progress: observe_progress(object, plan, &scope).await?,
+            progress: Box::new(observe_progress(object, plan, &scope).await?),
         },
         None => Phase::Idle { secret: None },
     };
@@ -570,6 +587,7 @@ async fn apply<K: Kind>(
         summary: &recorded.summary,
     };
     status::transition(status.as_mut(), &decision, &moment);
+    object.hold_conditions(&mut status, moment.generation, now);
 
     match (&decision, plan) {
         (Decision::Create(NewObject::Claim(claim)), _) => {
@@ -589,6 +607,7 @@ async fn apply<K: Kind>(
                 claim: mount.claim.clone(),
                 node_name: mount.node.clone(),
                 block: mount.block,
+                scratch: mount.scratch.as_deref().cloned(),
             };
             scope
                 .owned
@@ -626,6 +645,23 @@ async fn apply<K: Kind>(
         .await;
     }
     announce(object, &decision, &moment, ctx).await;
+    if let Some((reason, note)) = recorded.warning {
+        let labels = object_labels(object);
+        tracing::warn!(
+            namespace = %labels.namespace,
+            name = %labels.name,
+            reason,
+            "{note}"
+        );
+        ctx.event(
+            object,
+            EventType::Warning,
+            reason,
+            &K::PROFILE.action(),
+            note,
+        )
+        .await;
+    }
     if matches!(decision, Decision::Finish(_)) {
         object.report(&status, &ctx.metrics);
         ctx.metrics.sync_ended(&object_labels(object));

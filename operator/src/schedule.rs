@@ -16,9 +16,12 @@ use crate::spread::{self, Identity};
 /// year of downtime costs milliseconds rather than a long loop.
 const MAX_COUNTED_MISSES: u64 = 100_000;
 
-/// A parsed `spec.trigger.schedule` with its time zone and jitter, for one object.
+/// A parsed schedule (`spec.trigger.schedule`, or another field such as
+/// `spec.restic.verify.schedule`) with its time zone and jitter, for one object.
 #[derive(Clone, Debug)]
 pub struct Schedule {
+    /// The field the expression came from, named by errors.
+    field: &'static str,
     cron: Cron,
     zone: TimeZone,
     /// The object's delay below `spec.trigger.jitter`.
@@ -30,9 +33,11 @@ pub struct Schedule {
 pub enum ScheduleError {
     /// The cron expression does not parse.
     #[error(
-        "spec.trigger.schedule {expression:?} is not a valid 5-field cron expression ({reason}); fix the schedule"
+        "{field} {expression:?} is not a valid 5-field cron expression ({reason}); fix the schedule"
     )]
     InvalidCron {
+        /// The field the expression came from.
+        field: &'static str,
         /// The expression as written.
         expression: String,
         /// croner's explanation.
@@ -44,11 +49,13 @@ pub enum ScheduleError {
     )]
     UnknownTimeZone(String),
     /// The schedule never fires again (e.g. 30 February).
-    #[error("spec.trigger.schedule {0:?} has no future occurrence; fix the schedule")]
-    NoOccurrence(String),
+    #[error("{0} {1:?} has no future occurrence; fix the schedule")]
+    NoOccurrence(&'static str, String),
     /// An `H` field is malformed.
-    #[error("spec.trigger.schedule {expression:?}: {reason}; fix the schedule")]
+    #[error("{field} {expression:?}: {reason}; fix the schedule")]
     InvalidHash {
+        /// The field the expression came from.
+        field: &'static str,
         /// The expression as written.
         expression: String,
         /// What is wrong and what to write.
@@ -79,8 +86,26 @@ impl Schedule {
         jitter: Option<&str>,
         identity: Identity,
     ) -> Result<Self, ScheduleError> {
+        Self::parse_field(
+            "spec.trigger.schedule",
+            expression,
+            time_zone,
+            jitter,
+            identity,
+        )
+    }
+
+    /// [`Schedule::parse`] for the expression of another `field`, which errors name.
+    pub fn parse_field(
+        field: &'static str,
+        expression: &str,
+        time_zone: Option<&str>,
+        jitter: Option<&str>,
+        identity: Identity,
+    ) -> Result<Self, ScheduleError> {
         let expanded =
             spread::expand(expression, identity).map_err(|reason| ScheduleError::InvalidHash {
+                field,
                 expression: expression.to_string(),
                 reason,
             })?;
@@ -91,6 +116,7 @@ impl Schedule {
         let cron = parser
             .parse(&expanded)
             .map_err(|error| ScheduleError::InvalidCron {
+                field,
                 expression: expression.to_string(),
                 reason: error.to_string(),
             })?;
@@ -106,13 +132,19 @@ impl Schedule {
                 spread::offset(jitter, identity).map_err(ScheduleError::InvalidJitter)?
             }
         };
-        Ok(Self { cron, zone, offset })
+        Ok(Self {
+            field,
+            cron,
+            zone,
+            offset,
+        })
     }
 
     /// The first occurrence strictly after `after`: the cron occurrence after `after - offset`,
     /// delayed by the offset.
     pub fn next_after(&self, after: Timestamp) -> Result<Timestamp, ScheduleError> {
-        let no_occurrence = || ScheduleError::NoOccurrence(self.cron.pattern.to_string());
+        let no_occurrence =
+            || ScheduleError::NoOccurrence(self.field, self.cron.pattern.to_string());
         let shifted = after
             .checked_sub(self.offset)
             .map_err(|_| no_occurrence())?;

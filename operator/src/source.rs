@@ -17,9 +17,10 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt, api::ListParams};
 use sluice_api::{
-    CopyMethod, LastSync, ReplicationSource, ReplicationSourceStatus, ResticSourceStatus, SyncPlan,
+    CopyMethod, LastSync, ReplicationSource, ReplicationSourceStatus, ResticSourceStatus,
+    SyncAction, SyncPlan, Verification, VerifySpec,
     conditions::reason,
-    mover_result::{ErrorClass, MoverResult},
+    mover_result::{ErrorClass, MoverResult, Verified},
 };
 use tokio::sync::mpsc;
 
@@ -32,6 +33,7 @@ use crate::{
     metrics::Metrics,
     plan,
     reconcile::{Finished, Kind, Profile, Recorded, Scope, Temporary},
+    status,
     unseen::Unseen,
     volume::{self, Owner, PvcShape, VolumeSnapshot},
 };
@@ -43,6 +45,12 @@ pub async fn run(ctx: Arc<Context>, feed: Feed, woken: mpsc::Receiver<(String, S
 
 impl Kind for ReplicationSource {
     const PROFILE: Profile = Profile::BACKUP;
+
+    fn invalid(&self) -> Option<String> {
+        plan::verify_schedule(self)?
+            .err()
+            .map(|error| error.to_string())
+    }
 
     fn plan(&self, now: Timestamp) -> SyncPlan {
         plan::source_plan(self, now)
@@ -113,6 +121,20 @@ impl Kind for ReplicationSource {
     fn record(&self, status: &mut ReplicationSourceStatus, finished: &Finished) -> Recorded {
         let (plan, outcome) = (finished.plan, finished.outcome);
         record_backup(status, plan, outcome, finished.now);
+        let verified = outcome.result.verification.as_ref();
+        if let Some(verified) = verified {
+            status.verification = Some(verification(verified, finished.now));
+        }
+        let warning = status
+            .verification
+            .as_ref()
+            .filter(|verification| verified.is_some() && !verification.passed())
+            .map(|verification| {
+                (
+                    reason::VERIFICATION_FAILED,
+                    verification_message(verification),
+                )
+            });
         let name = plan.job_name.clone();
         let temporary = match self.spec.restic.copy_method {
             CopyMethod::Direct => Vec::new(),
@@ -122,6 +144,19 @@ impl Kind for ReplicationSource {
         Recorded {
             summary: summary(&outcome.result),
             temporary,
+            warning,
+        }
+    }
+
+    fn hold_conditions(
+        &self,
+        status: &mut ReplicationSourceStatus,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        if let Some(verification) = status.verification.as_ref().filter(|v| !v.passed()) {
+            let message = verification_message(verification);
+            status::verification_failed(&mut status.sync.conditions, &message, generation, now);
         }
     }
 
@@ -140,6 +175,13 @@ impl Kind for ReplicationSource {
             last_pruned.map(|t| t.0.as_second() as f64),
             i64::from(prune_days) * 86_400,
         );
+        if let Some(verification) = &status.verification {
+            metrics.verification(
+                &controller::object_labels(self),
+                verification.time.0.as_second() as f64,
+                verification.files_mismatched,
+            );
+        }
     }
 
     fn written(ctx: &Context) -> &Unseen<Self> {
@@ -177,23 +219,25 @@ pub fn copy_step(
     let restic = &source.spec.restic;
     let name = &plan.job_name;
     let block = seen.source.as_ref().is_some_and(volume::is_block);
+    let verify = restic
+        .verify
+        .as_ref()
+        .filter(|_| plan.actions.contains(&SyncAction::Verify));
+    let scratch = match (verify, &seen.source) {
+        (None, _) => None,
+        (Some(verify), Some(source_pvc)) => Some(Box::new(scratch_shape(verify, source_pvc))),
+        (Some(_), None) => return source_not_found(source),
+    };
     if restic.copy_method == CopyMethod::Direct {
         return Step::Ready(Mount {
             claim: source.spec.source_pvc.clone(),
             node: seen.node.clone(),
             block,
+            scratch,
         });
     }
     let Some(source_pvc) = &seen.source else {
-        return Step::Fail {
-            class: ErrorClass::Internal,
-            reason: reason::SOURCE_PVC_NOT_FOUND,
-            message: format!(
-                "source PVC {}/{} not found; create it or fix spec.sourcePVC",
-                source.namespace().unwrap_or_default(),
-                source.spec.source_pvc
-            ),
-        };
+        return source_not_found(source);
     };
     let requested = PvcShape::requested(
         restic.capacity.as_ref(),
@@ -229,7 +273,37 @@ pub fn copy_step(
             claim: name.clone(),
             node: None,
             block,
+            scratch,
         }),
+    }
+}
+
+/// A missing source PVC fails the sync (retried: the PVC may be on its way).
+fn source_not_found(source: &ReplicationSource) -> Step<Mount> {
+    Step::Fail {
+        class: ErrorClass::Internal,
+        reason: reason::SOURCE_PVC_NOT_FOUND,
+        message: format!(
+            "source PVC {}/{} not found; create it or fix spec.sourcePVC",
+            source.namespace().unwrap_or_default(),
+            source.spec.source_pvc
+        ),
+    }
+}
+
+/// The scratch volume of a restore test: `verify.capacity` and `verify.storageClassName`, else
+/// the source PVC's, one writer, a file system whatever the source is (a Block volume's image
+/// restores as one sparse file).
+pub fn scratch_shape(verify: &VerifySpec, source_pvc: &PersistentVolumeClaim) -> PvcShape {
+    let requested = PvcShape::requested(
+        verify.capacity.as_ref(),
+        verify.storage_class_name.as_ref(),
+        None,
+    );
+    PvcShape {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        volume_mode: Some("Filesystem".into()),
+        ..requested.or_from(source_pvc)
     }
 }
 
@@ -275,18 +349,66 @@ pub fn record_backup(
     }
 }
 
-/// One line for a successful backup's condition and event.
+/// One line for a successful backup's condition and event, with its restore test's verdict.
 fn summary(result: &MoverResult) -> String {
-    match &result.snapshot_id {
+    let backup = match &result.snapshot_id {
         Some(id) => format!(
             "snapshot {}: {} new, {} changed files, {} bytes added",
-            &id[..id.len().min(8)],
+            short(id),
             result.files_new,
             result.files_changed,
             result.bytes_added
         ),
         None => "sync finished".to_string(),
+    };
+    match &result.verification {
+        None => backup,
+        Some(v) if v.files_mismatched == 0 => format!(
+            "{backup}; restore test passed: {} files, {} bytes read back as recorded",
+            v.files_checked, v.bytes_checked
+        ),
+        Some(v) => format!(
+            "{backup}; restore test FAILED: {} of {} files did not restore as recorded",
+            v.files_mismatched, v.files_checked
+        ),
     }
+}
+
+/// The first eight hex digits of a snapshot id, as restic shows it.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// What `status.verification` records of a restore test that finished at `now`.
+pub fn verification(verified: &Verified, now: Timestamp) -> Verification {
+    Verification {
+        time: Time(now),
+        snapshot_id: verified.snapshot_id.clone(),
+        files_checked: verified.files_checked,
+        bytes_checked: verified.bytes_checked,
+        files_mismatched: verified.files_mismatched,
+        mismatches: verified.mismatches.clone(),
+    }
+}
+
+/// The Degraded message and Warning event of a failed restore test: the snapshot, how much did
+/// not restore, the first mismatch, and what to do.
+pub fn verification_message(verification: &Verification) -> String {
+    let first = verification
+        .mismatches
+        .first()
+        .map(|line| format!(" (first: {line})"))
+        .unwrap_or_default();
+    format!(
+        "restore test of snapshot {} at {}: {} of {} files did not restore as recorded{first}; \
+         find the damage with `restic check --read-data`, repair it with `restic repair packs` \
+         and `restic repair snapshots`, and do not rely on this snapshot until a restore test \
+         passes",
+        short(&verification.snapshot_id),
+        verification.time.0,
+        verification.files_mismatched,
+        verification.files_checked,
+    )
 }
 
 #[cfg(test)]

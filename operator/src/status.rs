@@ -211,6 +211,31 @@ pub fn unavailable(
     set_verdict(conditions, states, message, generation, now);
 }
 
+/// The last restore test failed: `Degraded` says so (reason `VerificationFailed`) until one
+/// passes, unless it already reports a failure of the sync itself, which is the more urgent
+/// news. Ready, Reconciling and Stalled stay the sync's: backups go on.
+pub fn verification_failed(
+    conditions: &mut Vec<Condition>,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let sync_failed = condition(conditions, conditions::DEGRADED)
+        .is_some_and(|c| c.status == "True" && c.reason != reason::VERIFICATION_FAILED);
+    if sync_failed {
+        return;
+    }
+    set_condition(
+        conditions,
+        conditions::DEGRADED,
+        true,
+        reason::VERIFICATION_FAILED,
+        message,
+        now,
+    );
+    settle(conditions, generation);
+}
+
 /// What a status transition needs besides the decision.
 #[derive(Clone, Copy, Debug)]
 pub struct Moment<'a> {

@@ -144,7 +144,7 @@ pub fn snapshot_error(snapshot: &VolumeSnapshot) -> Option<String> {
 }
 
 /// Shape of a new PVC: size, class and access modes, each defaulting to the source's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PvcShape {
     /// Requested storage.
     pub capacity: Option<Quantity>,

@@ -60,6 +60,7 @@ impl World {
                 trigger: trigger.as_ref(),
                 untriggered: decide::Untriggered::Continuously,
                 identity: Identity::of("apps", &self.source.name_any()),
+                invalid: None,
             },
             status: &self.status.sync,
             phase,
@@ -136,7 +137,7 @@ impl World {
         let decision = self.reconcile(
             Phase::Syncing {
                 plan: &plan,
-                progress,
+                progress: Box::new(progress),
             },
             None,
         );
@@ -150,6 +151,7 @@ impl World {
             claim: "copy".into(),
             node: None,
             block: false,
+            scratch: None,
         };
         let created = self.during(Progress::Preparing(Step::Ready(mount)));
         assert!(matches!(created, Decision::CreateJob(_)), "{created:?}");

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use sluice_api::mover_env as env;
-use sluice_api::mover_result::{ErrorClass, MoverResult, TERMINATION_LOG_PATH};
+use sluice_api::mover_result::{
+    ErrorClass, MAX_MISMATCHES, MoverResult, TERMINATION_LOG_PATH, Verified,
+};
 use sluice_repo::Repository;
 use sluice_repo::archiver::BackupOptions;
 use sluice_repo::backend::{BackendErrorKind, FileKind};
@@ -21,7 +23,7 @@ use sluice_repo::forget::{KeepCount, KeepDuration, RetainPolicy, parse_keep_coun
 use sluice_repo::lock::{self, LockOptions};
 use sluice_repo::prune::MaxUnused;
 use sluice_repo::restore_mark;
-use sluice_repo::restorer::RestoreOptions;
+use sluice_repo::restorer::{RestoreOptions, RestoreResult};
 use sluice_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 
 use super::forget::ForgetOptions;
@@ -35,8 +37,8 @@ use crate::repo_open::RepoConfig;
 const BLOCK_IMAGE: &str = "volume.img";
 
 /// The actions a Job may be asked for, in the order it runs them.
-const ACTIONS: [&str; 7] = [
-    "unlock", "backup", "forget", "prune", "check", "restore", PROBE,
+const ACTIONS: [&str; 8] = [
+    "unlock", "backup", "forget", "prune", "check", "verify", "restore", PROBE,
 ];
 
 /// The action of the operator's probe Jobs ([`probe`]); it runs alone.
@@ -48,6 +50,8 @@ const PROBE: &str = "probe";
 struct JobConfig {
     actions: Vec<String>,
     data_dir: PathBuf,
+    /// The scratch directory a restore test restores into.
+    verify_dir: PathBuf,
     /// A Block volume's device, read or written instead of `data_dir`.
     block_device: Option<PathBuf>,
     hostname: Option<String>,
@@ -156,6 +160,9 @@ impl JobConfig {
         Ok(JobConfig {
             actions,
             data_dir: PathBuf::from(var(&env, env::DATA_DIR).unwrap_or_else(|| "/data".into())),
+            verify_dir: PathBuf::from(
+                var(&env, env::VERIFY_DIR).unwrap_or_else(|| "/scratch".into()),
+            ),
             block_device: var(&env, env::BLOCK_DEVICE).map(PathBuf::from),
             hostname: var(&env, env::HOSTNAME),
             tags: list(&env, env::TAGS, ','),
@@ -290,10 +297,79 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         super::check::check(&mut repo, &g, cfg.check)?;
         result.checked = true;
     }
+    if cfg.has("verify") {
+        verify(&mut repo, &g, cfg, result)?;
+    }
     if cfg.has("restore") {
         restore(&mut repo, &g, cfg, result)?;
     }
     Ok(())
+}
+
+/// The restore test: restores the snapshot this run wrote (else the host's latest) into the
+/// scratch directory and reads every file back against the snapshot's tree. What does not
+/// match, unreadable data included, is reported in the result, not as a failure of the run:
+/// the backup itself succeeded, and the operator records the verdict.
+fn verify(
+    repo: &mut Repository,
+    g: &Global,
+    cfg: &JobConfig,
+    result: &mut MoverResult,
+) -> Result<()> {
+    let spec = match &result.snapshot_id {
+        Some(id) => id.clone(),
+        None => select(repo, cfg)?.ok_or(NoSnapshot)?.id.to_hex(),
+    };
+    let mut opts = RestoreOptions::new(cfg.verify_dir.clone());
+    opts.verify = true;
+    let (snap, restored) = super::restore::restore_listing_errors(
+        repo,
+        g,
+        &spec,
+        &SnapshotFilter::default(),
+        &opts,
+        Onto::Directory,
+    )?;
+    let verified = verified(snap.id.to_hex(), &restored);
+    if verified.files_mismatched == 0 {
+        tracing::info!(
+            snapshot = %snap.id.short(),
+            files = verified.files_checked,
+            bytes = verified.bytes_checked,
+            "restore test passed"
+        );
+    } else {
+        tracing::warn!(
+            snapshot = %snap.id.short(),
+            mismatched = verified.files_mismatched,
+            files = verified.files_checked,
+            "restore test failed"
+        );
+    }
+    result.verification = Some(verified);
+    Ok(())
+}
+
+/// The verdict of a restore test from what the restore did. A file counts as mismatched when
+/// it could not be restored or read back as recorded; an error that names no file (a
+/// directory's metadata) still fails the test.
+fn verified(snapshot_id: String, restored: &RestoreResult) -> Verified {
+    let files_checked = restored.files + restored.files_failed;
+    let unmatched = files_checked - restored.verified.min(files_checked);
+    let files_mismatched = unmatched.max(u64::from(!restored.errors.is_empty()));
+    let mismatches = restored
+        .errors
+        .iter()
+        .take(MAX_MISMATCHES)
+        .map(|line| line.chars().take(200).collect())
+        .collect();
+    Verified {
+        snapshot_id,
+        files_checked,
+        bytes_checked: restored.bytes,
+        files_mismatched,
+        mismatches,
+    }
 }
 
 /// The operator's circuit breaker asks whether the repository's backend answers again
@@ -514,6 +590,7 @@ mod tests {
             JobConfig {
                 actions: vec!["backup".into()],
                 data_dir: "/data".into(),
+                verify_dir: "/scratch".into(),
                 block_device: None,
                 hostname: None,
                 tags: vec![],
@@ -581,6 +658,51 @@ mod tests {
                 empty_ok: true,
             }
         );
+    }
+
+    #[test]
+    fn a_restore_test_counts_every_file_that_did_not_come_back() {
+        let restored = |files, files_failed, verified, errors: &[&str]| RestoreResult {
+            files,
+            files_failed,
+            bytes: 100,
+            verified,
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        };
+        let long = "x".repeat(500);
+        let many: Vec<String> = (0..9).map(|i| format!("/f{i}: content differs")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        // (what the restore did, files checked, mismatched, mismatch lines kept)
+        let cases = [
+            (restored(3, 0, 3, &[]), 3, 0, 0),
+            (
+                restored(3, 0, 2, &["/a: verification failed: size 1 differs"]),
+                3,
+                1,
+                1,
+            ),
+            (
+                restored(2, 1, 2, &["/b: blob 12 could not be read"]),
+                3,
+                1,
+                1,
+            ),
+            (restored(3, 0, 3, &["/dir: cannot set mode"]), 3, 1, 1),
+            (restored(9, 0, 0, &many), 9, 9, MAX_MISMATCHES),
+            (restored(1, 0, 0, &[&long]), 1, 1, 1),
+        ];
+        for (i, (restored, checked, mismatched, lines)) in cases.into_iter().enumerate() {
+            let v = verified("id".into(), &restored);
+            assert_eq!(v.files_checked, checked, "case {i}");
+            assert_eq!(v.files_mismatched, mismatched, "case {i}");
+            assert_eq!(v.mismatches.len(), lines, "case {i}");
+            assert!(
+                v.mismatches.iter().all(|m| m.chars().count() <= 200),
+                "case {i}"
+            );
+            assert_eq!(v.bytes_checked, 100);
+        }
     }
 
     #[test]

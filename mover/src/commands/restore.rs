@@ -50,8 +50,40 @@ fn is_block_device(path: &Path) -> bool {
 }
 
 /// Locks the open repository, restores the snapshot `spec` names and prints
-/// the summary: the core the `restore` command and the `job` share.
+/// the summary: the core the `restore` command and the `job` share. Any file
+/// that did not restore completely fails it.
 pub fn restore(
+    repo: &mut Repository,
+    g: &Global,
+    spec: &str,
+    filter: &SnapshotFilter,
+    opts: &RestoreOptions,
+    onto: Onto,
+) -> Result<(SnapshotEntry, RestoreResult)> {
+    let (snap, result) = restore_listing_errors(repo, g, spec, filter, opts, onto)?;
+    if !result.errors.is_empty() {
+        let failed = if result.files_failed > 0 {
+            format!(
+                "{} of {} files could not be restored and were removed, ",
+                result.files_failed,
+                result.files + result.files_failed
+            )
+        } else {
+            String::new()
+        };
+        bail!(
+            "restore of snapshot {} finished with {} errors (listed above): {failed}{} files restored completely; run `sluice-mover check` to see what is damaged",
+            snap.id.short(),
+            result.errors.len(),
+            result.files
+        );
+    }
+    Ok((snap, result))
+}
+
+/// [`restore`], with the files that did not restore (or verify) listed in
+/// the result instead of failing it: a restore test reports them.
+pub fn restore_listing_errors(
     repo: &mut Repository,
     g: &Global,
     spec: &str,
@@ -124,23 +156,6 @@ pub fn restore(
         if opts.verify {
             println!("Verified {} files", result.verified);
         }
-    }
-    if !result.errors.is_empty() {
-        let failed = if result.files_failed > 0 {
-            format!(
-                "{} of {} files could not be restored and were removed, ",
-                result.files_failed,
-                result.files + result.files_failed
-            )
-        } else {
-            String::new()
-        };
-        bail!(
-            "restore of snapshot {} finished with {} errors (listed above): {failed}{} files restored completely; run `sluice-mover check` to see what is damaged",
-            snap.id.short(),
-            result.errors.len(),
-            result.files
-        );
     }
     Ok((snap, result))
 }

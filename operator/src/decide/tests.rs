@@ -22,6 +22,7 @@ struct World {
     trigger: Option<Trigger>,
     status: SyncStatus,
     secret: Option<SecretSeen>,
+    invalid: Option<String>,
 }
 
 /// A ReplicationSource of generation 1, created at 09:30, with no trigger and no status.
@@ -34,6 +35,7 @@ fn source() -> World {
         trigger: None,
         status: SyncStatus::default(),
         secret: None,
+        invalid: None,
     }
 }
 
@@ -46,6 +48,10 @@ fn destination() -> World {
 }
 
 impl World {
+    fn invalid(mut self, message: &str) -> Self {
+        self.invalid = Some(message.into());
+        self
+    }
     fn manual(mut self, value: &str) -> Self {
         self.trigger.get_or_insert_with(Trigger::default).manual = Some(value.into());
         self
@@ -120,7 +126,10 @@ impl World {
     }
 
     fn decide_syncing(&self, plan: &SyncPlan, progress: Progress) -> Decision {
-        self.decide(Phase::Syncing { plan, progress })
+        self.decide(Phase::Syncing {
+            plan,
+            progress: Box::new(progress),
+        })
     }
 
     fn decide(&self, phase: Phase) -> Decision {
@@ -133,6 +142,7 @@ impl World {
                 trigger: self.trigger.as_ref(),
                 untriggered: self.untriggered,
                 identity: identity(),
+                invalid: self.invalid.clone(),
             },
             status: &self.status,
             phase,
@@ -276,6 +286,15 @@ fn between_syncs() {
             ),
         ),
         (
+            "a kind's own field that cannot be planned is a condition, even with a sync due",
+            source()
+                .manual("m2")
+                .answered("m1")
+                .invalid("spec.restic.verify.schedule \"x\" is not valid")
+                .secret(OLD_SECRET),
+            Decision::InvalidSchedule("spec.restic.verify.schedule \"x\" is not valid".into()),
+        ),
+        (
             "an unknown time zone is a condition",
             source().schedule("@hourly", Some("Mars/Olympus")),
             Decision::InvalidSchedule(
@@ -414,6 +433,7 @@ fn mount() -> Mount {
         claim: "data".into(),
         node: Some("node-1".into()),
         block: false,
+        scratch: None,
     }
 }
 

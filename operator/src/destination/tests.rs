@@ -61,6 +61,7 @@ fn a_new_target_is_created_once_then_mounted() {
         claim: "sluice-dst-restore".into(),
         node: None,
         block: false,
+        scratch: None,
     });
     assert_eq!(target_step(&new, &owner(&new), Some(&claim)), mounted);
 
@@ -71,6 +72,7 @@ fn a_new_target_is_created_once_then_mounted() {
             claim: "mine".into(),
             node: None,
             block: false,
+            scratch: None,
         }),
         "the user's claim is never created"
     );
@@ -92,6 +94,7 @@ fn a_block_destination_makes_a_block_claim_and_mounts_its_device() {
             claim: "sluice-dst-restore".into(),
             node: None,
             block: true,
+            scratch: None,
         })
     );
     let filesystem = destination("    copyMethod: Direct\n");

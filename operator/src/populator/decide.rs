@@ -408,6 +408,7 @@ pub fn populate_job(
         claim: prime_name(claim),
         node_name: None,
         block: volume::is_block(claim),
+        scratch: None,
     };
     job::destination_job(destination, &plan, &params)
 }

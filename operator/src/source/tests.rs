@@ -71,6 +71,7 @@ fn ready_copy() -> Step<Mount> {
         claim: "sluice-src-db-1".into(),
         node: None,
         block: false,
+        scratch: None,
     })
 }
 
@@ -86,6 +87,7 @@ fn direct_mounts_the_live_claim_on_its_pods_node() {
             claim: "data".into(),
             node: Some("node-2".into()),
             block: false,
+            scratch: None,
         })
     );
 }
@@ -112,6 +114,7 @@ fn a_block_source_is_copied_as_block_and_attached_as_a_device() {
                 claim: "sluice-src-db-1".into(),
                 node: None,
                 block: true,
+                scratch: None,
             }),
             "{method}"
         );
@@ -270,7 +273,7 @@ fn finish(
     plan: &SyncPlan,
     result: MoverResult,
     now: Timestamp,
-) {
+) -> Recorded {
     let failures = status.sync.consecutive_failures.unwrap_or(0) as u32 + 1;
     let verdict = match result.error_class {
         None => Verdict::Succeeded { next: None },
@@ -290,7 +293,8 @@ fn finish(
         outcome: &outcome,
         now,
     };
-    let recorded = source("Direct").record(status, &finished);
+    let source = source("Direct");
+    let recorded = source.record(status, &finished);
     let moment = Moment {
         now,
         generation: Some(1),
@@ -304,6 +308,8 @@ fn finish(
         &crate::decide::Decision::Finish(outcome),
         &moment,
     );
+    source.hold_conditions(status, Some(1), now);
+    recorded
 }
 
 #[test]
@@ -413,4 +419,181 @@ fn maintenance_that_completed_counts_even_when_a_later_step_failed() {
         "the unlock value is answered only by a success"
     );
     assert_eq!(status.last_sync, None);
+}
+
+fn with_verify(mut source: ReplicationSource, verify: &str) -> ReplicationSource {
+    source.spec.restic.verify = Some(object(verify));
+    source
+}
+
+fn verify_plan() -> SyncPlan {
+    let mut plan = plan();
+    plan.actions.push(SyncAction::Verify);
+    plan
+}
+
+#[test]
+fn a_restore_test_gets_a_scratch_volume_shaped_like_the_source() {
+    // (spec.restic.verify, the scratch claim's size and class)
+    let cases = [
+        ("{schedule: '@daily'}", "5Gi", "fast"),
+        (
+            "{schedule: '@daily', capacity: 20Gi, storageClassName: cheap}",
+            "20Gi",
+            "cheap",
+        ),
+    ];
+    for method in ["Direct", "Clone"] {
+        for (verify, size, class) in cases {
+            let source = with_verify(source(method), verify);
+            let seen = CopySeen {
+                source: Some(block_claim()),
+                copy: Some(source_claim()),
+                node: Some("node-1".into()),
+                ..CopySeen::default()
+            };
+            let owner = Owner::of(&source, labels::REPLICATION_SOURCE);
+            let Step::Ready(mount) = copy_step(&source, &verify_plan(), &owner, &seen) else {
+                panic!("{method} {verify}: the copy is in place");
+            };
+            let scratch = mount.scratch.expect("a restore test has a scratch volume");
+            assert_eq!(scratch.capacity, Some(Quantity(size.into())), "{verify}");
+            assert_eq!(scratch.storage_class.as_deref(), Some(class), "{verify}");
+            assert_eq!(scratch.access_modes, Some(vec!["ReadWriteOnce".into()]));
+            assert_eq!(
+                scratch.volume_mode.as_deref(),
+                Some("Filesystem"),
+                "a Block volume's image restores as a file"
+            );
+            let Step::Ready(mount) = copy_step(&source, &plan(), &owner, &seen) else {
+                panic!("{method}: the copy is in place");
+            };
+            assert_eq!(mount.scratch, None, "no restore test planned, no scratch");
+        }
+    }
+}
+
+#[test]
+fn an_invalid_verify_schedule_is_refused_naming_the_field() {
+    let source = with_verify(source("Direct"), "{schedule: 'at dawn'}");
+    let message = source.invalid().expect("refused");
+    assert!(
+        message.starts_with("spec.restic.verify.schedule \"at dawn\""),
+        "{message}"
+    );
+    assert_eq!(
+        with_verify(source.clone(), "{schedule: 'H 3 * * *'}").invalid(),
+        None
+    );
+}
+
+fn tested(snapshot: char, mismatched: u64) -> MoverResult {
+    MoverResult {
+        snapshot_id: Some(snapshot.to_string().repeat(64)),
+        verification: Some(Verified {
+            snapshot_id: snapshot.to_string().repeat(64),
+            files_checked: 10,
+            bytes_checked: 4096,
+            files_mismatched: mismatched,
+            mismatches: (0..mismatched)
+                .map(|i| format!("f{i}: verification failed: content differs from blob 12"))
+                .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn degraded(status: &ReplicationSourceStatus) -> (String, String, String) {
+    let c = status::condition(&status.sync.conditions, "Degraded").unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn a_failed_restore_test_keeps_degraded_naming_the_snapshot_until_one_passes() {
+    let mut status = ReplicationSourceStatus::default();
+    let plan = verify_plan();
+    let recorded = finish(
+        &mut status,
+        &plan,
+        tested('a', 0),
+        at("2026-11-22T10:05:00Z"),
+    );
+    assert_eq!(recorded.warning, None);
+    let verification = status.verification.clone().unwrap();
+    assert!(verification.passed());
+    assert_eq!(verification.time, Time(at("2026-11-22T10:05:00Z")));
+    assert_eq!(
+        (verification.files_checked, verification.bytes_checked),
+        (10, 4096)
+    );
+    assert_eq!(degraded(&status).0, "False");
+    let ready = status::condition(&status.sync.conditions, "Ready").unwrap();
+    assert!(
+        ready
+            .message
+            .ends_with("restore test passed: 10 files, 4096 bytes read back as recorded"),
+        "{}",
+        ready.message
+    );
+
+    let recorded = finish(
+        &mut status,
+        &plan,
+        tested('b', 2),
+        at("2026-11-23T10:05:00Z"),
+    );
+    let (state, reason, message) = degraded(&status);
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("True", "VerificationFailed")
+    );
+    assert!(message.starts_with("restore test of snapshot bbbbbbbb at 2026-11-23T10:05:00Z: 2 of 10 files did not restore as recorded (first: f0: verification failed"), "{message}");
+    assert_eq!(
+        recorded.warning,
+        Some(("VerificationFailed", message.clone()))
+    );
+    assert_eq!(
+        status::condition(&status.sync.conditions, "Ready")
+            .unwrap()
+            .status,
+        "True",
+        "the backup itself succeeded; backups go on"
+    );
+    assert_eq!(status.verification.as_ref().unwrap().mismatches.len(), 2);
+
+    // A backup without a restore test: the failed one still stands, with no new event.
+    let recorded = finish(
+        &mut status,
+        &crate::testing::backup_plan(),
+        MoverResult::default(),
+        at("2026-11-23T11:05:00Z"),
+    );
+    assert_eq!(
+        degraded(&status),
+        ("True".into(), "VerificationFailed".into(), message)
+    );
+    assert_eq!(recorded.warning, None);
+
+    // A failing sync is the more urgent news.
+    let down = MoverResult {
+        error_class: Some(ErrorClass::Network),
+        message: Some("connection refused".into()),
+        ..Default::default()
+    };
+    finish(
+        &mut status,
+        &crate::testing::backup_plan(),
+        down,
+        at("2026-11-23T12:05:00Z"),
+    );
+    assert_eq!(degraded(&status).1, "NetworkError");
+
+    finish(
+        &mut status,
+        &plan,
+        tested('c', 0),
+        at("2026-11-24T10:05:00Z"),
+    );
+    assert_eq!(degraded(&status).0, "False");
+    assert_eq!(status.verification.unwrap().snapshot_id, "c".repeat(64));
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -622,8 +622,22 @@ impl BatchRun<'_> {
                 return Ok(Err(format!("content differs from blob {id}")));
             }
         }
-        if h.metadata()?.len() != f.node.size {
-            return Ok(Err("size differs from the snapshot".into()));
+        let meta = h.metadata()?;
+        if meta.len() != f.node.size {
+            return Ok(Err(format!(
+                "size {} differs from the snapshot's {}",
+                meta.len(),
+                f.node.size
+            )));
+        }
+        let (restored, recorded) = (
+            meta.permissions().mode() & 0o7777,
+            crate::tree::mode::to_unix_perm(f.node.mode),
+        );
+        if restored != recorded {
+            return Ok(Err(format!(
+                "mode {restored:04o} differs from the snapshot's {recorded:04o}"
+            )));
         }
         Ok(Ok(()))
     }
