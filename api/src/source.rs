@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     mover::{CustomCa, MoverConfig},
     sync::{LastSync, SyncStatus},
-    trigger::Trigger,
+    trigger::{SCHEDULE_PATTERN, Trigger},
     volume::{AccessMode, CopyMethod},
 };
 
@@ -120,7 +120,7 @@ pub struct ResticSourceSpec {
 pub struct VerifySpec {
     /// When a restore test is due: cron syntax as `spec.trigger.schedule` (`H` fields, macros
     /// such as `@weekly`), in `spec.trigger.timeZone`.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = SCHEDULE_PATTERN))]
     pub schedule: String,
     /// Size of the scratch volume. Default: the source PVC's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]

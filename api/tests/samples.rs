@@ -47,6 +47,7 @@ fn hourly_source_keeps_24_hourly_7_daily_4_weekly_and_prunes_weekly() {
         (retain.hourly, retain.daily, retain.weekly),
         (Some(24), Some(7), Some(4))
     );
+    assert_eq!(restic.verify.unwrap().schedule, "H 3 * * 0");
 }
 
 #[test]

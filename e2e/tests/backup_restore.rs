@@ -1,6 +1,7 @@
 //! Sluice's main job, end to end: install and leader Lease, manual backups
 //! with each copy method, restores of the latest, an as-of and a previous
-//! snapshot into new PVCs and into a VolumeSnapshot, a restore that finds no
+//! snapshot into new PVCs and into a VolumeSnapshot, scheduled restore tests
+//! that pass and then find a damaged snapshot, a restore that finds no
 //! snapshot, a copy that never binds, a standby replica, and cleanup by
 //! garbage collection.
 //!
@@ -25,6 +26,7 @@ fn backup_and_restore_scenarios() {
         scope.spawn(|| manual_backup_direct_then_restore_latest(&stack));
         scope.spawn(|| clone_and_snapshot_copies_are_removed_after_the_sync(&stack));
         scope.spawn(|| restore_as_of_and_previous_pick_their_snapshots(&stack));
+        scope.spawn(|| restore_tests_pass_then_name_the_damaged_snapshot_until_repaired(&stack));
         scope.spawn(|| no_matching_snapshot_fails_instead_of_publishing_an_empty_volume(&stack));
         scope.spawn(|| copy_that_never_binds_says_so(&stack));
     });
@@ -118,6 +120,160 @@ fn manual_backup_direct_then_restore_latest(stack: &Stack) {
             "{family} for direct/data missing from /metrics:\n{metrics}"
         );
     }
+}
+
+fn restore_tests_pass_then_name_the_damaged_snapshot_until_repaired(stack: &Stack) {
+    let ns = "verify";
+    stack.namespace(ns);
+    stack.repository_secret(ns, "repo", "verify/repo", None);
+    let source_dir = stack.claim(ns, "data");
+    write_sample(&source_dir, "verify");
+    let extra = "    verify: {schedule: '* * * * *'}\n";
+    stack.cluster.apply(&source(ns, "data", "Clone", extra));
+    let object = "replicationsource/data";
+
+    // The first backup is tested at once: every regular file read back.
+    stack.wait_field(ns, object, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let snapshot = stack.get(ns, object, "{.status.lastSync.snapshotID}");
+    let tested = |field: &str| stack.get(ns, object, &format!("{{.status.verification.{field}}}"));
+    assert_eq!(tested("snapshotID"), snapshot);
+    assert_eq!(tested("filesMismatched"), "0");
+    assert_eq!(
+        tested("filesChecked"),
+        "52",
+        "50 files, generation.txt and big.bin"
+    );
+    assert!(tested("bytesChecked").parse::<u64>().unwrap() > 3_000_000);
+    assert_eq!(
+        stack.condition(ns, object, "Degraded"),
+        "False/SyncSucceeded"
+    );
+    let ready = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Ready\")].message}",
+    );
+    assert!(ready.contains("restore test passed: 52 files"), "{ready}");
+    // The scratch volume went with the mover's Pod: only the source claim is left, and no
+    // volume of the namespace but its own.
+    stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(60), |v| {
+        v == "data"
+    });
+    let volumes = || {
+        stack.cluster.kubectl(&[
+            "get",
+            "pv",
+            "-o",
+            "jsonpath={range .items[?(@.spec.claimRef.namespace==\"verify\")]}{.spec.claimRef.name} {end}",
+        ])
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while volumes().trim() != "data" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        volumes().trim(),
+        "data",
+        "the scratch volume is removed after the run"
+    );
+
+    // A hostile writer flips a byte in the largest pack (a data pack: trees are small). The
+    // next backup deduplicates against it, and its restore test finds what it cannot read.
+    let packs = stack.minio.data_dir().join("verify/repo/data");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .max_by_key(|path| bytes_below(path))
+        .expect("a pack");
+    let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    let key = format!("repo/data/{}/{name}", &name[..2]);
+    let original = stack.minio.get_object("verify", &key);
+    let mut damaged = original.clone();
+    damaged[100] ^= 0x40;
+    stack.minio.put_object("verify", &key, &damaged);
+    let after = |time: &str| {
+        // The schedule fires each minute: wait for the minute after the last test.
+        let last: jiff::Timestamp = time.parse().unwrap();
+        let next = last.as_second() / 60 * 60 + 61;
+        while jiff::Timestamp::now().as_second() < next {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    after(&tested("time"));
+    let damaged = manual_sync(stack, ns, "data", "two");
+    assert_eq!(tested("snapshotID"), damaged);
+    assert_ne!(tested("filesMismatched"), "0");
+    assert_eq!(
+        stack.condition(ns, object, "Degraded"),
+        "True/VerificationFailed"
+    );
+    assert_eq!(
+        stack.condition(ns, object, "Ready"),
+        "True/SyncSucceeded",
+        "the backup itself succeeded; backups go on"
+    );
+    let degraded = stack.get(
+        ns,
+        object,
+        "{.status.conditions[?(@.type==\"Degraded\")].message}",
+    );
+    assert!(
+        degraded.starts_with(&format!("restore test of snapshot {}", &damaged[..8])),
+        "{degraded}"
+    );
+    let mismatches = tested("mismatches");
+    assert!(
+        mismatches.contains(&format!("in pack {name}"))
+            && mismatches.contains("could not be restored"),
+        "the damaged pack is named: {mismatches}"
+    );
+    assert!(event_reasons(stack, ns).contains("VerificationFailed"));
+    let metrics = stack.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_verification_files_mismatched")
+                && l.contains("namespace=\"verify\"")
+                && !l.ends_with(" 0")),
+        "the mismatch is exported:\n{metrics}"
+    );
+    let live: serde_json::Value = serde_json::from_str(
+        &stack
+            .cluster
+            .kubectl(&["get", object, "-n", ns, "-o", "json"]),
+    )
+    .unwrap();
+    let (health, _) = sluice_e2e::argocd::kind_health("ReplicationSource", &live);
+    assert_eq!(health, "Degraded", "Argo CD shows the failed restore test");
+
+    // A backup without a due test keeps the verdict; once the pack is back, the next test
+    // passes and clears it.
+    stack.minio.put_object("verify", &key, &original);
+    after(&tested("time"));
+    manual_sync(stack, ns, "data", "three");
+    assert_eq!(tested("filesMismatched"), "0");
+    assert_eq!(
+        stack.condition(ns, object, "Degraded"),
+        "False/SyncSucceeded"
+    );
+    stack.run_restic("verify/repo", &["check", "--read-data"]);
+}
+
+/// Bytes of the files below `dir`: a MinIO object is a directory of its metadata and parts.
+fn bytes_below(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => bytes_below(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn clone_and_snapshot_copies_are_removed_after_the_sync(stack: &Stack) {

@@ -261,6 +261,44 @@ impl MinIo {
         command
     }
 
+    /// The bytes of object `key` in `bucket`, fetched through the S3 API (curl signs the request).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let output = self
+            .curl(bucket, key)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+        assert!(
+            output.status.success(),
+            "GET {bucket}/{key} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
+    /// Writes object `key` in `bucket` through the S3 API, as any client with write access to
+    /// the bucket could: tests use it to damage a repository the way a hostile writer would.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        // From a file: MinIO refuses a chunked upload of unknown length.
+        let upload = tempfile::NamedTempFile::new_in(self.dir.path()).expect("a temporary file");
+        std::fs::write(upload.path(), bytes).expect("the upload is written");
+        let mut curl = self.curl(bucket, key);
+        curl.arg("--upload-file").arg(upload.path());
+        crate::process::succeed(curl);
+    }
+
+    /// A `curl` of `bucket/key` signed with the root credentials (`--aws-sigv4`).
+    fn curl(&self, bucket: &str, key: &str) -> Command {
+        let mut curl = Command::new("curl");
+        curl.args(["--silent", "--show-error", "--fail"])
+            .arg("--aws-sigv4")
+            .arg(format!("aws:amz:{}:s3", Self::REGION))
+            .arg("--user")
+            .arg(format!("{}:{}", Self::ACCESS_KEY, Self::SECRET_KEY))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .arg(format!("{}/{bucket}/{key}", self.endpoint()));
+        curl
+    }
+
     /// The directory MinIO stores objects in (one subdirectory per bucket).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
