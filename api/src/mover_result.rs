@@ -78,8 +78,11 @@ pub struct MoverResult {
     pub message: Option<String>,
 }
 
-/// The mismatches a result carries at most: the termination message holds 4096 bytes.
+/// The mismatches a result carries at most, and the characters of each: the termination
+/// message holds 4096 bytes.
 pub const MAX_MISMATCHES: usize = 5;
+/// See [`MAX_MISMATCHES`].
+pub const MAX_MISMATCH_CHARS: usize = 200;
 
 /// What a restore test found: the snapshot, what was read back, and what did not match.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -93,7 +96,7 @@ pub struct Verified {
     pub bytes_checked: u64,
     /// Files that did not restore as recorded (unreadable data included).
     pub files_mismatched: u64,
-    /// The first [`MAX_MISMATCHES`], one line each, at most 200 characters.
+    /// The first [`MAX_MISMATCHES`], one line each, at most [`MAX_MISMATCH_CHARS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mismatches: Vec<String>,
 }

@@ -159,22 +159,12 @@ fn restore_tests_pass_then_name_the_damaged_snapshot_until_repaired(stack: &Stac
     stack.wait_field(ns, OWNED.0, OWNED.1, Duration::from_secs(60), |v| {
         v == "data"
     });
-    let volumes = || {
-        stack.cluster.kubectl(&[
-            "get",
-            "pv",
-            "-o",
-            "jsonpath={range .items[?(@.spec.claimRef.namespace==\"verify\")]}{.spec.claimRef.name} {end}",
-        ])
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while volumes().trim() != "data" && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(
-        volumes().trim(),
-        "data",
-        "the scratch volume is removed after the run"
+    stack.wait_field(
+        ns,
+        "pv",
+        "{range .items[?(@.spec.claimRef.namespace==\"verify\")]}{.spec.claimRef.name} {end}",
+        Duration::from_secs(60),
+        |v| v.trim() == "data",
     );
 
     // A hostile writer flips a byte in the largest pack (a data pack: trees are small). The

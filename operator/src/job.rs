@@ -28,6 +28,9 @@ use crate::{plan::actions_env, volume::PvcShape};
 /// Where the volume is mounted in the mover.
 pub const DATA_DIR: &str = "/data";
 
+/// Where a restore test's scratch volume is mounted in the mover.
+pub const SCRATCH_DIR: &str = "/scratch";
+
 /// Where a Block volume's device appears in the mover.
 pub const DEVICE_PATH: &str = "/dev/sluice-volume";
 
@@ -121,71 +124,10 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
         read_only: true,
         block: params.block,
         node_name: params.node_name.as_deref(),
+        scratch: params.scratch.as_ref(),
     };
-    if params.scratch.is_some() {
-        env.push(env_str(mover_env::VERIFY_DIR, SCRATCH_DIR));
-    }
     let access = RepositoryAccess::of_source(source);
-    let mut job = mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env);
-    if let Some(shape) = &params.scratch {
-        add_scratch(&mut job, shape);
-    }
-    job
-}
-
-/// Where a restore test's scratch volume is mounted in the mover.
-pub const SCRATCH_DIR: &str = "/scratch";
-
-/// Gives the Job's Pod a scratch volume at [`SCRATCH_DIR`]: a generic ephemeral volume, so its
-/// PVC (`<pod>-scratch`) belongs to the Pod and Kubernetes deletes it with the Pod, after each
-/// run, whatever becomes of the operator.
-fn add_scratch(job: &mut Job, shape: &PvcShape) {
-    let Some(pod) = job
-        .spec
-        .as_mut()
-        .and_then(|spec| spec.template.spec.as_mut())
-    else {
-        return;
-    };
-    let requests = shape
-        .capacity
-        .clone()
-        .map(|size| BTreeMap::from([("storage".to_string(), size)]));
-    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
-        name: "scratch".into(),
-        ephemeral: Some(EphemeralVolumeSource {
-            volume_claim_template: Some(PersistentVolumeClaimTemplate {
-                metadata: Some(ObjectMeta {
-                    labels: Some(BTreeMap::from([(
-                        labels::MANAGED_BY.to_string(),
-                        labels::MANAGED_BY_VALUE.to_string(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: PersistentVolumeClaimSpec {
-                    access_modes: shape.access_modes.clone(),
-                    storage_class_name: shape.storage_class.clone(),
-                    volume_mode: shape.volume_mode.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            }),
-        }),
-        ..Default::default()
-    });
-    if let Some(container) = pod.containers.first_mut() {
-        container
-            .volume_mounts
-            .get_or_insert_with(Vec::new)
-            .push(VolumeMount {
-                name: "scratch".into(),
-                mount_path: SCRATCH_DIR.into(),
-                ..Default::default()
-            });
-    }
+    mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env)
 }
 
 /// The Job of a restore.
@@ -223,6 +165,7 @@ pub fn destination_job(
         read_only: false,
         block: params.block,
         node_name: params.node_name.as_deref(),
+        scratch: None,
     };
     let access = RepositoryAccess::of_destination(destination);
     mover_job(JobMeta::of_sync(plan, params), Some(volume), access, env)
@@ -282,12 +225,14 @@ pub fn probe_job(meta: JobMeta, access: RepositoryAccess) -> Job {
 }
 
 /// The volume at [`DATA_DIR`] (or its device at [`DEVICE_PATH`]): backups only read it,
-/// restores write it. With `copyMethod: Direct`, the node of the Pod that uses it.
+/// restores write it. With `copyMethod: Direct`, the node of the Pod that uses it; with a
+/// restore test, the scratch volume it restores into.
 struct DataVolume<'a> {
     claim: &'a str,
     read_only: bool,
     block: bool,
     node_name: Option<&'a str>,
+    scratch: Option<&'a PvcShape>,
 }
 
 /// A mover Job's name, creation time and owner: a sync's come from its plan, a probe's from
@@ -315,6 +260,41 @@ impl<'a> JobMeta<'a> {
             owner: &params.owner,
             owner_label: params.owner_label.clone(),
         }
+    }
+}
+
+/// A restore test's scratch volume: a generic ephemeral volume, so its PVC (`<pod>-scratch`)
+/// belongs to the Pod and Kubernetes deletes it with the Pod, after each run, whatever becomes
+/// of the operator.
+fn scratch_volume(shape: &PvcShape) -> Volume {
+    let requests = shape
+        .capacity
+        .clone()
+        .map(|size| BTreeMap::from([("storage".to_string(), size)]));
+    Volume {
+        name: "scratch".into(),
+        ephemeral: Some(EphemeralVolumeSource {
+            volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                metadata: Some(ObjectMeta {
+                    labels: Some(BTreeMap::from([(
+                        labels::MANAGED_BY.to_string(),
+                        labels::MANAGED_BY_VALUE.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: shape.access_modes.clone(),
+                    storage_class_name: shape.storage_class.clone(),
+                    volume_mode: shape.volume_mode.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            }),
+        }),
+        ..Default::default()
     }
 }
 
@@ -390,6 +370,15 @@ fn mover_job(
                 },
             );
         }
+    }
+    if let Some(shape) = volume.as_ref().and_then(|v| v.scratch) {
+        env.push(env_str(mover_env::VERIFY_DIR, SCRATCH_DIR));
+        volumes.push(scratch_volume(shape));
+        mounts.push(VolumeMount {
+            name: "scratch".into(),
+            mount_path: SCRATCH_DIR.into(),
+            ..Default::default()
+        });
     }
     let node_name = volume.as_ref().and_then(|v| v.node_name).map(String::from);
     if let Some(ca) = custom_ca {

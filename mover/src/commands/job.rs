@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use sluice_api::mover_env as env;
 use sluice_api::mover_result::{
-    ErrorClass, MAX_MISMATCHES, MoverResult, TERMINATION_LOG_PATH, Verified,
+    ErrorClass, MAX_MISMATCH_CHARS, MAX_MISMATCHES, MoverResult, TERMINATION_LOG_PATH, Verified,
 };
 use sluice_repo::Repository;
 use sluice_repo::archiver::BackupOptions;
@@ -361,7 +361,7 @@ fn verified(snapshot_id: String, restored: &RestoreResult) -> Verified {
         .errors
         .iter()
         .take(MAX_MISMATCHES)
-        .map(|line| line.chars().take(200).collect())
+        .map(|line| line.chars().take(MAX_MISMATCH_CHARS).collect())
         .collect();
     Verified {
         snapshot_id,
