@@ -48,6 +48,7 @@ pub const CHART_E2E_VALUES: &[&str] = &[
     "logLevel=info\\,sluice_operator=debug",
     "repositories.probeInterval=5s",
     "repositories.probeIntervalMax=20s",
+    "repositories.lockWait=20s",
 ];
 /// The label that selects the operator's Pods.
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/component=operator";

@@ -2,13 +2,14 @@
 //! ReplicationDestination binds with its snapshot in it (a `WaitForFirstConsumer` class and
 //! the Pod that uses it included); deploy-or-restore (`onMissingSnapshot: Empty`) leaves the
 //! first deployment's volume empty, with the reason, and a redeployment gets the data; a wrong
-//! password and an unreachable repository are never taken for "no snapshot"; and deleting the
-//! ReplicationDestination mid-population leaves no prime PVC, volume or Job behind; and
-//! `kubectl sluice restore` makes a filled PVC of a source's snapshot through it.
+//! password, an unreachable repository and one a live process holds locked are never taken
+//! for "no snapshot"; deleting the ReplicationDestination mid-population leaves no prime PVC,
+//! volume or Job behind; and `kubectl sluice restore` makes a filled PVC of a source's snapshot
+//! through it.
 
 mod scenario;
 
-use std::time::Duration;
+use std::{process::Stdio, time::Duration};
 
 use scenario::{SYNC, assert_same_tree, destination, event_reasons, source, write_sample};
 use sluice_e2e::{Stack, images::PAUSE_IMAGE, storage};
@@ -326,7 +327,16 @@ fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
     stack.run_restic("popfail/repo", &["init"]);
     stack.repository_secret(ns, "wrong", "popfail/repo", Some("not-the-password"));
     unreachable_secret(stack, ns, "unreachable");
-    for (name, secret) in [("wrong", "wrong"), ("unreachable", "unreachable")] {
+    // A repository with no snapshot at all, which Empty would take for a first deployment,
+    // held exclusively by a live restic on the host for longer than the movers' lock wait.
+    stack.run_restic("popfail/locked", &["init"]);
+    stack.repository_secret(ns, "locked", "popfail/locked", None);
+    let holder = ExclusiveLock::hold(stack, "popfail/locked");
+    for (name, secret) in [
+        ("wrong", "wrong"),
+        ("unreachable", "unreachable"),
+        ("locked", "locked"),
+    ] {
         stack.cluster.apply(&populator_destination(
             ns,
             name,
@@ -338,6 +348,18 @@ fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
             .apply(&populated_claim(ns, name, storage::STORAGE_CLASS, name));
     }
     wait_populated(stack, ns, "wrong", "False/WrongPassword", SYNC);
+    // The mover waits out config/e2e's 20 s SLUICE_LOCK_WAIT, then names the holder.
+    wait_populated(stack, ns, "locked", "False/RepositoryLocked", SYNC);
+    let message = stack.get(
+        ns,
+        "pvc/locked",
+        "{.status.conditions[?(@.type==\"sluice.dev/Populated\")].message}",
+    );
+    assert!(
+        message.contains("exclusive lock of") && message.contains(&format!("pid {}", holder.pid())),
+        "the condition must name the lock's holder: {message}"
+    );
+    drop(holder);
     wait_populated(
         stack,
         ns,
@@ -345,7 +367,7 @@ fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
         "False/NetworkError",
         NETWORK_FAILURE,
     );
-    for claim in ["wrong", "unreachable"] {
+    for claim in ["wrong", "unreachable", "locked"] {
         assert_eq!(
             bound_volume(stack, ns, claim),
             "",
@@ -354,8 +376,51 @@ fn failures_are_never_taken_for_a_missing_snapshot(stack: &Stack) {
         assert_eq!(annotation(stack, ns, claim, "sluice.dev/population"), "");
     }
     let events = event_reasons(stack, ns);
-    for reason in ["WrongPassword", "NetworkError"] {
+    for reason in ["WrongPassword", "NetworkError", "RepositoryLocked"] {
         assert!(events.contains(reason), "event {reason} missing: {events}");
+    }
+}
+
+/// An exclusive lock held by a live process: restic's `key passwd` on the host takes it, then
+/// waits on stdin for the new password (refreshing the lock meanwhile). Dropping this closes
+/// stdin; restic then fails on the empty password and removes its lock.
+struct ExclusiveLock {
+    restic: std::process::Child,
+}
+
+impl ExclusiveLock {
+    fn hold(stack: &Stack, bucket_and_prefix: &str) -> ExclusiveLock {
+        let restic = stack
+            .restic(bucket_and_prefix)
+            .args(["key", "passwd"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run restic key passwd: {e}"));
+        let lock = ExclusiveLock { restic };
+        stack.cluster.wait_for(
+            &format!("restic key passwd to lock {bucket_and_prefix}"),
+            Duration::from_secs(30),
+            || {
+                let locks = stack.run_restic(bucket_and_prefix, &["list", "locks", "--no-lock"]);
+                !locks.trim().is_empty()
+            },
+        );
+        lock
+    }
+
+    fn pid(&self) -> u32 {
+        self.restic.id()
+    }
+}
+
+impl Drop for ExclusiveLock {
+    fn drop(&mut self) {
+        drop(self.restic.stdin.take());
+        if !matches!(self.restic.wait(), Ok(status) if !status.success()) {
+            eprintln!("restic key passwd did not end as expected after its stdin closed");
+        }
     }
 }
 

@@ -47,9 +47,6 @@ pub const TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
 /// A mover that runs longer than this is stuck (a hung mount, a dead endpoint) and is stopped.
 pub const ACTIVE_DEADLINE_SECONDS: i64 = 12 * 3600;
 
-/// How long the mover waits for a lock held by a live process before giving up.
-const RETRY_LOCK: &str = "10m";
-
 /// Name of the mover container, so the controller finds its termination message.
 pub const MOVER_CONTAINER: &str = "mover";
 
@@ -66,6 +63,9 @@ pub struct MoverDefaults {
     pub resources: Option<ResourceRequirements>,
     /// Merged over the restricted defaults, below an object's `moverSecurityContext`.
     pub pod_security_context: Option<PodSecurityContext>,
+    /// How long a mover waits for a lock another live process holds (a prune, a check,
+    /// restic on another host) before it fails with `RepositoryLocked` (`--lock-wait`).
+    pub lock_wait: std::time::Duration,
 }
 
 /// Everything a mover Job needs beyond the plan: where it runs and what it mounts.
@@ -93,7 +93,7 @@ pub fn source_job(source: &ReplicationSource, plan: &SyncPlan, params: &MoverJob
     let mut env = vec![
         env_var(mover_env::ACTIONS, actions_env(&plan.actions)),
         env_var(mover_env::HOSTNAME, source.restic_hostname()),
-        env_str(mover_env::RETRY_LOCK, RETRY_LOCK),
+        lock_wait_env(&params.defaults),
     ];
     if !restic.tags.is_empty() {
         env.push(env_var(mover_env::TAGS, restic.tags.join(",")));
@@ -146,7 +146,7 @@ pub fn destination_job(
                 sluice_api::OnMissingSnapshot::Empty => "Empty",
             },
         ),
-        env_str(mover_env::RETRY_LOCK, RETRY_LOCK),
+        lock_wait_env(&params.defaults),
     ];
     if let Some(hostname) = &restic.hostname {
         env.push(env_var(mover_env::HOSTNAME, hostname.clone()));
@@ -539,6 +539,14 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
+/// `SLUICE_RETRY_LOCK` in whole seconds, which the mover's duration parser reads.
+fn lock_wait_env(defaults: &MoverDefaults) -> EnvVar {
+    env_var(
+        mover_env::RETRY_LOCK,
+        format!("{}s", defaults.lock_wait.as_secs()),
+    )
+}
+
 fn env_str(name: &str, value: &str) -> EnvVar {
     env_var(name, value.to_string())
 }
@@ -578,6 +586,7 @@ spec:
         MoverJobParams {
             defaults: MoverDefaults {
                 image: "sluice-mover:test".into(),
+                lock_wait: std::time::Duration::from_secs(90),
                 ..Default::default()
             },
             owner: OwnerReference {
@@ -649,6 +658,11 @@ spec:
         assert!(!env.contains_key(mover_env::RETAIN_LAST));
         assert_eq!(env[mover_env::TAGS], "a,b");
         assert_eq!(env[mover_env::EXCLUDES], "*.tmp\ncache");
+        assert_eq!(
+            env[mover_env::RETRY_LOCK],
+            "90s",
+            "the operator's --lock-wait"
+        );
         let env_from = container.env_from.as_ref().unwrap();
         assert_eq!(env_from[0].secret_ref.as_ref().unwrap().name, "repo-secret");
     }
@@ -1033,6 +1047,7 @@ spec:
         assert_eq!(env[mover_env::RESTORE_PREVIOUS], "1");
         assert_eq!(env[mover_env::RESTORE_DELETE], "true");
         assert_eq!(env[mover_env::ON_MISSING_SNAPSHOT], "Empty");
+        assert_eq!(env[mover_env::RETRY_LOCK], "90s");
         assert_eq!(env[mover_env::HOSTNAME], "apps-data");
         let mounts = pod.containers[0].volume_mounts.clone().unwrap();
         assert_eq!(mounts[0].read_only, Some(false));

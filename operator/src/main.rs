@@ -78,6 +78,11 @@ struct RunArgs {
     /// It doubles after each probe that fails, up to --probe-interval-max.
     #[arg(long, env = "SLUICE_PROBE_INTERVAL", default_value = "30s", value_parser = duration)]
     probe_interval: std::time::Duration,
+    /// How long a mover waits for a lock another live process holds (a prune, a check, restic
+    /// on another host) before its sync fails with RepositoryLocked. A stale lock (its holder
+    /// gone) never waits: the mover removes it.
+    #[arg(long, env = "SLUICE_LOCK_WAIT", default_value = "10m", value_parser = duration)]
+    lock_wait: std::time::Duration,
     /// The longest wait between two probes of an unreachable repository.
     #[arg(long, env = "SLUICE_PROBE_INTERVAL_MAX", default_value = "10m", value_parser = duration)]
     probe_interval_max: std::time::Duration,
@@ -185,6 +190,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             image: mover_image,
             resources: args.mover_resources,
             pod_security_context: args.mover_pod_security_context,
+            lock_wait: args.lock_wait,
         },
         owned: owned.clone(),
         written: Default::default(),
