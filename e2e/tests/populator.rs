@@ -89,16 +89,23 @@ fn populated(stack: &Stack, ns: &str, claim: &str) -> String {
 }
 
 /// Waits until the PVC's `sluice.dev/Populated` condition reads `expected`.
+/// Panics with the condition last seen and its message.
 fn wait_populated(stack: &Stack, ns: &str, claim: &str, expected: &str, timeout: Duration) {
-    let mut seen = String::new();
-    stack.cluster.wait_for(
-        &format!("PVC {ns}/{claim} to be sluice.dev/Populated {expected}"),
-        timeout,
-        || {
-            seen = populated(stack, ns, claim);
-            seen == expected
-        },
-    );
+    let deadline = std::time::Instant::now() + timeout;
+    while populated(stack, ns, claim) != expected {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "PVC {ns}/{claim} is not sluice.dev/Populated {expected} after {timeout:?}: {:?} {:?}",
+                populated(stack, ns, claim),
+                stack.get(
+                    ns,
+                    &format!("pvc/{claim}"),
+                    "{.status.conditions[?(@.type==\"sluice.dev/Populated\")].message}",
+                )
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn annotation(stack: &Stack, ns: &str, claim: &str, key: &str) -> String {

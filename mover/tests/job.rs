@@ -99,6 +99,38 @@ fn restore_without_a_matching_snapshot_fails_unless_empty_is_allowed() {
         .env("SLUICE_DATA_DIR", &target)
         .env("SLUICE_RESULT_FILE", &log));
     assert!(result(&log).get("errorClass").is_none());
+
+    // An exclusive holder (restic's `key passwd`, waiting for the new password) makes the
+    // same restore fail as Locked: what it hides is never taken for "no snapshot yet".
+    let mut holder = repo
+        .restic()
+        .args(["key", "passwd"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&repo, "locks", std::time::Duration::from_secs(30)),
+        "restic key passwd took no lock"
+    );
+    let out = fails(
+        repo.sluice()
+            .arg("job")
+            .env("SLUICE_JOB_ACTIONS", "restore")
+            .env("SLUICE_ON_MISSING_SNAPSHOT", "Empty")
+            .env("SLUICE_RETRY_LOCK", "1s")
+            .env("SLUICE_DATA_DIR", &target)
+            .env("SLUICE_RESULT_FILE", &log),
+    );
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let r = result(&log);
+    assert_eq!(r["errorClass"], "Locked", "{r} {}", stderr(&out));
+    assert!(
+        r["message"].as_str().unwrap().contains("exclusive lock"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -199,7 +199,7 @@ pub fn run(g: &Global) -> Result<i32> {
         Err(e) => {
             result.error_class = Some(classify(e));
             result.message = Some(crate::exit::one_line(e));
-            crate::exit::report(e)
+            crate::exit::report(e, None)
         }
     };
     let message = result.to_termination_message();
@@ -316,6 +316,7 @@ fn verify(
     cfg: &JobConfig,
     result: &mut MoverResult,
 ) -> Result<()> {
+    let _lock = super::lock(repo, g, false)?;
     let spec = match &result.snapshot_id {
         Some(id) => id.clone(),
         None => select(repo, cfg)?.ok_or(NoSnapshot)?.id.to_hex(),
@@ -473,6 +474,9 @@ fn restore(
     cfg: &JobConfig,
     result: &mut MoverResult,
 ) -> Result<()> {
+    // Taken before the selection: with an exclusive holder (a prune, a forget) the restore
+    // fails as Locked, and an empty listing is never taken for "no snapshot yet".
+    let _lock = super::lock(repo, g, false)?;
     let Some(snap) = select(repo, cfg)? else {
         if cfg.restore.empty_ok {
             result.message = Some(
