@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMapVolumeSource, KeyToPath, PodSecurityContext, ResourceRequirements,
+    SecretVolumeSource, Volume,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +56,35 @@ pub struct CustomCa {
     /// Key of the certificate within the Secret or ConfigMap.
     #[schemars(length(min = 1))]
     pub key: String,
+}
+
+impl CustomCa {
+    /// The Pod volume `name` holding the certificate as the one file `file`, from the Secret or
+    /// the ConfigMap: mover Jobs and the plugin's browse Pods mount it alike.
+    pub fn volume(&self, name: &str, file: &str) -> Volume {
+        let items = Some(vec![KeyToPath {
+            key: self.key.clone(),
+            path: file.into(),
+            ..Default::default()
+        }]);
+        Volume {
+            name: name.into(),
+            secret: self.secret_name.as_ref().map(|name| SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                items: items.clone(),
+                ..Default::default()
+            }),
+            config_map: self
+                .config_map_name
+                .as_ref()
+                .map(|name| ConfigMapVolumeSource {
+                    name: name.clone(),
+                    items,
+                    ..Default::default()
+                }),
+            ..Default::default()
+        }
+    }
 }
 
 /// Outcome of the latest mover run, as VolSync reports it.

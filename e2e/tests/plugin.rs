@@ -1,5 +1,5 @@
 //! `kubectl sluice` against the real cluster: `status`, `sync --wait`, `snapshots`, `ls`,
-//! `dump` and `unlock` on a source backed up through a VolumeSnapshot; `doctor` on that
+//! `dump` (from this machine and `--in-cluster`, through a browse Pod) and `unlock` on a source backed up through a VolumeSnapshot; `doctor` on that
 //! healthy source and on broken ones (wrong password, missing Secret, missing ServiceAccount,
 //! a VolumeSnapshotClass that does not exist); and `migrate volsync` output the API server
 //! accepts. (`restore` runs in `populator.rs`, beside the populator it drives.)
@@ -186,21 +186,21 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
             "{want} in {paths:?}"
         );
     }
-    let out = plugin(
-        stack,
-        ns,
-        &["dump", "data", "latest", "/nested/deeper/big.bin"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout == std::fs::read(dir.join("nested/deeper/big.bin")).unwrap(),
-        "dump gave {} bytes that differ from the file",
-        out.stdout.len()
-    );
+    let big = std::fs::read(dir.join("nested/deeper/big.bin")).unwrap();
+    let dumps_big = |extra: &[&str]| {
+        let mut args = vec!["dump", "data", "latest", "/nested/deeper/big.bin"];
+        args.extend(extra);
+        let out = plugin(stack, ns, &args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "dump {extra:?}: {said}");
+        assert!(
+            out.stdout == big,
+            "dump {extra:?} gave {} bytes that differ from the file's {}",
+            out.stdout.len(),
+            big.len()
+        );
+    };
+    dumps_big(&[]);
     let old = plugin(stack, ns, &["dump", "data", &first, "/generation.txt"]);
     assert_eq!(String::from_utf8_lossy(&old.stdout), "verbs");
     let out = plugin(stack, ns, &["dump", "data", "latest", "/nope"]);
@@ -209,6 +209,53 @@ fn browsing_syncing_and_unlocking_a_source(stack: &Stack) {
         String::from_utf8_lossy(&out.stderr).contains("not in the snapshot"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The same through a browse Pod in the namespace, as for a repository only the cluster
+    // reaches: the listing equals this machine's, the file's bytes arrive whole through the
+    // Pod's log, the mover's error comes back as the plugin's, and no Pod stays.
+    let listed_in_pod = json(&plugin_exit(
+        stack,
+        ns,
+        &["ls", "data", "latest", "-o", "json", "--in-cluster"],
+        0,
+    ));
+    assert_eq!(
+        listed_in_pod, entries,
+        "the browse Pod lists what this machine lists"
+    );
+    dumps_big(&["--in-cluster"]);
+    let out = plugin(
+        stack,
+        ns,
+        &["dump", "data", "latest", "/nope", "--in-cluster"],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("not in the snapshot") && said.contains("browse Pod"),
+        "{said}"
+    );
+    assert!(out.stdout.is_empty(), "a failed dump printed data");
+    stack.cluster.wait_for(
+        "the browse Pods to be deleted",
+        Duration::from_secs(60),
+        || {
+            stack
+                .cluster
+                .kubectl(&[
+                    "get",
+                    "pods",
+                    "-n",
+                    ns,
+                    "-l",
+                    "app.kubernetes.io/component=browse",
+                    "-o",
+                    "name",
+                ])
+                .trim()
+                .is_empty()
+        },
     );
 
     // unlock: a live holder's lock stays unless --all; a dead one's goes.

@@ -98,12 +98,12 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List the files of a snapshot under PATH (default /), as `restic ls`.
     #[command(
-        after_help = "Examples:\n  kubectl sluice ls db latest -n apps\n  kubectl sluice ls db 4f2a9c1e /var/lib -n apps -o json"
+        after_help = "Examples:\n  kubectl sluice ls db latest -n apps\n  kubectl sluice ls db 4f2a9c1e /var/lib -n apps -o json\n  kubectl sluice ls db latest --in-cluster -n apps\n\nThe repository is opened from this machine with the Secret's values, which are never printed; --in-cluster reads it from a short-lived Pod in the namespace instead."
     )]
     Ls(LsArgs),
     /// Write one file of a snapshot to standard output, as `restic dump`.
     #[command(
-        after_help = "Examples:\n  kubectl sluice dump db latest /etc/app.conf -n apps > app.conf"
+        after_help = "Examples:\n  kubectl sluice dump db latest /etc/app.conf -n apps > app.conf\n  kubectl sluice dump db latest /etc/app.conf --in-cluster -n apps > app.conf\n\nWith --in-cluster the file passes through the Pod's log; a dump that arrives short fails (exit 1)."
     )]
     Dump(DumpArgs),
     /// Restore SOURCE's latest snapshot (or the one at --as-of) into a new PVC, and wait until it is filled.
@@ -201,6 +201,8 @@ pub struct LsArgs {
     pub snapshot: String,
     /// The directory to list, recursively. Default: the snapshot's root.
     pub path: Option<String>,
+    #[command(flatten)]
+    pub via: InClusterArgs,
 }
 
 /// `dump`.
@@ -212,6 +214,21 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// The file, as `ls` shows it.
     pub path: String,
+    #[command(flatten)]
+    pub via: InClusterArgs,
+}
+
+/// Where `ls` and `dump` read the repository from.
+#[derive(Args, Debug)]
+pub struct InClusterArgs {
+    /// Read the repository from a short-lived Pod in the object's namespace, with the mover's
+    /// Secret and ServiceAccount, instead of from this machine: for endpoints only the cluster
+    /// reaches, and identities only its Pods have (IRSA, web identity).
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// The Pod's image. Default: the operator's mover image.
+    #[arg(long, requires = "in_cluster")]
+    pub image: Option<String>,
 }
 
 /// `restore`.

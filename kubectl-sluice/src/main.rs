@@ -9,6 +9,7 @@ mod browse;
 mod cli;
 mod cluster;
 mod doctor;
+mod in_cluster;
 mod migrate;
 mod output;
 mod repository;

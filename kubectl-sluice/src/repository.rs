@@ -1,5 +1,6 @@
 //! The repository side, opened from this machine with the repository Secret's values (never
-//! printed): snapshots of a host, a directory listing, one file's content, stale locks.
+//! printed): snapshots of a host and stale locks; listings and file contents come from
+//! [`sluice_repo::browse`].
 //!
 //! Everything here blocks (the S3 backend runs its own runtime); call it outside async code.
 
@@ -8,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 
 use crate::doctor::judge::Probe;
@@ -18,7 +19,6 @@ use sluice_repo::{
     lock::{self, LockOptions},
     repository::Options,
     snapshot::{SnapshotEntry, SnapshotFilter},
-    tree::{Node, NodeType, Tree},
 };
 
 /// What opening a repository needs, taken from a Secret: restic's variables.
@@ -179,150 +179,6 @@ pub fn snapshot(repo: &Repository, spec: &str, host: Option<&str>) -> Result<Sna
         .map_err(|e| anyhow!("{e}; list them with `kubectl sluice snapshots`"))
 }
 
-/// One entry of `ls`.
-#[derive(Serialize, Debug, PartialEq)]
-pub struct Entry {
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub size: u64,
-    pub mode: String,
-    pub mtime: String,
-}
-
-/// The path components of `path` inside a snapshot: `/a/b/` is `["a", "b"]`; `..` is refused so
-/// a path never means something outside the tree.
-pub fn components(path: &str) -> Result<Vec<&str>> {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.contains(&"..") {
-        bail!(
-            "{path:?}: '..' is not allowed in a snapshot path; give the path from the snapshot's root"
-        );
-    }
-    Ok(parts)
-}
-
-/// The node at `path` under the snapshot's root tree; `None` for the root itself.
-fn find(repo: &Repository, root: &sluice_repo::Id, path: &str) -> Result<(Option<Node>, Tree)> {
-    let mut tree = repo.load_tree(root)?;
-    let mut node = None;
-    let parts = components(path)?;
-    for (i, part) in parts.iter().enumerate() {
-        let found = tree
-            .nodes
-            .iter()
-            .find(|n| n.name_bytes() == part.as_bytes())
-            .cloned()
-            .ok_or_else(|| {
-                anyhow!(
-                    "{path:?} is not in the snapshot (no {part:?} in /{})",
-                    parts[..i].join("/")
-                )
-            })?;
-        if i + 1 < parts.len() || found.node_type == NodeType::Dir {
-            if found.node_type != NodeType::Dir {
-                bail!("{path:?}: /{} is not a directory", parts[..=i].join("/"));
-            }
-            let subtree = found.subtree.ok_or_else(|| {
-                anyhow!(
-                    "directory /{} has no tree in the snapshot",
-                    parts[..=i].join("/")
-                )
-            })?;
-            tree = repo.load_tree(&subtree)?;
-        }
-        node = Some(found);
-    }
-    Ok((node, tree))
-}
-
-/// Every entry under `path`, depth first, as `restic ls` lists them (`repo` from
-/// [`open_with_index`]). The walk keeps a stack of
-/// directories still to read, never recursion, so a deep tree cannot exhaust the stack.
-pub fn list(
-    repo: &Repository,
-    entry: &SnapshotEntry,
-    path: &str,
-    out: &mut dyn FnMut(Entry) -> Result<()>,
-) -> Result<()> {
-    let (node, tree) = find(repo, &entry.snapshot.tree, path)?;
-    let base = format!("/{}", components(path)?.join("/"));
-    if let Some(node) = &node
-        && node.node_type != NodeType::Dir
-    {
-        return out(view(&base, node));
-    }
-    // Directories still to read, by tree id (trees are loaded when their turn comes, so a wide
-    // snapshot holds ids, not trees); reversed onto the stack so they come out in sorted order.
-    let mut pending: Vec<(String, sluice_repo::Id)> = Vec::new();
-    let mut next = Some((base.trim_end_matches('/').to_string(), tree));
-    while let Some((dir, tree)) = next.take() {
-        let mut subdirs = Vec::new();
-        for node in &tree.nodes {
-            let name = String::from_utf8_lossy(&node.name_bytes()).into_owned();
-            let path = format!("{dir}/{name}");
-            out(view(&path, node))?;
-            if let (NodeType::Dir, Some(subtree)) = (&node.node_type, node.subtree) {
-                subdirs.push((path, subtree));
-            }
-        }
-        pending.extend(subdirs.into_iter().rev());
-        if let Some((dir, id)) = pending.pop() {
-            next = Some((dir, repo.load_tree(&id)?));
-        }
-    }
-    Ok(())
-}
-
-fn view(path: &str, node: &Node) -> Entry {
-    Entry {
-        path: path.to_string(),
-        kind: match node.node_type {
-            NodeType::File => "file",
-            NodeType::Dir => "dir",
-            NodeType::Symlink => "symlink",
-            NodeType::Dev => "dev",
-            NodeType::Chardev => "chardev",
-            NodeType::Fifo => "fifo",
-            NodeType::Socket => "socket",
-            NodeType::Irregular => "irregular",
-        },
-        size: node.size,
-        mode: format!("{:o}", node.mode & 0o7777),
-        mtime: node.mtime.clone(),
-    }
-}
-
-/// Writes the file at `path` to `out` (`repo` from [`open_with_index`]), one blob at a time, so memory stays at one blob
-/// whatever the file's size.
-pub fn dump(
-    repo: &Repository,
-    entry: &SnapshotEntry,
-    path: &str,
-    out: &mut dyn Write,
-) -> Result<u64> {
-    let (node, _) = find(repo, &entry.snapshot.tree, path)?;
-    let node = node.ok_or_else(|| anyhow!("{path:?} is the snapshot's root, a directory; dump takes a file (list it with `kubectl sluice ls`)"))?;
-    if node.node_type != NodeType::File {
-        bail!(
-            "{path:?} is not a regular file; dump writes files only (list it with `kubectl sluice ls`)"
-        );
-    }
-    let mut written = 0u64;
-    for blob in node.content() {
-        let data = repo
-            .load_blob(blob)
-            .with_context(|| format!("reading {path:?} from the repository"))?;
-        out.write_all(&data).context("writing to standard output")?;
-        written += data.len() as u64;
-    }
-    out.flush().context("writing to standard output")?;
-    Ok(written)
-}
-
 /// Removes stale locks (every lock with `all`); returns how many were removed.
 pub fn unlock(repo: &Repository, all: bool) -> Result<usize> {
     Ok(lock::remove_stale(repo, &LockOptions::shared(), all)?)
@@ -339,23 +195,6 @@ pub fn locks(repo: &Repository) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_are_components_from_the_root() {
-        assert_eq!(components("/").unwrap(), Vec::<&str>::new());
-        assert_eq!(components("").unwrap(), Vec::<&str>::new());
-        assert_eq!(
-            components("/etc//app/./x.conf").unwrap(),
-            ["etc", "app", "x.conf"]
-        );
-        assert_eq!(components("etc/").unwrap(), ["etc"]);
-        assert!(
-            components("/etc/../root")
-                .unwrap_err()
-                .to_string()
-                .contains("'..'")
-        );
-    }
 
     #[test]
     fn access_needs_the_required_keys_and_never_shows_values() {

@@ -82,6 +82,11 @@ pub struct Global {
     /// because a Pod's own hostname changes with every Job.
     #[arg(skip)]
     pub lock_hostname: Option<String>,
+    /// Write the command's last line to this file instead of standard error: the one-line
+    /// error when it fails, else what `dump` wrote. For a Pod's termination log, when standard
+    /// output is the data and the Pod's log carries both streams.
+    #[arg(long, global = true)]
+    pub termination_log: Option<PathBuf>,
     /// Log more (repeat for debug output).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -98,6 +103,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
+    /// List a snapshot's files and directories, as `restic ls`.
+    Ls(LsArgs),
+    /// Write one file of a snapshot to standard output, as `restic dump`.
+    Dump(DumpArgs),
     /// Run a mover Pod's work, configured by SLUICE_* variables.
     Job,
     /// Remove snapshots according to a retention policy.
@@ -310,6 +319,32 @@ pub struct CheckArgs {
     /// Read a subset of the packs: N% or n/t.
     #[arg(long)]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id (or a unique prefix), or `latest`.
+    pub snapshot: String,
+    /// The directory to list, recursively, or one file. Default: the snapshot's root.
+    pub path: Option<String>,
+    /// With `latest`: only snapshots of this host.
+    #[arg(long, short = 'H')]
+    pub host: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Snapshot id (or a unique prefix), or `latest`.
+    pub snapshot: String,
+    /// The file, as `ls` shows it.
+    pub path: String,
+    /// With `latest`: only snapshots of this host.
+    #[arg(long, short = 'H')]
+    pub host: Vec<String>,
+    /// Write the content as base64 lines of 76 characters, for a channel that is not
+    /// byte-transparent: a Pod's log drops the `\r` of every `\r\n`.
+    #[arg(long)]
+    pub base64: bool,
 }
 
 #[derive(Args, Debug)]

@@ -56,9 +56,13 @@ pub fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-/// Prints the error as one line on stderr and returns its exit code.
-pub fn report(e: &anyhow::Error) -> i32 {
-    eprintln!("Fatal: {}", one_line(e));
+/// Prints the error as one line on stderr, or into `termination_log` when given (falling back
+/// to stderr if that cannot be written), and returns its exit code.
+pub fn report(e: &anyhow::Error, termination_log: Option<&std::path::Path>) -> i32 {
+    let line = format!("Fatal: {}", one_line(e));
+    if termination_log.is_none_or(|log| std::fs::write(log, &line).is_err()) {
+        eprintln!("{line}");
+    }
     code(e)
 }
 

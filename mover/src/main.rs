@@ -16,9 +16,10 @@ use clap::Parser;
 fn main() {
     let cli = args::Cli::parse();
     output::init_logging(cli.global.verbose, cli.global.json);
+    let termination_log = cli.global.termination_log.clone();
     let code = match commands::run(cli) {
         Ok(code) => code,
-        Err(e) => exit::report(&e),
+        Err(e) => exit::report(&e, termination_log.as_deref()),
     };
     std::process::exit(code);
 }

@@ -583,3 +583,48 @@ fn a_file_that_changes_size_while_read_is_warned_about_once() {
         "one warning, printed once:\n{err}"
     );
 }
+
+#[test]
+fn ls_and_dump_of_a_hostile_snapshot_fail_with_one_line_and_write_nothing_outside() {
+    let w = workdir();
+    let mut c = Crafted::new(&w.path().join("repo"));
+    let content = c.data(b"twelve bytes");
+    let missing = Id::hash(b"a blob nobody stored");
+    let gone_tree = Id::hash(b"a tree nobody stored");
+    let inner = c.tree(vec![file(b"x", vec![content], 12, 0o644)]);
+    let root = c.tree(vec![
+        // Claims a size its content does not have.
+        file(b"liar", vec![content], 1 << 40, 0o644),
+        // Content the index does not know.
+        file(b"lost", vec![missing], 5, 0o644),
+        // A name that looks like a path, and one that climbs.
+        file(b"sub/x", vec![content], 12, 0o644),
+        file(b"..", vec![content], 12, 0o644),
+        dir(b"sub", inner),
+        dir(b"void", gone_tree),
+    ]);
+    c.snapshot(root);
+    let repo = Repo::local(&c.dir);
+
+    // The size written is the content's, and the lie is named after it.
+    let out = fails(repo.sluice().args(["dump", "latest", "/liar"]));
+    assert_eq!(out.stdout, b"twelve bytes");
+    let err = stderr(&out);
+    assert!(
+        err.contains("liar") && err.contains("1099511627776"),
+        "{err}"
+    );
+    let out = fails(repo.sluice().args(["dump", "latest", "/lost"]));
+    assert!(stderr(&out).contains(&missing.to_hex()), "{}", stderr(&out));
+    // A path is split into names: "sub/x" is the directory's file, ".." is refused.
+    let out = ok(repo.sluice().args(["dump", "latest", "/sub/x"]));
+    assert_eq!(out.stdout, b"twelve bytes");
+    let out = fails(repo.sluice().args(["dump", "latest", "/.."]));
+    assert!(stderr(&out).contains("'..'"), "{}", stderr(&out));
+    // The listing stops at the tree it cannot read, saying which.
+    let out = fails(repo.sluice().args(["ls", "latest"]));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&gone_tree.to_hex()), "{err}");
+    assert!(stdout(&out).contains("/sub/x\n"), "{}", stdout(&out));
+}

@@ -380,3 +380,89 @@ fn restore_with_128mib_packs_stays_in_bounded_memory() {
         );
     }
 }
+
+#[test]
+fn ls_and_dump_read_what_restic_wrote_as_restic_does() {
+    let w = workdir();
+    let src = w.path().join("src");
+    make_awkward_tree(&src);
+    let repo = Repo::local(&w.path().join("repo"));
+    ok(repo.restic().arg("init"));
+    ok(repo.restic().current_dir(&src).args(["backup", "."]));
+
+    // The same paths in the same order as `restic ls --json` (its first line is the snapshot).
+    let restic_paths: Vec<String> = stdout(&ok(repo.restic().args(["ls", "--json", "latest"])))
+        .lines()
+        .skip(1)
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let ours: Vec<serde_json::Value> = stdout(&ok(repo.sluice().args(["ls", "--json", "latest"])))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let our_paths: Vec<&str> = ours.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(our_paths, restic_paths);
+    let plain = stdout(&ok(repo.sluice().args(["ls", "latest"])));
+    assert_eq!(plain, format!("{}\n", our_paths.join("\n")));
+
+    // Every regular file dumps to restic's bytes.
+    let files: Vec<&str> = ours
+        .iter()
+        .filter(|e| e["type"] == "file")
+        .map(|e| e["path"].as_str().unwrap())
+        .filter(|p| !p.contains('\u{fffd}'))
+        .collect();
+    assert!(files.len() > 3, "{files:?}");
+    for file in files {
+        let restic = ok(repo.restic().args(["dump", "latest", file])).stdout;
+        let sluice = ok(repo.sluice().args(["dump", "latest", file])).stdout;
+        assert!(
+            restic == sluice,
+            "{file}: {} bytes, restic {}",
+            sluice.len(),
+            restic.len()
+        );
+    }
+
+    // A subtree lists under its own path; a file lists alone.
+    let dir = our_paths
+        .iter()
+        .find(|p| ours.iter().any(|e| e["path"] == **p && e["type"] == "dir"))
+        .unwrap();
+    let below = stdout(&ok(repo.sluice().args(["ls", "latest", dir])));
+    assert!(below.lines().all(|p| p.starts_with(*dir)), "{below}");
+
+    // With --termination-log the error goes there, not to stderr, and what dump wrote too.
+    let log = w.path().join("termination-log");
+    let out = fails(repo.sluice().arg("--termination-log").arg(&log).args([
+        "dump",
+        "latest",
+        "/not-there",
+    ]));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(
+        said.starts_with("Fatal: ") && said.contains("not in the snapshot"),
+        "{said}"
+    );
+    let file = ours.iter().find(|e| e["type"] == "file").unwrap();
+    let out = ok(repo.sluice().arg("--termination-log").arg(&log).args([
+        "dump",
+        "latest",
+        file["path"].as_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!("dumped {} bytes", out.stdout.len())
+    );
+    assert_eq!(out.stdout.len() as u64, file["size"].as_u64().unwrap());
+}

@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{
     batch::v1::{Job, JobSpec},
     core::v1::{
-        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
-        EnvVar, EphemeralVolumeSource, KeyToPath, PersistentVolumeClaimSpec,
-        PersistentVolumeClaimTemplate, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-        PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource,
-        SecretVolumeSource, SecurityContext, Volume, VolumeDevice, VolumeMount,
-        VolumeResourceRequirements,
+        Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+        EphemeralVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
+        PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+        ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
+        VolumeDevice, VolumeMount, VolumeResourceRequirements,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -382,28 +381,7 @@ fn mover_job(
     }
     let node_name = volume.as_ref().and_then(|v| v.node_name).map(String::from);
     if let Some(ca) = custom_ca {
-        let items = Some(vec![KeyToPath {
-            key: ca.key.clone(),
-            path: CA_FILE.into(),
-            ..Default::default()
-        }]);
-        volumes.push(Volume {
-            name: "ca".into(),
-            secret: ca.secret_name.as_ref().map(|name| SecretVolumeSource {
-                secret_name: Some(name.clone()),
-                items: items.clone(),
-                ..Default::default()
-            }),
-            config_map: ca
-                .config_map_name
-                .as_ref()
-                .map(|name| ConfigMapVolumeSource {
-                    name: name.clone(),
-                    items: items.clone(),
-                    ..Default::default()
-                }),
-            ..Default::default()
-        });
+        volumes.push(ca.volume("ca", CA_FILE));
         mounts.push(VolumeMount {
             name: "ca".into(),
             mount_path: CA_DIR.into(),

@@ -7,6 +7,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod browse;
 pub mod check;
 pub mod chunker;
 mod compression;

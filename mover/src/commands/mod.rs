@@ -6,6 +6,7 @@
 //! cores on one handle, so a Job derives the key once.
 
 mod backup;
+mod browse;
 mod check;
 mod forget;
 mod init;
@@ -30,6 +31,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(g, &a),
         Command::Restore(a) => restore::run(g, &a),
         Command::Snapshots(a) => snapshots::run(g, &a),
+        Command::Ls(a) => browse::ls(g, &a),
+        Command::Dump(a) => browse::dump(g, &a),
         Command::Job => job::run(g),
         Command::Forget(a) => forget::run(g, &a),
         Command::Prune(a) => prune::run(g, &a),
