@@ -1,6 +1,7 @@
 //! Sluice's main job, end to end: install and leader Lease, manual backups
 //! with each copy method, restores of the latest, an as-of and a previous
-//! snapshot into new PVCs and into a VolumeSnapshot, scheduled restore tests
+//! snapshot into new PVCs (modes and mtimes kept, so the first backup of the
+//! restored PVC reads no file again) and into a VolumeSnapshot, scheduled restore tests
 //! that pass and then find a damaged snapshot, a restore that finds no
 //! snapshot, a copy that never binds, a standby replica, and cleanup by
 //! garbage collection.
@@ -106,6 +107,47 @@ fn manual_backup_direct_then_restore_latest(stack: &Stack) {
         snapshot
     );
     assert_eq!(stack.condition(ns, restored, "Ready"), "True/SyncSucceeded");
+    assert_same_times_and_modes(&source_dir, &stack.wait_claim_dir(ns, claim));
+
+    // The first backup of the restored PVC under the source's host name reads no unchanged
+    // file: the restore marked the volume, so every file whose size and mtime match is taken
+    // over from the restored snapshot, its parent, though its inode and ctime are new.
+    stack.cluster.apply(&format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: ReplicationSource
+metadata: {{name: restored-copy, namespace: {ns}}}
+spec:
+  sourcePVC: {claim}
+  trigger: {{manual: one}}
+  restic:
+    repository: repo
+    copyMethod: Direct
+    hostname: {ns}-data
+"
+    ));
+    let copy = "replicationsource/restored-copy";
+    stack.wait_field(ns, copy, "{.status.lastManualSync}", SYNC, |v| v == "one");
+    let counted = |field: &str| {
+        let value = stack.get(ns, copy, &format!("{{.status.lastSync.{field}}}"));
+        value
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("lastSync.{field} of {copy} is {value:?}"))
+    };
+    assert_eq!(
+        (
+            counted("filesNew"),
+            counted("filesChanged"),
+            counted("filesUnmodified")
+        ),
+        (0, 0, 52),
+        "the first backup after the restore re-read files"
+    );
+    assert!(
+        counted("bytesAdded") * 100 < counted("totalBytes"),
+        "the first backup after the restore stored {} of {} bytes",
+        counted("bytesAdded"),
+        counted("totalBytes")
+    );
 
     let metrics = stack.metrics();
     for family in [
@@ -251,6 +293,35 @@ fn restore_tests_pass_then_name_the_damaged_snapshot_until_repaired(stack: &Stac
 }
 
 /// Bytes of the files below `dir`: a MinIO object is a directory of its metadata and parts.
+/// Every file, directory and symlink below `expected` has the same permission bits and
+/// modification time below `actual` (owners differ: the restricted mover may not chown).
+fn assert_same_times_and_modes(expected: &std::path::Path, actual: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut pending = vec![std::path::PathBuf::new()];
+    let mut compared = 0;
+    while let Some(rel) = pending.pop() {
+        for entry in std::fs::read_dir(expected.join(&rel)).unwrap() {
+            let rel = rel.join(entry.unwrap().file_name());
+            let want = std::fs::symlink_metadata(expected.join(&rel)).unwrap();
+            let got = std::fs::symlink_metadata(actual.join(&rel)).unwrap();
+            let shown = rel.display();
+            if !want.file_type().is_symlink() {
+                assert_eq!(want.mode() & 0o7777, got.mode() & 0o7777, "mode of {shown}");
+            }
+            assert_eq!(
+                (want.mtime(), want.mtime_nsec()),
+                (got.mtime(), got.mtime_nsec()),
+                "mtime of {shown}"
+            );
+            if want.is_dir() {
+                pending.push(rel);
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "{compared} entries compared");
+}
+
 fn bytes_below(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
