@@ -11,11 +11,13 @@ It records wall time, child CPU time, peak RSS and repository size, measures
 this machine's single-core rates of the stages (SHA-256, AES-256-CTR,
 Poly1305, zstd and the chunker, with Sluice's own code: the `rates` example)
 and of the file system (creates, writes), prints each operation's floor on
-this machine and both tools' times as a share of it, and writes the tables to
+this machine and both tools' times as a share of it, backs up a Block volume
+(an ext4 image read as its loop device, against restic backing up the image
+file, then again after 1 MiB changed), and writes the tables to
 bench/results.md.
 
 Stdlib only. Usage: python3 bench/bench.py [--scale 1.0] [--dir DIR]
-                    [--datasets a,b] [--fs root,ext4,...] [--note TEXT]
+                    [--datasets a,b] [--fs root,ext4,...] [--note TEXT] [--block 0]
 """
 
 import argparse
@@ -718,6 +720,89 @@ def load_note():
     return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
+# ---------------------------------------------------------------- block volumes
+
+
+def block_section(work, scale, sluice, restic, sources):
+    """A Block volume's backup (issue 14.3): an ext4 image holding `sources` (dataset
+    directories), read by sluice-mover's Job as the loop device over it, as a mover Pod reads
+    its `volumeDevices` entry, against restic backing up the same image file. Then 1 MiB of
+    the image changes and both back up again: wall time, MB/s of the device, repository growth."""
+    if os.geteuid() != 0:
+        return "skipped: needs root (loop devices and mount)"
+    if not shutil.which("mkfs.ext4"):
+        return "skipped: `mkfs.ext4` not found (apt-get install e2fsprogs)"
+    size = max(256 * MiB, int(4 * GiB * scale)) // MiB * MiB
+    base = os.path.join(work, "block")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    image = os.path.join(base, "volume.img")
+    mnt = os.path.join(base, "mnt")
+    os.makedirs(mnt)
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+    subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+    try:
+        budget = size * 6 // 10
+        for src in sources:
+            for path in files_of(src):
+                n = os.lstat(path).st_size
+                if n > budget:
+                    continue
+                dst = os.path.join(mnt, os.path.basename(src), os.path.relpath(path, src))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(path, dst, follow_symlinks=False)
+                budget -= n
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+    used = os.stat(image).st_blocks * 512
+    loop = subprocess.run(["losetup", "--find", "--show", "--read-only", image], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    rows = []
+    try:
+        sl = Tool("sluice", sluice, work, base, "block", 0)
+        rs = Tool("restic", restic, work, base, "block", 0)
+        for t in (sl, rs):
+            t.reset()
+            init = t.run(["init"], base)
+            if not init["ok"]:
+                return f"skipped: {t.name} init failed: {init['err']}"
+        sl.env.update({"SLUICE_JOB_ACTIONS": "backup", "SLUICE_BLOCK_DEVICE": loop,
+                       "SLUICE_HOSTNAME": "bench-block",
+                       "SLUICE_RESULT_FILE": os.path.join(base, "result.json")})
+        for op in ("first backup", "after 1 MiB changed"):
+            if op == "after 1 MiB changed":
+                with open(image, "r+b") as f:
+                    f.seek(size // 2 // MiB * MiB)
+                    f.write(random.Random(15).randbytes(MiB))
+                    f.flush()
+                    os.fsync(f.fileno())
+                # The loop device reads through the page cache of the image file.
+                subprocess.run(["blockdev", "--flushbufs", loop], check=False)
+            before = (du_bytes(sl.repo), du_bytes(rs.repo))
+            a = sl.run(["job"], base)
+            b = rs.run(["backup", "--host", "bench-block", "volume.img"], base)
+            grew = (du_bytes(sl.repo) - before[0], du_bytes(rs.repo) - before[1])
+            rows.append((op, a, b, grew))
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    out = [f"{size / MiB:.0f} MiB ext4 image, {used / MiB:.0f} MiB allocated (the rest reads as zeros); "
+           f"Sluice reads the loop device as a Block mover does, restic the image file; load average {load_note()}.",
+           "",
+           "| operation | sluice wall s | restic wall s | speedup (restic/sluice) | sluice MB/s | restic MB/s | sluice CPU s | restic CPU s | sluice RSS MiB | restic RSS MiB | sluice repo growth MiB | restic repo growth MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for op, a, b, grew in rows:
+        if not (a["ok"] and b["ok"]):
+            out.append(f"| {op} | {a['err'] or 'ok'} | {b['err'] or 'ok'} | | | | | | | | | |")
+            continue
+        out.append(f"| {op} | {fmt_s(a['wall'])} | {fmt_s(b['wall'])} | {ratio(b['wall'], a['wall'])} | "
+                   f"{size / a['wall'] / 1e6:.0f} | {size / b['wall'] / 1e6:.0f} | {fmt_s(a['cpu'])} | {fmt_s(b['cpu'])} | "
+                   f"{fmt_mib(a['rss'])} | {fmt_mib(b['rss'])} | {grew[0] / MiB:.1f} | {grew[1] / MiB:.1f} |")
+    shutil.rmtree(base, ignore_errors=True)
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1.0")),
@@ -729,6 +814,8 @@ def main():
     ap.add_argument("--fs", default=os.environ.get("BENCH_FS", ",".join(FILESYSTEMS)),
                     help="comma-separated subset of: " + ", ".join(FILESYSTEMS))
     ap.add_argument("--note", default=os.environ.get("BENCH_NOTE", ""), help="free text added to the results header")
+    ap.add_argument("--block", default=os.environ.get("BENCH_BLOCK", "1"),
+                    help="0 skips the Block volume section (env BENCH_BLOCK)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     args = ap.parse_args()
 
@@ -791,6 +878,12 @@ def main():
                                   (apparent, allocated, nfiles), rates, sample, stat_rate, cores, level)
                 sections.append(f"{title}\n\n{sec}")
                 print(f"\n{title}\n\n{sec}\n", flush=True)
+    if args.block != "0":
+        print("[block] Block volume backup ...", flush=True)
+        sources = [ensure_dataset(work, n, args.scale) for n in ("text", "incompressible")]
+        sec = block_section(work, args.scale, sluice, restic, sources)
+        sections.append(f"## Block volume backup\n\n{sec}")
+        print(f"\n## Block volume backup\n\n{sec}\n", flush=True)
     doc = "\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n"
     with open(args.out, "w") as f:
         f.write(doc)
