@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Client, Resource,
     runtime::events::{Event, EventType, Recorder},
@@ -52,6 +53,8 @@ pub struct Written {
     pub sources: Unseen<ReplicationSource>,
     /// ReplicationDestinations.
     pub destinations: Unseen<ReplicationDestination>,
+    /// Users' PVCs as the volume populator's condition and annotation writes left them.
+    pub claims: Unseen<PersistentVolumeClaim>,
 }
 
 /// The result every reconcile step returns; errors are API failures worth a retry.

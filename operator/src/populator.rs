@@ -15,7 +15,7 @@ pub mod decide;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -56,6 +56,7 @@ const FIELD_MANAGER: &str = "sluice-populator";
 /// Runs the populator until the stream ends.
 pub async fn run(ctx: Arc<Context>, feed: Feed) {
     let (reader, writer) = reflector::store();
+    let written = ctx.clone();
     let claims = watcher(
         Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -63,7 +64,8 @@ pub async fn run(ctx: Arc<Context>, feed: Feed) {
     .default_backoff()
     .modify(|claim| claim.managed_fields_mut().clear())
     .reflect(writer)
-    .applied_objects();
+    .applied_objects()
+    .inspect_ok(move |claim| written.written.claims.seen(claim));
     Controller::for_stream(claims, reader)
         .watches_shared_stream(feed.jobs, owning_claim::<Job>)
         .watches_shared_stream(feed.claims, owning_claim::<PersistentVolumeClaim>)
@@ -105,6 +107,14 @@ fn error_policy(
 }
 
 async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    // The cache can be behind the populator's own last write of this PVC (its condition, its
+    // annotations); deciding on that older copy wrote the condition again, with a second event
+    // and a second count of the population.
+    let claim = ctx
+        .written
+        .claims
+        .newest(&ObjectRef::from_obj(claim.as_ref()), Some(claim.clone()))
+        .unwrap_or(claim);
     let Some(rd) = decide::destination_name(&claim) else {
         return Ok(Action::await_change());
     };
@@ -185,7 +195,7 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Resu
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Next::Record(population) => {
-            record(&claims, &claim, Some(&population)).await?;
+            record(&ctx, &claims, &claim, Some(&population)).await?;
             Ok(Action::requeue(SAFETY_RECHECK))
         }
         Next::Rebind { volume } => {
@@ -193,7 +203,7 @@ async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Resu
             Ok(Action::requeue(SAFETY_RECHECK))
         }
         Next::Forget => {
-            record(&claims, &claim, None).await?;
+            record(&ctx, &claims, &claim, None).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
@@ -217,6 +227,7 @@ async fn waits_for_consumer(ctx: &Context, claim: &PersistentVolumeClaim) -> Res
 
 /// Writes (or, with `None`, removes) what a population put into the PVC as its annotations.
 async fn record(
+    ctx: &Context,
     claims: &Api<PersistentVolumeClaim>,
     claim: &PersistentVolumeClaim,
     population: Option<&Population>,
@@ -227,14 +238,22 @@ async fn record(
         labels::RESTORED_SNAPSHOT: value(|p| p.snapshot.clone()),
         labels::RESTORED_SNAPSHOT_TIME: value(|p| p.snapshot_time.clone()),
     }}});
-    claims
+    let written = claims
         .patch(
             &claim.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await?;
+    remember(ctx, written);
     Ok(())
+}
+
+/// Holds the PVC as the API server returned it from the populator's write, until the watch
+/// delivers it.
+fn remember(ctx: &Context, mut written: PersistentVolumeClaim) {
+    written.managed_fields_mut().clear();
+    ctx.written.claims.wrote(written);
 }
 
 /// Hands the prime PVC's volume to the user's PVC: its `claimRef` names the PVC, and the
@@ -327,13 +346,14 @@ async fn set_condition(
             "lastTransitionTime": transition,
         }]},
     });
-    claims
+    let written = claims
         .patch_status(
             &claim.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await?;
+    remember(ctx, written);
     let reason_changed = current.and_then(|c| c.reason.as_deref()) != Some(&condition.reason);
     if reason_changed {
         let failure = is_failure(&condition.reason);
