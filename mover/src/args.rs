@@ -82,6 +82,10 @@ pub struct Global {
     /// because a Pod's own hostname changes with every Job.
     #[arg(skip)]
     pub lock_hostname: Option<String>,
+    /// Progress as a log line every few seconds: set by `job`, whose standard error is a
+    /// mover Pod's log, the place `kubectl logs` shows what a long backup is doing.
+    #[arg(skip)]
+    pub progress_log: bool,
     /// Write the command's last line to this file instead of standard error: the one-line
     /// error when it fails, else what `dump` wrote. For a Pod's termination log, when standard
     /// output is the data and the Pod's log carries both streams.

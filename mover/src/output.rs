@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 
 /// Logs go to stderr: JSON lines in `--json` mode (or when SLUICE_LOG_FORMAT
-/// is `json`, as in mover Pods), text otherwise.
-pub fn init_logging(verbose: u8, json: bool) {
+/// is `json`), text otherwise. A mover Job (`job`) logs its steps and progress at `info`.
+pub fn init_logging(verbose: u8, json: bool, job: bool) {
     let default = match verbose {
+        0 if job => "warn,sluice_mover=info,sluice_repo=info",
         0 => "warn,sluice_repo=info",
         1 => "info",
         _ => "debug",

@@ -1,5 +1,5 @@
 //! Progress of long work: a bar on a terminal, restic-shaped status lines
-//! with `--json`, and a log line every few seconds otherwise (mover Pods),
+//! with `--json`, and a log line every few seconds in mover Pods,
 //! all driven by a ticker thread reading the engine's atomic counters.
 
 use std::io::IsTerminal;
@@ -30,16 +30,15 @@ pub enum Mode {
 
 impl Mode {
     /// The mode for this process: nothing with `--quiet`, JSON with
-    /// `--json`, a bar on a TTY, log lines when SLUICE_PROGRESS_LOG is set
-    /// (mover Pods), else nothing.
-    pub fn detect(json: bool, quiet: bool) -> Mode {
+    /// `--json`, a bar on a TTY, log lines when `log_lines` (a mover Job), else nothing.
+    pub fn detect(json: bool, quiet: bool, log_lines: bool) -> Mode {
         if quiet {
             Mode::Off
         } else if json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
             Mode::Bar
-        } else if std::env::var_os("SLUICE_PROGRESS_LOG").is_some() {
+        } else if log_lines {
             Mode::Log
         } else {
             Mode::Off

@@ -38,7 +38,7 @@ fn backup_then_restore_jobs_report_their_results() {
     ok(repo.sluice().arg("init"));
     let log = w.path().join("termination-log");
 
-    ok(repo
+    let run = ok(repo
         .sluice()
         .arg("job")
         .env("SLUICE_JOB_ACTIONS", "unlock,backup")
@@ -46,6 +46,16 @@ fn backup_then_restore_jobs_report_their_results() {
         .env("SLUICE_HOSTNAME", "ns-a/pvc-a")
         .env("SLUICE_TAGS", "hourly,sluice")
         .env("SLUICE_RESULT_FILE", &log));
+    // The Pod's log (standard error) says what the Job did, step by step, without -v.
+    let steps = stderr(&run);
+    for line in [
+        "mover job started actions=unlock,backup",
+        "repository opened",
+        "backup finished",
+        "files_new=20",
+    ] {
+        assert!(steps.contains(line), "{line:?} in the job's log:\n{steps}");
+    }
     let r = result(&log);
     assert_eq!(r["filesNew"], 20, "{r}");
     assert!(r["bytesAdded"].as_u64().unwrap() > 10 << 20);

@@ -19,6 +19,7 @@ pub mod forget;
 mod handoff;
 pub mod host;
 pub mod id;
+mod id_table;
 pub mod index;
 pub mod key;
 pub mod lock;

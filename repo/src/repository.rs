@@ -2,6 +2,7 @@
 //! the operations every command shares (load and save files and blobs).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::{Backend, BackendErrorKind, FileKind, Payload};
 use crate::compression;
@@ -210,39 +211,60 @@ impl Repository {
 
     /// Reads every index file into memory, several at a time, replacing
     /// what an earlier call loaded.
+    ///
+    /// Up to eight files are fetched at once (object storage answers each after a round
+    /// trip), but they are decrypted, decompressed and parsed one at a time, and each is
+    /// merged as soon as it is parsed: besides the merged index, memory holds the fetched
+    /// files and one file's JSON and parsed list (an index file of a pack of small files is
+    /// 16 MiB of JSON), however many files the repository has.
     pub fn load_index(&mut self) -> Result<()> {
         let files = self.backend.list(FileKind::Index)?;
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let parsed: Vec<Result<Vec<IndexFile>>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..8.min(files.len().max(1)))
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(f) = files.get(i) else { break };
-                            let plain = self.load_unpacked(FileKind::Index, &f.name)?;
-                            out.push(IndexFile::parse(&plain).map_err(|e| {
-                                Error::corrupt(format!("index/{}", f.name), e.to_string())
-                            })?);
-                        }
-                        Ok(out)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("index loader"))
-                .collect()
-        });
+        let next = AtomicUsize::new(0);
+        let workers = 8.min(files.len().max(1));
         // A fresh index replaces the old one, so a handle kept across steps
         // (a mover Job's backup, prune and check) sees packs a prune removed
         // disappear.
         let mut index = Index::new();
-        for batch in parsed {
-            for file in batch? {
-                index.add_file(&file);
+        let mut failed = None;
+        let this = &*self;
+        let decoding = std::sync::Mutex::new(());
+        std::thread::scope(|s| {
+            let (parsed, merge) = std::sync::mpsc::sync_channel::<Result<IndexFile>>(1);
+            for _ in 0..workers {
+                let parsed = parsed.clone();
+                let (next, files, decoding) = (&next, &files, &decoding);
+                s.spawn(move || {
+                    while let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let file = this
+                            .fetch_unpacked(FileKind::Index, &f.name)
+                            .and_then(|raw| {
+                                let _one = decoding.lock().unwrap_or_else(|e| e.into_inner());
+                                let what = FileKind::Index.path(&f.name);
+                                let plain = open_unpacked(&this.key, &what, &raw)?;
+                                drop(raw);
+                                IndexFile::parse(&plain)
+                                    .map_err(|e| Error::corrupt(what, e.to_string()))
+                            });
+                        if parsed.send(file).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
+            drop(parsed);
+            for file in merge {
+                match file {
+                    Ok(file) => index.add_file(&file),
+                    Err(e) => {
+                        // The first error is the one reported; the others stop taking files.
+                        next.store(files.len(), Ordering::Relaxed);
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.index = index;
         Ok(())
@@ -268,6 +290,12 @@ impl Repository {
     /// Loads, authenticates and decodes an unpacked file (snapshot, index,
     /// lock), checking that its name is the hash of its content.
     pub fn load_unpacked(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let raw = self.fetch_unpacked(kind, name)?;
+        open_unpacked(&self.key, &kind.path(name), &raw)
+    }
+
+    /// The stored bytes of an unpacked file, checked against its name, still encrypted.
+    fn fetch_unpacked(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let raw = self.backend.load(kind, name)?;
         if Id::hash(&raw).to_hex() != name {
             return Err(Error::corrupt(
@@ -275,7 +303,7 @@ impl Repository {
                 "content does not match its name (hash mismatch)",
             ));
         }
-        open_unpacked(&self.key, &kind.path(name), &raw)
+        Ok(raw)
     }
 
     /// Encodes, encrypts and stores an unpacked file, returning its id.
@@ -620,7 +648,14 @@ fn decode_unpacked(plain: &[u8]) -> std::result::Result<Vec<u8>, String> {
             let limit = max_expansion(plain.len());
             let decoder =
                 zstd::stream::read::Decoder::new(&plain[1..]).map_err(|e| format!("zstd: {e}"))?;
-            let mut out = Vec::new();
+            // The frame's own size, when it states one within the limit: read_to_end alone
+            // doubles its buffer, up to twice an index file's 16 MiB of JSON.
+            let stated = zstd::zstd_safe::get_frame_content_size(&plain[1..])
+                .ok()
+                .flatten()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= limit);
+            let mut out = Vec::with_capacity(stated.unwrap_or(0));
             decoder
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)

@@ -74,13 +74,17 @@ pub fn backup(
     repo.load_index()?;
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
-    let ticker = Ticker::start(Mode::detect(g.json, g.quiet), "backup", move || Sample {
-        files_done: p.files_done.load(Ordering::Relaxed),
-        files_total: p.files_seen.load(Ordering::Relaxed),
-        bytes_done: p.bytes_done.load(Ordering::Relaxed),
-        bytes_total: p.bytes_seen.load(Ordering::Relaxed),
-        totals_final: p.walk_done.load(Ordering::Relaxed),
-    });
+    let ticker = Ticker::start(
+        Mode::detect(g.json, g.quiet, g.progress_log),
+        "backup",
+        move || Sample {
+            files_done: p.files_done.load(Ordering::Relaxed),
+            files_total: p.files_seen.load(Ordering::Relaxed),
+            bytes_done: p.bytes_done.load(Ordering::Relaxed),
+            bytes_total: p.bytes_seen.load(Ordering::Relaxed),
+            totals_final: p.walk_done.load(Ordering::Relaxed),
+        },
+    );
     let started = std::time::Instant::now();
     let result = archiver::backup(repo, opts, &progress);
     ticker.finish();

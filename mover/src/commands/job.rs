@@ -192,7 +192,7 @@ pub fn run(g: &Global) -> Result<i32> {
             .unwrap_or_else(|| TERMINATION_LOG_PATH.into()),
     );
     let run = JobConfig::new(|name| std::env::var(name).ok())
-        .and_then(|cfg| execute(g, &cfg, &mut result));
+        .and_then(|cfg| execute(g, &cfg, &mut result, started));
     result.duration_seconds = started.elapsed().as_secs_f64();
     let code = match &run {
         Ok(()) => 0,
@@ -212,8 +212,10 @@ pub fn run(g: &Global) -> Result<i32> {
 
 /// Opens the repository once and runs every action of the plan on that
 /// handle, so a Job derives the key once however many steps it has.
-fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> {
+fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult, started: Instant) -> Result<()> {
     let mut g = g.clone();
+    g.progress_log = true;
+    tracing::info!(actions = %cfg.actions.join(","), "mover job started");
     if g.retry_lock.is_zero() {
         g.retry_lock = cfg.retry_lock.unwrap_or(Duration::from_secs(120));
     }
@@ -247,6 +249,11 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         return Ok(());
     };
     result.initialized = initialized;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        initialized,
+        "repository opened"
+    );
     if cfg.has("unlock") {
         let opts = LockOptions {
             hostname: lock_hostname.clone(),
@@ -282,6 +289,15 @@ fn execute(g: &Global, cfg: &JobConfig, result: &mut MoverResult) -> Result<()> 
         result.files_unmodified = s.files_unmodified;
         result.bytes_added = s.data_added;
         result.total_bytes = s.total_bytes_processed;
+        tracing::info!(
+            snapshot = %b.id.short(),
+            files_new = s.files_new,
+            files_changed = s.files_changed,
+            files_unmodified = s.files_unmodified,
+            bytes_added = s.data_added,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "backup finished"
+        );
     }
     if cfg.has("forget") {
         // Only this source's snapshots: a repository may be shared.

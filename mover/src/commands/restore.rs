@@ -105,13 +105,17 @@ pub fn restore_listing_errors(
     }
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
-    let ticker = Ticker::start(Mode::detect(g.json, g.quiet), "restore", move || Sample {
-        files_done: 0,
-        files_total: p.files_total.load(Ordering::Relaxed),
-        bytes_done: p.bytes_done.load(Ordering::Relaxed),
-        bytes_total: p.bytes_total.load(Ordering::Relaxed),
-        totals_final: true,
-    });
+    let ticker = Ticker::start(
+        Mode::detect(g.json, g.quiet, g.progress_log),
+        "restore",
+        move || Sample {
+            files_done: 0,
+            files_total: p.files_total.load(Ordering::Relaxed),
+            bytes_done: p.bytes_done.load(Ordering::Relaxed),
+            bytes_total: p.bytes_total.load(Ordering::Relaxed),
+            totals_final: true,
+        },
+    );
     let started = std::time::Instant::now();
     let result = match onto {
         Onto::Directory => restorer::restore(repo, &snap, opts, &progress),

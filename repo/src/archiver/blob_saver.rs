@@ -23,7 +23,7 @@ impl Archiver<'_> {
     /// True when `id` must be stored: neither the index nor this backup has it. A blob the
     /// index has is relied on where it is.
     pub(super) fn is_new_blob(&self, id: &Id) -> bool {
-        !self.reused.rely_on(self.repo, id) && self.known.lock().expect("known").insert(*id)
+        !self.reused.rely_on(self.repo, id) && self.known.lock().expect("known").insert(*id, ())
     }
 
     pub(super) fn blob_worker(&self, rx: Receiver<BlobJob>, sink: &PackSink<'_>) {

@@ -56,7 +56,7 @@ use self::tree_saver::DirJob;
 use self::walker::Walker;
 use crate::chunker::Chunker;
 use crate::exclude::Excludes;
-use crate::id::IdSet;
+use crate::id_table::IdTable;
 use crate::packer::PackSink;
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::Tree;
@@ -197,8 +197,9 @@ struct Archiver<'a> {
     repo: &'a Repository,
     excludes: Excludes,
     chunker: Chunker,
-    /// Blobs stored or queued during this backup (the index has the rest).
-    known: Mutex<IdSet>,
+    /// Blobs stored or queued during this backup (the index has the rest): compact, as a
+    /// first backup of millions of small files adds millions.
+    known: Mutex<IdTable<()>>,
     /// Packs of the blobs used from the index as they are.
     reused: Reused,
     counters: Counters,
@@ -248,7 +249,7 @@ pub fn backup(
         repo,
         excludes: Excludes::new(&options.excludes),
         chunker: Chunker::new(repo.config().chunker_polynomial),
-        known: Mutex::new(IdSet::default()),
+        known: Mutex::new(IdTable::default()),
         reused: Reused::default(),
         counters: Counters::default(),
         progress,
