@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 # The workspace version, which tags the image.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: build image test lint crds tools e2e demo cluster quickstart bench bench-operator fuzz
+.PHONY: build image test lint crds tools e2e demo cluster quickstart bench bench-job bench-operator fuzz
 
 ## build: release binaries (sluice-mover, sluice-operator, crdgen)
 build:
@@ -61,6 +61,11 @@ bench:
 	cargo build --release -p sluice-mover
 	cargo build --release -p sluice-repo --example rates
 	python3 bench/bench.py
+
+## bench-job: what one mover Job costs on the real node (release binaries): a 1 GiB volume backed up once, then SLUICE_BENCH_JOB_SYNCS unchanged syncs (default 5), each cut into trigger to Job, Pod, scheduling, container start, repository open (one key derivation), backup, Pod end and status, with the fixed cost and the whole sync; a few minutes
+bench-job: tools
+	cargo build --release --bin sluice-mover --bin sluice-operator --bin sluice-e2e-bench-job
+	$(CARGO_TARGET_DIR)/release/sluice-e2e-bench-job
 
 ## bench-operator: sluice-operator (dev profile, as make e2e builds it) against the real control plane (no node) with SLUICE_BENCH_SOURCES ReplicationSources (default 5000, 20 to 30 minutes; 200 for a quick run of a few minutes): memory, CPU, API requests by verb, watches, due-to-Job latency, starts per minute, resync after a restart, and what 100 syncs of one source leave; the last line is a JSON summary
 bench-operator: tools

@@ -18,6 +18,7 @@ pub mod argocd;
 pub mod cluster;
 pub mod host;
 pub mod images;
+pub mod job_bench;
 pub mod kstatus;
 pub mod node;
 pub mod operator_bench;
