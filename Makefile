@@ -56,7 +56,7 @@ demo: tools
 	cargo build -p sluice-mover -p sluice-operator -p sluice-e2e
 	$(CARGO_TARGET_DIR)/debug/sluice-e2e-demo
 
-## bench: Sluice vs restic on every dataset and file system (root fs; ext4 with and without a journal and XFS on loop devices, as root), at full scale, with each operation's floor on this machine, and a Block volume's backup against restic on its image file (BENCH_SCALE=0.02 for a quick run, BENCH_DATASETS, BENCH_FS for a subset); writes bench/results.md
+## bench: Sluice vs restic on every dataset and file system (root fs; ext4 with and without a journal and XFS on loop devices, as root), at full scale, with each operation's floor on this machine, a Block volume's backup against restic on its image file, and a scale section (2M small files, a 100 GiB sparse file; BENCH_SCALE_SECTION=0 skips it) (BENCH_SCALE=0.02 for a quick run, BENCH_DATASETS, BENCH_FS for a subset); writes bench/results.md
 bench:
 	cargo build --release -p sluice-mover
 	cargo build --release -p sluice-repo --example rates
